@@ -1,0 +1,142 @@
+"""Lightning callbacks and a logger for one run: divergence, throughput, and the per-epoch history CSV."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+HISTORY_KEYS = ("epoch", "step", "lr", "train/loss", "train/error", "val/loss", "val/error", "test/loss", "test/error")
+
+
+class Divergence(L.Callback):
+    """Stops a run whose loss became non-finite, and keeps the step where it happened.
+
+    The module records the first bad step on the device; reading it costs a host sync, so it is read
+    every `every` steps and at each epoch end, not every step.
+    """
+
+    def __init__(self, every: int = 10):
+        self.every, self.step = every, None
+
+    def _check(self, trainer, module) -> None:
+        if self.step is None and (at := int(module.diverged_at)) >= 0:
+            self.step = at
+            trainer.should_stop = True
+            rank_zero_info(f"Loss became non-finite at step {at}: the run diverged. Stopping it; this is a result.")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if (trainer.global_step % self.every == 0) or trainer.global_step >= trainer.max_steps:
+            self._check(trainer, module)
+
+    def on_train_epoch_end(self, trainer, module):
+        self._check(trainer, module)
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = state["step"]
+
+
+class Throughput(L.Callback):
+    """Training images per second: images seen over wall time in the training loop, evaluation excluded."""
+
+    def __init__(self):
+        self.images, self.seconds, self._t = 0, 0.0, None
+
+    def _sync(self, module):
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_epoch_start(self, trainer, module):
+        self._sync(module)
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.images += len(batch[1]) * trainer.world_size
+
+    def _stop(self, module):
+        if self._t is not None:
+            self._sync(module)
+            self.seconds += time.perf_counter() - self._t
+            self._t = None
+
+    def on_validation_start(self, trainer, module):
+        self._stop(module)
+
+    def on_validation_end(self, trainer, module):
+        if trainer.training:
+            self.on_train_epoch_start(trainer, module)
+
+    def on_train_epoch_end(self, trainer, module):
+        self._stop(module)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else float("nan")
+
+
+class HistoryLogger(Logger):
+    """One CSV row per epoch (the keys in HISTORY_KEYS), merged from Lightning's epoch-level logs.
+
+    Rewritten atomically at each save, so a crash never leaves a half-written file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = Path(path)
+        self.rows: dict[int, dict] = {}
+
+    @property
+    def name(self):
+        return "history"
+
+    @property
+    def version(self):
+        return ""  # nothing to version, and "" keeps "v_num" off the progress bar
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        return None
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if "epoch" not in metrics or not any(k in metrics for k in HISTORY_KEYS[2:]):
+            return
+        row = self.rows.setdefault(int(metrics["epoch"]), {"epoch": int(metrics["epoch"])})
+        if "train/loss" in metrics:  # logged after the epoch's last step, at step index steps - 1
+            row["step"] = (step or 0) + 1
+        row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
+
+    @rank_zero_only
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, HISTORY_KEYS)
+            w.writeheader()
+            for e in sorted(self.rows):
+                w.writerow({k: _fmt(self.rows[e].get(k)) for k in HISTORY_KEYS})
+        os.replace(tmp, self.path)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    return "nan" if isinstance(v, float) and not math.isfinite(v) else v

@@ -1,0 +1,54 @@
+"""The `bench` command: thin entry points over pure functions. Bad input exits 2 before any work."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from bench import config, models
+
+OVERRIDES_HELP = "param overrides as section.key=value, e.g. train.lr=0.05 trainer.devices=2"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description=__import__("bench").__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one cell (variant, depth, seed) of the ablation grid")
+    t.add_argument("--variant", required=True, help=f"one of: {', '.join(models.VARIANTS)}")
+    t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="the cell's output folder")
+    t.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    t.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
+    t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+    return p
+
+
+def cmd_train(args, params) -> int:
+    from bench.train import train  # heavy imports only once the input is known to be good
+
+    models.check(args.variant, args.depth, params.model.shortcut)
+    m = train(params, args.variant, args.depth, args.seed, args.out, progress=not args.no_progress)
+    if m["diverged"]:
+        print(f"{args.variant}-{args.depth}-{args.seed}: diverged (non-finite loss) at step {m['diverged_step']}; "
+              f"recorded in {args.out}/metrics.json")
+    else:
+        print(f"{args.variant}-{args.depth}-{args.seed}: test error {m['test/error']:.4f} after {m['steps']} steps "
+              f"({m['wall_time_s']:.0f} s, {m['images_per_s']:.0f} images/s); wrote {args.out}/metrics.json")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Lightning 2.6 on torch 2.13 warns about its own use of a deprecated torch API; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
+        params = config.load(args.params, args.overrides)
+        return {"train": cmd_train}[args.command](args, params)
+    except ValueError as e:
+        parser.exit(2, f"bench {args.command}: error: {e}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""GPU-resident data: each split is one uint8 tensor on the training device, moved there once.
+
+Batches are drawn by index and augmented per sample, in batch, on the device (random crop with
+padding, horizontal flip where the dataset suits it), as in airbench; no DataLoader, no PIL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, C, H, W) uint8
+    y: torch.Tensor  # (N,) int64
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset: the three splits plus what augmentation and normalisation need."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    mean: list[float]  # per channel, on the 0..1 scale, computed on the training split
+    std: list[float]
+    flip: bool  # horizontal flips suit natural images, not digits
+    pad: int  # random-crop padding in pixels (4 for 32 px CIFAR)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])
+
+
+def local_batch_size(global_batch: int, world_size: int) -> int:
+    """The one place the global batch is divided across ranks."""
+    if global_batch % world_size:
+        raise ValueError(f"train.batch_size={global_batch} does not divide across {world_size} processes")
+    return global_batch // world_size
+
+
+def augment(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+    """Random crop with `pad` pixels of zero padding, and random horizontal flips, per sample: (B,C,H,W) -> same."""
+    b, _, h, w = x.shape
+    if pad:
+        padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+        x = padded[torch.arange(b, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        x = torch.where(torch.rand(b, 1, 1, 1, device=x.device) < 0.5, x.flip(3), x)
+    return x
+
+
+class DeviceLoader:
+    """An iterable of (images, labels) batches drawn by index from tensors on the device.
+
+    Training: a fresh permutation each epoch from (seed, epoch), identical on every rank, each rank
+    taking its own stride of it; drop_last keeps the global batch fixed. Evaluation: in order, each
+    rank a disjoint stride, with no padding or duplication, so every image counts exactly once.
+    """
+
+    def __init__(self, split: Split, batch_size: int, mean, std, *, train: bool, pad=0, flip=False,
+                 seed=0, rank=0, world_size=1, epoch=lambda: 0):
+        self.split, self.batch_size, self.train = split, batch_size, train
+        self.pad, self.flip, self.seed, self.rank, self.world_size = pad, flip, seed, rank, world_size
+        dev = split.x.device
+        self.mean = torch.tensor(mean, device=dev).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=dev).view(1, -1, 1, 1) * 255
+        self.epoch = epoch  # () -> current epoch, so a resumed run continues the same permutations
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.split.y)
+        if not self.train:
+            return torch.arange(self.rank, n, self.world_size)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
+        perm = torch.randperm(n, generator=g)
+        return perm[: n - n % (self.batch_size * self.world_size)][self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        n = len(self.split.y)
+        if self.train:
+            return n // (self.batch_size * self.world_size)
+        return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
+
+    def __iter__(self):
+        idx = self._indices().to(self.split.x.device)
+        for i in range(0, len(idx), self.batch_size):
+            j = idx[i : i + self.batch_size]
+            x = self.split.x[j]
+            if self.train:
+                x = augment(x, self.pad, self.flip)
+            yield (x.float() - self.mean) / self.std, self.split.y[j]
+
+
+class DataModule(L.LightningDataModule):
+    """Moves a prepared Dataset to the training device once and serves DeviceLoaders.
+
+    The validation loop evaluates two loaders, val then test, so that test error is tracked per epoch
+    for the convergence and generalisation-gap curves; `trainer.test` evaluates test alone.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, augment: bool, seed: int):
+        super().__init__()
+        self.dataset, self.global_batch, self.augment, self.seed = dataset, batch_size, augment, seed
+        self._on_device: dict[str, Split] = {}
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device
+        self.batch_size = local_batch_size(self.global_batch, self.trainer.world_size)
+        for name in ("train", "val", "test"):
+            s = getattr(self.dataset, name)
+            self._on_device[name] = Split(s.x.to(device), s.y.to(device))
+
+    def _loader(self, name: str, train: bool) -> DeviceLoader:
+        d = self.dataset
+        return DeviceLoader(
+            self._on_device[name], self.batch_size, d.mean, d.std, train=train,
+            pad=d.pad if self.augment else 0, flip=d.flip and self.augment, seed=self.seed,
+            rank=self.trainer.global_rank, world_size=self.trainer.world_size,
+            epoch=lambda: self.trainer.current_epoch,
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", train=True)
+
+    def val_dataloader(self):
+        return [self._loader("val", train=False), self._loader("test", train=False)]
+
+    def test_dataloader(self):
+        return self._loader("test", train=False)

@@ -1,0 +1,123 @@
+"""The CIFAR ResNet family of He et al. 2016, Sec. 4.2, as one builder over the grid.
+
+Depth 6n + 2: a 3x3 stem, three stages of n basic blocks (16/32/64 channels, stride 2 between
+stages), global average pooling and a linear head. A variant is a pair of switches, (skip,
+batchnorm), so plain and residual nets differ only in h(x) = f(x) + x. No Lightning here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VARIANTS = {  # name: (skip connection, batch normalisation)
+    "plain": (False, False),
+    "plain_bn": (False, True),
+    "residual": (True, False),
+    "residual_bn": (True, True),
+}
+SHORTCUTS = ("projection", "zero_pad")  # He et al.'s option B (1x1 conv) and option A (parameter-free)
+WIDTHS = (16, 32, 64)  # channels of the three stages, on 32/16/8 px maps for CIFAR
+
+
+def check(variant: str, depth: int, shortcut: str = "projection") -> int:
+    """Validate one grid cell; return n, the number of blocks per stage."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut {shortcut!r}; valid shortcuts: {', '.join(SHORTCUTS)}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"depth {depth!r} is not 6n+2 with n >= 1; valid depths: 8, 14, 20, 26, 32, 44, 56, 110, 1202, ..."
+        )
+    return (depth - 2) // 6
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: subsample by `stride` and append zero channels; no parameters."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.stride, self.extra = stride, c_out - c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        half = self.extra // 2  # zeros split before and after the channels, as akamaster's option A
+        return F.pad(x, (0, 0, 0, 0, half, self.extra - half))
+
+
+def projection(c_in: int, c_out: int, stride: int, bn: bool) -> nn.Module:
+    """Option B: a strided 1x1 conv, followed by BN when the variant has BN."""
+    if not bn:
+        return nn.Conv2d(c_in, c_out, 1, stride, bias=True)
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs, each followed by BN (if any); out = relu(f(x) + shortcut(x)) when skip, else relu(f(x)).
+
+    `f` is the residual branch: conv1, bn1, relu, conv2, bn2. Its output, after BN and before the
+    addition, is the "response" of He et al. Fig. 7.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, skip: bool, bn: bool, shortcut: str):
+        super().__init__()
+        norm = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not bn)  # bias only where no BN follows
+        self.bn1 = norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=not bn)
+        self.bn2 = norm(c_out)
+        self.skip = skip
+        self.shortcut: nn.Module = nn.Identity()
+        if skip and (stride != 1 or c_in != c_out):
+            self.shortcut = (
+                ZeroPadShortcut(c_in, c_out, stride) if shortcut == "zero_pad" else projection(c_in, c_out, stride, bn)
+            )
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x), the branch that a residual block learns."""
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        if self.skip:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class CifarResNet(nn.Module):
+    """stem -> blocks (3 stages x n, flat and in order) -> global average pool -> head."""
+
+    def __init__(self, variant: str, depth: int, shortcut: str, num_classes: int, in_channels: int):
+        super().__init__()
+        n = check(variant, depth, shortcut)
+        skip, bn = VARIANTS[variant]
+        self.variant, self.depth, self.shortcut = variant, depth, shortcut
+        c = WIDTHS[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c, 3, 1, 1, bias=not bn), nn.BatchNorm2d(c) if bn else nn.Identity(), nn.ReLU()
+        )
+        blocks = []
+        for stage, width in enumerate(WIDTHS):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(BasicBlock(c, width, stride, skip, bn, shortcut))
+                c = width
+        self.blocks = nn.Sequential(*blocks)  # 3n blocks; hooks and lesions address them by index
+        self.head = nn.Linear(c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # He et al. 2015 init: std = sqrt(2 / fan_in)
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        x = self.blocks(self.stem(x))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def build_model(
+    variant: str, depth: int, shortcut: str = "projection", num_classes: int = 10, in_channels: int = 3
+) -> nn.Module:
+    """The CIFAR ResNet (or its plain twin) of `depth` = 6n + 2 layers; raises ValueError on bad values."""
+    return CifarResNet(variant, depth, shortcut, num_classes, in_channels)

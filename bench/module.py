@@ -1,0 +1,83 @@
+"""The LightningModule: cross-entropy, SGD with momentum, an iteration-based lr schedule, torchmetrics.
+
+It receives a model and a schedule and names no architecture. Error = 1 - accuracy, as He et al.
+report it. A non-finite loss is recorded on the device (no host sync per step) and read by the
+Divergence callback, which stops the run cleanly.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("val", "test")  # the validation loop's two loaders, in order
+
+
+class Classifier(L.LightningModule):
+    def __init__(self, model: nn.Module, num_classes: int, lr: float, momentum: float, weight_decay: float,
+                 nesterov: bool, lr_factor: Callable[[int], float]):
+        super().__init__()
+        self.model, self.lr_factor = model, lr_factor
+        self.save_hyperparameters(ignore=["model", "lr_factor"])
+        # keyed "train_loss", "train_accuracy", ...: ModuleDict keys may not shadow Module.train.
+        # nan_strategy="disable": a diverged loss stays NaN (and no host sync per step to check it)
+        self.metrics = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in SPLITS})
+        self.metrics.update({f"{s}_accuracy": MulticlassAccuracy(num_classes, average="micro") for s in SPLITS})
+        self.register_buffer("diverged_at", torch.tensor(-1), persistent=False)  # first non-finite step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.metrics[f"{split}_loss"].update(loss.detach(), weight=len(y))
+        self.metrics[f"{split}_accuracy"].update(logits.detach(), y)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self._step(batch, "train")
+        bad = ~torch.isfinite(loss.detach()) & (self.diverged_at < 0)
+        self.diverged_at = torch.where(bad, self.global_step, self.diverged_at)
+        self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self._step(batch, EVAL_SPLITS[dataloader_idx])
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def _log_epoch(self, splits) -> None:
+        for s in splits:
+            loss, accuracy = self.metrics[f"{s}_loss"], self.metrics[f"{s}_accuracy"]
+            if accuracy.update_count == 0:
+                continue  # e.g. an empty validation split
+            self.log(f"{s}/loss", loss.compute(), prog_bar=s != "test")
+            self.log(f"{s}/error", 1 - accuracy.compute(), prog_bar=s != "test")
+            loss.reset()
+            accuracy.reset()
+
+    def on_train_epoch_end(self):
+        self._log_epoch(["train"])
+        self.log("lr", self.optimizers().param_groups[0]["lr"])
+
+    def on_validation_epoch_end(self):
+        self._log_epoch(EVAL_SPLITS)
+
+    def on_test_epoch_end(self):
+        self._log_epoch(["test"])
+
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay,
+                              nesterov=h.nesterov)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,66 @@
+import pytest
+import yaml
+
+from bench import config
+from conftest import PARAMS
+
+
+def test_default_params_load_typed():
+    p = config.load(PARAMS)
+    assert isinstance(p.train.lr, float) and isinstance(p.train.max_steps, int)
+    assert 56 in p.grid.depths and set(p.grid.variants) == {"plain", "plain_bn", "residual", "residual_bn"}
+
+
+def test_overrides_are_parsed_as_yaml():
+    p = config.load(PARAMS, ["train.lr=0.05", "train.milestones=[10, 20]", "train.low_lr=null", "data.augment=false"])
+    assert p.train.lr == 0.05 and p.train.milestones == [10, 20] and p.train.low_lr is None
+    assert p.data.augment is False
+
+
+def test_int_is_accepted_for_float():
+    assert config.load(PARAMS, ["train.lr=1"]).train.lr == 1.0
+
+
+def write(tmp_path, mutate):
+    raw = yaml.safe_load(PARAMS.read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r["train"].update(lrr=0.1), "unknown key train.lrr"),
+    (lambda r: r.update(extra={}), "unknown key extra"),
+    (lambda r: r["train"].pop("lr"), "missing key train.lr"),
+    (lambda r: r["train"].update(max_steps="many"), "train.max_steps: expected int"),
+    (lambda r: r["train"].update(max_steps=True), "train.max_steps: expected int"),
+    (lambda r: r["grid"].update(depths=[8, "x"]), r"grid.depths\[1\]: expected int"),
+    (lambda r: r.update(train=[1, 2]), "train: expected a mapping"),
+])
+def test_bad_params_name_the_key(tmp_path, mutate, message):
+    with pytest.raises(ValueError, match=message):
+        config.load(write(tmp_path, mutate))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lrr=1", "unknown key train.lrr"),
+    ("nosection.lr=1", "unknown key nosection"),
+    ("train.lr", "not section.key=value"),
+    ("train.lr=fast", "train.lr: expected float"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        config.load(PARAMS, [override])
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [lr: 0.1\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        config.load(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        config.load(bad)
+    with pytest.raises(ValueError, match="not found"):
+        config.load(tmp_path / "nope.yaml")

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+from bench import config, datasets
+from bench.data import DeviceLoader, Split, augment, local_batch_size
+from conftest import PARAMS
+
+
+def test_random_crop_is_a_window_of_the_padded_image():
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = augment(x, pad=2, flip=False)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(len(x)):
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        assert hits, f"sample {i} is not a crop of its own padded image"
+        offsets.add(hits[0])
+    assert len(offsets) > 5  # the offset is drawn per sample
+
+
+def test_flip_is_per_sample_and_horizontal():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = augment(x, pad=0, flip=True)
+    flipped = [torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)]
+    kept = [torch.equal(o, xi) for o, xi in zip(out, x)]
+    assert all(f or k for f, k in zip(flipped, kept)) and 10 < sum(flipped) < 54
+
+
+def test_no_augmentation_is_identity():
+    x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    assert torch.equal(augment(x, 0, False), x)
+
+
+def test_global_batch_divides_in_one_checked_place():
+    assert local_batch_size(128, 4) == 32
+    with pytest.raises(ValueError, match="does not divide"):
+        local_batch_size(128, 3)
+
+
+def split(n):
+    return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(),
+                 torch.arange(n))
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_evaluation_counts_every_image_exactly_once(world):
+    s = split(101)
+    seen = []
+    for rank in range(world):
+        loader = DeviceLoader(s, 8, [0.0], [1 / 255], train=False, rank=rank, world_size=world)
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        seen += [int(v) for _, y in batches for v in y]
+    assert sorted(seen) == list(range(101))
+
+
+def test_training_epochs_are_full_batches_reshuffled_and_rank_disjoint():
+    s = split(100)
+    epoch = [0]
+    loaders = [DeviceLoader(s, 16, [0.0], [1 / 255], train=True, seed=1, rank=r, world_size=2,
+                            epoch=lambda: epoch[0]) for r in range(2)]
+    first = [torch.cat([y for _, y in ld]) for ld in loaders]
+    assert all(len(f) == 96 // 2 for f in first) and len(loaders[0]) == 3
+    assert not set(first[0].tolist()) & set(first[1].tolist())
+    epoch[0] = 1
+    assert not torch.equal(torch.cat([y for _, y in loaders[0]]), first[0])
+    epoch[0] = 0
+    assert torch.equal(torch.cat([y for _, y in loaders[0]]), first[0])  # epoch-seeded: reproducible
+
+
+def test_loader_normalises_with_train_statistics():
+    s = split(10)
+    x, _ = next(iter(DeviceLoader(s, 10, [0.5], [0.25], train=False)))
+    assert x.dtype == torch.float32
+    assert torch.allclose(x[:, 0, 0, 0], (torch.arange(10) / 255 - 0.5) / 0.25)
+
+
+def test_digits_dataset_is_real_and_pinned():
+    d = datasets.load(config.load(PARAMS).data)
+    assert d.train.x.dtype == torch.uint8 and d.shape == (1, 8, 8) and len(d.classes) == 10
+    assert len(d.train.y) + len(d.val.y) == 1797 - datasets.DIGITS_TEST and len(d.test.y) == datasets.DIGITS_TEST
+    assert d.val.x.shape[0] == config.load(PARAMS).data.val_size
+    again = datasets.load(config.load(PARAMS, ["data.val_size=144"]).data)
+    assert torch.equal(again.val.y, d.val.y)  # the split does not depend on the run's seed
+    x = d.train.x.double() / 255
+    assert np.allclose(d.mean, [x.mean().item()]) and np.allclose(d.std, [x.std(unbiased=False).item()])
+    assert set(d.train.y.tolist()) == set(range(10))
+
+
+def test_bad_dataset_name_and_val_size():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        datasets.load(config.load(PARAMS, ["data.name=imagenet"]).data)
+    with pytest.raises(ValueError, match="data.val_size=5000"):
+        datasets.load(config.load(PARAMS, ["data.val_size=5000"]).data)

@@ -1,0 +1,103 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.models import SHORTCUTS, VARIANTS, BasicBlock, build_model
+
+GRID_DEPTHS = [8, 14, 20, 32, 44, 56, 110]
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("depth", GRID_DEPTHS)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_cell_builds_and_maps_inputs_to_logits(variant, depth, shortcut):
+    torch.manual_seed(0)
+    m = build_model(variant, depth, shortcut, num_classes=10, in_channels=3).eval()
+    y = m(torch.randn(2, 3, 32, 32))
+    assert y.shape == (2, 10) and torch.isfinite(y).all()
+    assert len(m.blocks) == 3 * (depth - 2) // 6  # the blocks, reachable in order
+
+
+@pytest.mark.slow
+def test_resnet_1202_builds():
+    m = build_model("residual_bn", 1202, "zero_pad").eval()
+    assert round(n_params(m) / 1e6, 1) == 19.4  # He et al. Table 6
+    assert torch.isfinite(m(torch.randn(1, 3, 32, 32))).all()
+
+
+def test_other_shapes_and_classes():
+    m = build_model("plain_bn", 8, num_classes=100, in_channels=1)
+    assert m(torch.randn(2, 1, 8, 8)).shape == (2, 100)
+
+
+@pytest.mark.parametrize("depth,millions", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)])
+def test_parameter_counts_match_he_et_al_table_6(depth, millions):
+    counts = {v: n_params(build_model(v, depth, "zero_pad")) for v in VARIANTS}
+    assert round(counts["residual_bn"] / 1e6, 2 if depth < 110 else 1) == millions
+    assert counts["plain"] == counts["residual"] and counts["plain_bn"] == counts["residual_bn"]
+    # option B adds the two 1x1 projections, to residual nets only
+    assert n_params(build_model("residual_bn", depth, "projection")) > counts["residual_bn"]
+    assert n_params(build_model("plain_bn", depth, "projection")) == counts["plain_bn"]
+
+
+@pytest.mark.parametrize("kwargs,names", [
+    (dict(variant="resnet", depth=20), "plain, plain_bn, residual, residual_bn"),
+    (dict(variant="plain", depth=21), "8, 14, 20"),
+    (dict(variant="plain", depth=2), "8, 14, 20"),
+    (dict(variant="plain", depth=20, shortcut="option_c"), "projection, zero_pad"),
+])
+def test_bad_values_raise_listing_valid_ones(kwargs, names):
+    with pytest.raises(ValueError, match=names):
+        build_model(**kwargs)
+
+
+def test_bias_only_where_no_bn_follows():
+    for variant, (_, bn) in VARIANTS.items():
+        convs = [m for m in build_model(variant, 8).modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all((c.bias is None) == bn for c in convs), variant
+
+
+def test_batchnorm_uses_batch_statistics_in_train_and_running_statistics_in_eval():
+    torch.manual_seed(0)
+    m = build_model("plain_bn", 8)
+    bn = m.stem[1]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and bn.num_features == 16  # per channel of the conv
+    seen = {}
+    bn.register_forward_hook(lambda mod, i, o: seen.update(inp=i[0], out=o))
+    x = torch.randn(16, 3, 32, 32) * 3 + 1
+    m.train()(x)
+    per_channel = seen["out"].transpose(0, 1).flatten(1)  # (C, B*H*W)
+    assert torch.allclose(per_channel.mean(1), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(per_channel.var(1, unbiased=False), torch.ones(16), atol=1e-3)
+    assert not torch.allclose(bn.running_mean, torch.zeros(16))  # running stats were updated
+
+    m.eval()(x)
+    expected = (seen["inp"] - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
+    assert torch.allclose(seen["out"], expected, atol=1e-5)
+    assert not torch.allclose(seen["out"].transpose(0, 1).flatten(1).mean(1), torch.zeros(16), atol=1e-3)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_residual_block_with_zeroed_branch_computes_relu_x(bn):
+    block = BasicBlock(16, 16, 1, skip=True, bn=bn, shortcut="projection").eval()
+    last = block.bn2 if bn else block.conv2
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    x = torch.randn(4, 16, 8, 8)
+    assert torch.equal(block(x), F.relu(x))
+    plain = BasicBlock(16, 16, 1, skip=False, bn=bn, shortcut="projection").eval()
+    plain.load_state_dict(block.state_dict())
+    assert torch.equal(plain(x), torch.zeros_like(x))  # without the skip, nothing gets through
+
+
+def test_zero_pad_shortcut_subsamples_and_pads_channels():
+    block = BasicBlock(16, 32, 2, skip=True, bn=True, shortcut="zero_pad")
+    x = torch.randn(2, 16, 8, 8)
+    s = block.shortcut(x)
+    assert s.shape == (2, 32, 4, 4) and not list(block.shortcut.parameters())
+    assert torch.equal(s[:, 8:24], x[:, :, ::2, ::2])
+    assert s[:, :8].abs().sum() == 0 and s[:, 24:].abs().sum() == 0

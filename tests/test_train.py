@@ -1,0 +1,69 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.train import train
+from conftest import PARAMS, ROOT
+
+
+def read_history(out):
+    with open(out / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_learns_and_writes_its_results(params, tmp_path):
+    p = params("train.max_steps=120", "train.milestones=[80]")
+    m = train(p, "residual_bn", 8, 0, tmp_path, progress=False)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == m
+    assert m["steps"] == 120 and not m["diverged"] and m["diverged_step"] is None
+    assert m["test/error"] < 0.3  # chance is 0.9 on 10 digit classes
+    assert m["images_per_s"] > 0 and m["wall_time_s"] > 0
+    rows = read_history(tmp_path)
+    assert len(rows) == m["epochs"] and int(rows[-1]["step"]) == 120
+    assert float(rows[-1]["train/loss"]) < 0.5 * float(rows[0]["train/loss"])  # training lowers the loss
+    assert float(rows[-1]["lr"]) == pytest.approx(0.01)  # after the milestone at 80
+    assert all(r["test/error"] for r in rows)  # test error tracked per epoch
+    assert (tmp_path / "last.ckpt").exists()
+
+
+def test_absurd_learning_rate_diverges_without_raising(params, tmp_path):
+    m = train(params("train.lr=1000", "train.max_steps=60"), "plain", 8, 0, tmp_path, progress=False)
+    assert m["diverged"] is True and 0 <= m["diverged_step"] < 60
+    assert m["steps"] < 60  # stopped early
+    saved = json.loads((tmp_path / "metrics.json").read_text())  # valid JSON: no NaN
+    assert saved["diverged_step"] == m["diverged_step"]
+
+
+def bench(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--variant", "resnet", "--depth", "20"], "unknown variant 'resnet'"),
+    (["--variant", "plain", "--depth", "21"], "depth 21 is not 6n+2"),
+    (["--variant", "plain", "--depth", "20", "train.lrr=0.1"], "unknown key train.lrr"),
+    (["--variant", "plain", "--depth", "20", "model.shortcut=option_c"], "unknown shortcut 'option_c'"),
+])
+def test_cli_rejects_bad_input_before_training(tmp_path, args, message):
+    r = bench("train", *args, "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and message in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_diverged_run_exits_zero_and_says_so(tmp_path):
+    r = bench("train", "--variant", "plain", "--depth", "8", "--out", str(tmp_path), "--no-progress",
+              "train.lr=1000", "train.max_steps=30", "trainer.accelerator=cpu")
+    assert r.returncode == 0, r.stderr
+    assert "diverged" in r.stdout and json.loads((tmp_path / "metrics.json").read_text())["diverged"]
+
+
+@pytest.mark.slow
+def test_readme_run_residual_bn_20(tmp_path):
+    r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1
