@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)  # so that dvc stages find `bench`
 
 .PHONY: run test setup clean
 setup: $(VENV)/.installed
@@ -18,7 +19,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 run: setup
-	$(BIN)/bench train --variant residual_bn --depth 20 --seed 0 --out runs/residual_bn-20-0
+	dvc repro prepare
+	bench train --variant residual_bn --depth 20 --seed 0 --out runs/residual_bn-20-0
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

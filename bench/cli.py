@@ -18,17 +18,36 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="the cell's output folder")
+    t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
     t.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     t.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+
+    pr = sub.add_parser("prepare", help="verify a dataset source by checksum and write its prepared form")
+    pr.add_argument("--out", default="data/prepared", help="prepared data folder (default: data/prepared)")
+    pr.add_argument("--raw", default="data/raw", help="where official archives are downloaded (default: data/raw)")
+    pr.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    pr.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
     return p
+
+
+def cmd_prepare(args, params) -> int:
+    from pathlib import Path
+
+    from bench.datasets import prepare
+
+    meta = prepare(params.data, args.out, Path(args.raw))
+    c = meta["counts"]
+    print(f"prepared {meta['name']} (md5 {meta['md5']}): {c['train']} train, {c['val']} val, {c['test']} test images "
+          f"of shape {tuple(meta['shape'])} in {len(meta['classes'])} classes -> {args.out}")
+    return 0
 
 
 def cmd_train(args, params) -> int:
     from bench.train import train  # heavy imports only once the input is known to be good
 
     models.check(args.variant, args.depth, params.model.shortcut)
-    m = train(params, args.variant, args.depth, args.seed, args.out, progress=not args.no_progress)
+    m = train(params, args.variant, args.depth, args.seed, args.out, args.data, progress=not args.no_progress)
     if m["diverged"]:
         print(f"{args.variant}-{args.depth}-{args.seed}: diverged (non-finite loss) at step {m['diverged_step']}; "
               f"recorded in {args.out}/metrics.json")
@@ -45,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = config.load(args.params, args.overrides)
-        return {"train": cmd_train}[args.command](args, params)
+        return {"train": cmd_train, "prepare": cmd_prepare}[args.command](args, params)
     except ValueError as e:
         parser.exit(2, f"bench {args.command}: error: {e}\n")
 

@@ -28,7 +28,6 @@ class Data:
     source: Optional[str]  # URL, local path or DVC-tracked file; null = the dataset's default
     md5: Optional[str]  # expected archive checksum; null = the official one
     val_size: int  # images held out of the training split for validation
-    augment: bool  # random crop with padding, plus flips where the dataset suits them
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class Model:
 @dataclass(frozen=True)
 class Train:
     batch_size: int  # global batch, split across ranks
+    augment: bool  # random crop with padding, plus flips where the dataset suits them
     max_steps: int  # iterations, as He et al. count them
     lr: float
     momentum: float
@@ -122,8 +122,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ValueError(f"unknown key {section} in override {item!r}; valid sections: {', '.join(raw)}")
         if name not in raw[section]:
             raise ValueError(f"unknown key {key} in override {item!r}; valid keys: {', '.join(raw[section])}")
-        raw[section][name] = yaml.safe_load(value)
+        raw[section][name] = value if _is_text(section, name) and value not in ("null", "~") else yaml.safe_load(value)
     return raw
+
+
+def _is_text(section: str, name: str) -> bool:
+    """Whether params `section.name` is typed str: its override is kept verbatim (an all-digit md5 stays text)."""
+    cls = typing.get_type_hints(Params).get(section)
+    tp = typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
 
 
 def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Params:

@@ -5,11 +5,16 @@ padding, horizontal flip where the dataset suits it), as in airbench; no DataLoa
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from bench.config import Data
 
 
 @dataclass
@@ -23,6 +28,7 @@ class Dataset:
     """A prepared dataset: the three splits plus what augmentation and normalisation need."""
 
     name: str
+    md5: str  # the source's checksum, as verified by `bench prepare`
     train: Split
     val: Split
     test: Split
@@ -35,6 +41,31 @@ class Dataset:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train.x.shape[1:])
+
+
+def load_prepared(path: str | Path, cfg: Data) -> Dataset:
+    """Read what `bench prepare` wrote; refuse data that disagrees with params (stale), never download."""
+    path = Path(path)
+    if not (path / "meta.json").exists():
+        raise ValueError(f"no prepared data at {path}: run `bench prepare --out {path}` (or `dvc repro prepare`)")
+    meta = json.loads((path / "meta.json").read_text())
+    stale = [f"data.{k}={getattr(cfg, k)!r} but prepared {meta[k]!r}" for k in ("name", "source", "val_size")
+             if getattr(cfg, k) != meta[k]]
+    if cfg.md5 is not None and cfg.md5.lower() != meta["md5"]:
+        stale.append(f"data.md5={cfg.md5!r} but prepared {meta['md5']!r}")
+    if stale:
+        raise ValueError(f"prepared data at {path} is stale ({'; '.join(stale)}): rerun `bench prepare` or `dvc repro`")
+    with np.load(path / "images.npz") as z:
+        arrays = {k: torch.from_numpy(z[k]) for k in z.files}
+    val = torch.zeros(len(arrays["train_y"]), dtype=torch.bool)
+    val[meta["val_indices"]] = True
+    return Dataset(
+        name=meta["name"], md5=meta["md5"],
+        train=Split(arrays["train_x"][~val], arrays["train_y"][~val]),
+        val=Split(arrays["train_x"][val], arrays["train_y"][val]),
+        test=Split(arrays["test_x"], arrays["test_y"]),
+        classes=meta["classes"], mean=meta["mean"], std=meta["std"], flip=meta["flip"], pad=meta["pad"],
+    )
 
 
 def local_batch_size(global_batch: int, world_size: int) -> int:

@@ -16,10 +16,10 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from bench import datasets, models
+from bench import models
 from bench.callbacks import Divergence, HistoryLogger, Throughput
 from bench.config import Params
-from bench.data import DataModule
+from bench.data import DataModule, load_prepared
 from bench.module import Classifier
 from bench.schedule import lr_factor
 
@@ -42,11 +42,11 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def train(params: Params, variant: str, depth: int, seed: int, out: str | os.PathLike,
-          progress: bool = True) -> dict:
+          data_dir: str | os.PathLike = "data/prepared", progress: bool = True) -> dict:
     models.check(variant, depth, params.model.shortcut)  # fail before any work
     out = Path(out)
     L.seed_everything(seed, workers=True, verbose=False)
-    data = datasets.load(params.data)
+    data = load_prepared(data_dir, params.data)
     if len(data.train.y) < params.train.batch_size:
         raise ValueError(f"train.batch_size={params.train.batch_size} exceeds the {len(data.train.y)} training images")
     model = models.build_model(variant, depth, params.model.shortcut, len(data.classes), data.shape[0])
@@ -64,14 +64,14 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
         callbacks=[divergence, throughput, ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0)],
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out,
     )
-    dm = DataModule(data, t.batch_size, params.data.augment, seed)
+    dm = DataModule(data, t.batch_size, params.train.augment, seed)
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     fit_metrics = dict(trainer.callback_metrics)
     trainer.loggers = []  # the final test repeats the last epoch's test/* in history.csv; keep it out
     test_metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
     metrics = {
-        "variant": variant, "depth": depth, "seed": seed, "dataset": data.name,
+        "variant": variant, "depth": depth, "seed": seed, "dataset": data.name, "data_md5": data.md5,
         "params": sum(p.numel() for p in model.parameters()),
         **{k: _finite(fit_metrics[k]) if k in fit_metrics else None
            for k in ("train/loss", "train/error", "val/loss", "val/error")},

@@ -12,9 +12,9 @@ def test_default_params_load_typed():
 
 
 def test_overrides_are_parsed_as_yaml():
-    p = config.load(PARAMS, ["train.lr=0.05", "train.milestones=[10, 20]", "train.low_lr=null", "data.augment=false"])
+    p = config.load(PARAMS, ["train.lr=0.05", "train.milestones=[10, 20]", "train.low_lr=null", "train.augment=false"])
     assert p.train.lr == 0.05 and p.train.milestones == [10, 20] and p.train.low_lr is None
-    assert p.data.augment is False
+    assert p.train.augment is False
 
 
 def test_int_is_accepted_for_float():
@@ -64,3 +64,8 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         config.load(bad)
     with pytest.raises(ValueError, match="not found"):
         config.load(tmp_path / "nope.yaml")
+
+
+def test_text_overrides_stay_text():
+    p = config.load(PARAMS, ["data.md5=00000000000000000000000000000123", "data.source=null", "data.name=cifar10"])
+    assert p.data.md5 == "00000000000000000000000000000123" and p.data.source is None

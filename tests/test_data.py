@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bench import config, datasets
-from bench.data import DeviceLoader, Split, augment, local_batch_size
+from bench.data import DeviceLoader, Split, augment, load_prepared, local_batch_size
 from conftest import PARAMS
 
 
@@ -80,20 +80,14 @@ def test_loader_normalises_with_train_statistics():
     assert torch.allclose(x[:, 0, 0, 0], (torch.arange(10) / 255 - 0.5) / 0.25)
 
 
-def test_digits_dataset_is_real_and_pinned():
-    d = datasets.load(config.load(PARAMS).data)
+def test_digits_dataset_is_real_and_pinned(digits_dir, tmp_path):
+    cfg = config.load(PARAMS).data
+    d = load_prepared(digits_dir, cfg)
     assert d.train.x.dtype == torch.uint8 and d.shape == (1, 8, 8) and len(d.classes) == 10
     assert len(d.train.y) + len(d.val.y) == 1797 - datasets.DIGITS_TEST and len(d.test.y) == datasets.DIGITS_TEST
-    assert d.val.x.shape[0] == config.load(PARAMS).data.val_size
-    again = datasets.load(config.load(PARAMS, ["data.val_size=144"]).data)
-    assert torch.equal(again.val.y, d.val.y)  # the split does not depend on the run's seed
+    assert len(d.val.y) == cfg.val_size
+    again = load_prepared(datasets.prepare(cfg, tmp_path / "again") and tmp_path / "again", cfg)
+    assert torch.equal(again.val.y, d.val.y) and torch.equal(again.train.x, d.train.x)  # pinned split
     x = d.train.x.double() / 255
     assert np.allclose(d.mean, [x.mean().item()]) and np.allclose(d.std, [x.std(unbiased=False).item()])
     assert set(d.train.y.tolist()) == set(range(10))
-
-
-def test_bad_dataset_name_and_val_size():
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
-        datasets.load(config.load(PARAMS, ["data.name=imagenet"]).data)
-    with pytest.raises(ValueError, match="data.val_size=5000"):
-        datasets.load(config.load(PARAMS, ["data.val_size=5000"]).data)

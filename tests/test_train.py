@@ -14,9 +14,9 @@ def read_history(out):
         return list(csv.DictReader(f))
 
 
-def test_short_run_learns_and_writes_its_results(params, tmp_path):
+def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     p = params("train.max_steps=120", "train.milestones=[80]")
-    m = train(p, "residual_bn", 8, 0, tmp_path, progress=False)
+    m = train(p, "residual_bn", 8, 0, tmp_path, digits_dir, progress=False)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == m
     assert m["steps"] == 120 and not m["diverged"] and m["diverged_step"] is None
@@ -30,8 +30,8 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path):
     assert (tmp_path / "last.ckpt").exists()
 
 
-def test_absurd_learning_rate_diverges_without_raising(params, tmp_path):
-    m = train(params("train.lr=1000", "train.max_steps=60"), "plain", 8, 0, tmp_path, progress=False)
+def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_dir):
+    m = train(params("train.lr=1000", "train.max_steps=60"), "plain", 8, 0, tmp_path, digits_dir, progress=False)
     assert m["diverged"] is True and 0 <= m["diverged_step"] < 60
     assert m["steps"] < 60  # stopped early
     saved = json.loads((tmp_path / "metrics.json").read_text())  # valid JSON: no NaN
@@ -48,22 +48,25 @@ def bench(*args, cwd=ROOT):
     (["--variant", "plain", "--depth", "21"], "depth 21 is not 6n+2"),
     (["--variant", "plain", "--depth", "20", "train.lrr=0.1"], "unknown key train.lrr"),
     (["--variant", "plain", "--depth", "20", "model.shortcut=option_c"], "unknown shortcut 'option_c'"),
+    (["--variant", "plain", "--depth", "20", "data.val_size=100"], "is stale"),
 ])
-def test_cli_rejects_bad_input_before_training(tmp_path, args, message):
-    r = bench("train", *args, "--out", str(tmp_path / "out"))
+def test_cli_rejects_bad_input_before_training(tmp_path, digits_dir, args, message):
+    r = bench("train", *args, "--out", str(tmp_path / "out"), "--data", str(digits_dir))
     assert r.returncode == 2 and message in r.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_diverged_run_exits_zero_and_says_so(tmp_path):
-    r = bench("train", "--variant", "plain", "--depth", "8", "--out", str(tmp_path), "--no-progress",
+def test_cli_diverged_run_exits_zero_and_says_so(tmp_path, digits_dir):
+    r = bench("train", "--variant", "plain", "--depth", "8", "--out", str(tmp_path), "--no-progress", "--data",
+              str(digits_dir),
               "train.lr=1000", "train.max_steps=30", "trainer.accelerator=cpu")
     assert r.returncode == 0, r.stderr
     assert "diverged" in r.stdout and json.loads((tmp_path / "metrics.json").read_text())["diverged"]
 
 
 @pytest.mark.slow
-def test_readme_run_residual_bn_20(tmp_path):
-    r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", str(tmp_path))
+def test_readme_run_residual_bn_20(tmp_path, digits_dir):
+    r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", str(tmp_path),
+              "--data", str(digits_dir))
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1

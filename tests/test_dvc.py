@@ -1,0 +1,78 @@
+"""The real DVC: the prepare stage through `dvc repro`, raw data pinned by .dvc files, a local remote."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from archives import random_cifar
+from conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=isinstance(cmd, str),
+                       timeout=600)
+    if check and r.returncode:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A temp copy of the project as a git + DVC repo."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("bench", "params.yaml", "dvc.yaml", ".gitignore"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
+    (repo / "data/raw").mkdir(parents=True)
+    (repo / "data/raw/.gitkeep").touch()
+    run("git init -q && git config user.email t@t && git config user.name t && dvc init -q", repo)
+    return repo
+
+
+def set_params(repo, **sections):
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in sections.items():
+        p[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def test_prepare_stage_pins_raw_and_prepared_data(repo):
+    archive = repo / "data/raw/cifar-10-python.tar.gz"
+    md5 = random_cifar(archive, n_train=100, n_test=20)
+    run("dvc add -q data/raw/cifar-10-python.tar.gz", repo)
+    set_params(repo, data={"name": "cifar10", "source": "data/raw/cifar-10-python.tar.gz", "md5": md5,
+                           "val_size": 10})
+    run("dvc repro prepare", repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]
+    assert {d["path"] for d in lock["deps"]} == {"bench/datasets.py", "data/raw"}
+    assert lock["outs"][0]["path"] == "data/prepared" and lock["outs"][0]["md5"].endswith(".dir")
+    assert lock["params"]["params.yaml"]["data"]["md5"] == md5
+    assert (repo / "data/prepared/meta.json").exists()
+    assert yaml.safe_load((repo / "data/raw/cifar-10-python.tar.gz.dvc").read_text())["outs"][0]["md5"] == md5
+    again = run("dvc repro prepare", repo)
+    assert "didn't change" in again.stdout or "up to date" in again.stdout
+
+    set_params(repo, data={"md5": "0" * 32})  # a wrong checksum: the stage fails, the old outputs stay
+    bad = run("dvc repro prepare", repo, check=False)
+    assert bad.returncode != 0 and "checksum mismatch" in bad.stderr + bad.stdout
+    assert (repo / "data/prepared/meta.json").exists()
+
+
+def test_local_remote_push_then_pull(repo, tmp_path):
+    archive = repo / "data/raw/cifar-10-python.tar.gz"
+    md5 = random_cifar(archive, n_train=50, n_test=10)
+    remote = tmp_path / "remote"
+    run(f"dvc remote add -d local {remote} && dvc add -q data/raw/cifar-10-python.tar.gz && dvc push -q", repo)
+    archive.unlink()
+    shutil.rmtree(repo / ".dvc/cache")
+    run("dvc pull -q data/raw/cifar-10-python.tar.gz.dvc", repo)
+    from bench.datasets import file_md5
+    assert file_md5(archive) == md5
