@@ -28,7 +28,21 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--raw", default="data/raw", help="where official archives are downloaded (default: data/raw)")
     pr.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     pr.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+
+    r = sub.add_parser("report", help="aggregate the grid's cells into tables, figures and report.md")
+    r.add_argument("--runs", default="runs", help="folder of the cells' folders (default: runs)")
+    r.add_argument("--out", default="report", help="report folder (default: report)")
+    r.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    r.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
     return p
+
+
+def cmd_report(args, params) -> int:
+    from bench.report import report
+
+    s = report(params, args.runs, args.out)
+    print(f"report of {s['cells']} cells ({s['diverged']} diverged) -> {args.out}/report.md")
+    return 0
 
 
 def cmd_prepare(args, params) -> int:
@@ -44,9 +58,15 @@ def cmd_prepare(args, params) -> int:
 
 
 def cmd_train(args, params) -> int:
+    from pathlib import Path
+
+    from bench.grid import progress_line
     from bench.train import train  # heavy imports only once the input is known to be good
 
     models.check(args.variant, args.depth, params.model.shortcut)
+    line = progress_line(params, (args.variant, args.depth, args.seed), Path(args.out).parent)
+    if line:
+        print(line, flush=True)
     m = train(params, args.variant, args.depth, args.seed, args.out, args.data, progress=not args.no_progress)
     if m["diverged"]:
         print(f"{args.variant}-{args.depth}-{args.seed}: diverged (non-finite loss) at step {m['diverged_step']}; "
@@ -64,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = config.load(args.params, args.overrides)
-        return {"train": cmd_train, "prepare": cmd_prepare}[args.command](args, params)
+        return {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report}[args.command](args, params)
     except ValueError as e:
         parser.exit(2, f"bench {args.command}: error: {e}\n")
 

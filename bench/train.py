@@ -2,11 +2,11 @@
 
 `train(params, variant, depth, seed, out)` is a pure function the CLI and the tests call. It writes
 out/metrics.json (final train/val/test error and loss, steps, wall time, images/s, divergence),
-out/history.csv (one row per epoch) and out/last.ckpt (Lightning's ModelCheckpoint).
+out/history.csv (one row per epoch), out/env.json (versions, hardware, git commit, data checksum) and
+out/last.ckpt (Lightning's ModelCheckpoint).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -16,7 +16,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from bench import models
+from bench import models, provenance
+from bench.files import write_json
+from bench.grid import cell_name
 from bench.callbacks import Divergence, HistoryLogger, Throughput
 from bench.config import Params
 from bench.data import DataModule, load_prepared
@@ -24,21 +26,9 @@ from bench.module import Classifier
 from bench.schedule import lr_factor
 
 
-def cell_name(variant: str, depth: int, seed: int) -> str:
-    """The cell key used for folders, DVC stage names and W&B run names."""
-    return f"{variant}-{depth}-{seed}"
-
-
 def _finite(v):
     v = float(v)
     return v if math.isfinite(v) else None  # JSON has no NaN: a diverged loss is recorded as null
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def train(params: Params, variant: str, depth: int, seed: int, out: str | os.PathLike,
@@ -86,5 +76,9 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
     }
     if trainer.is_global_zero:
         history.save()
+        env = provenance.environment()
+        env.update(cell=cell_name(variant, depth, seed), data_md5=data.md5, world_size=trainer.world_size,
+                   precision=str(trainer.precision))
+        write_json(out / "env.json", env)
         write_json(out / "metrics.json", metrics)
     return metrics
