@@ -1,48 +1,10 @@
 """The real DVC: the prepare stage through `dvc repro`, raw data pinned by .dvc files, a local remote."""
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 import yaml
 
 from archives import random_cifar
-from conftest import ROOT
-
-BIN = Path(sys.executable).parent
-
-
-def run(cmd, cwd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=isinstance(cmd, str),
-                       timeout=600)
-    if check and r.returncode:
-        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-@pytest.fixture
-def repo(tmp_path):
-    """A temp copy of the project as a git + DVC repo."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("bench", "params.yaml", "dvc.yaml", ".gitignore"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
-    (repo / "data/raw").mkdir(parents=True)
-    (repo / "data/raw/.gitkeep").touch()
-    run("git init -q && git config user.email t@t && git config user.name t && dvc init -q", repo)
-    return repo
-
-
-def set_params(repo, **sections):
-    p = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in sections.items():
-        p[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-
+from conftest import run, set_params
 
 def test_prepare_stage_pins_raw_and_prepared_data(repo):
     archive = repo / "data/raw/cifar-10-python.tar.gz"

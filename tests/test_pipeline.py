@@ -1,0 +1,124 @@
+"""The ablation pipeline: dvc.yaml agrees with params.yaml, the real `dvc repro` end to end, the report."""
+import csv
+import json
+import re
+
+import pytest
+import yaml
+
+from bench import config
+from bench.report import aggregate, fmt_cell, report
+from conftest import PARAMS, ROOT, run, set_params
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def test_matrix_axes_come_from_params_and_declared_params_exist():
+    params = yaml.safe_load(PARAMS.read_text())
+    matrix = DVC["stages"]["train"]["matrix"]
+    assert matrix == {"variant": "${grid.variants}", "depth": "${grid.depths}", "seed": "${grid.seeds}"}
+    for name, stage in DVC["stages"].items():
+        for p in stage.get("params", []):
+            section, _, key = p.partition(".")
+            assert section in params and (not key or key in params[section]), f"{name} declares unknown param {p}"
+    # every ${...} in dvc.yaml names an existing param or a matrix item
+    for ref in re.findall(r"\$\{([^}]+)\}", (ROOT / "dvc.yaml").read_text()):
+        section, _, key = ref.partition(".")
+        assert (section == "item" and key in matrix) or key in params[section], ref
+
+
+def test_stages_declare_the_params_their_code_reads():
+    stages = DVC["stages"]
+    assert stages["prepare"]["params"] == ["data"]
+    assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer"}
+    assert stages["report"]["params"] == ["grid"]
+
+
+def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
+    set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
+               train={"max_steps": 20, "milestones": [15]})
+    r = run("dvc repro", repo)
+    assert "cell 1/4 plain-8-0" in r.stdout and "cell 4/4 residual_bn-8-1" in r.stdout
+    for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
+        m = json.loads((repo / "runs" / cell / "metrics.json").read_text())
+        assert m["steps"] == 20 and 0 <= m["test/error"] <= 1
+        assert (repo / "runs" / cell / "last.ckpt").exists() and (repo / "runs" / cell / "history.csv").exists()
+    for f in ("report.md", "metrics.json", "error_vs_depth.csv", "figures/convergence.png",
+              "figures/error_vs_depth.png", "figures/gap_vs_depth.png"):
+        assert (repo / "report" / f).stat().st_size > 0, f
+    assert "(n=2)" in (repo / "report/report.md").read_text()
+    shown = json.loads(run("dvc metrics show --json", repo).stdout)
+    assert any("runs/plain-8-0/metrics.json" in json.dumps(v) for v in shown.values())
+
+    again = run("dvc repro", repo)
+    assert "Running stage" not in again.stdout and "up to date" in again.stdout
+
+    set_params(repo, grid={"seeds": [0, 1, 2]})  # one more seed: only its cells and the report run
+    more = run("dvc repro", repo).stdout
+    assert set(re.findall(r"Running stage '([^']+)'", more)) == {"train@plain-8-2", "train@residual_bn-8-2",
+                                                                  "report"}
+
+
+def test_dvc_exp_run_with_a_param_override(repo):
+    set_params(repo, grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]}, train={"max_steps": 10})
+    run("git add -A && git commit -qm init", repo)
+    run("dvc exp run -S train.lr=0.02", repo)
+    shown = json.loads(run("dvc exp show --json", repo).stdout)
+    text = json.dumps(shown)
+    assert '"lr": 0.02' in text and "test/error" in text
+    status = run("git status --porcelain --untracked-files=all", repo).stdout.split("\n")
+    assert not [s for s in status if s.strip() and "dvc.lock" not in s and "params.yaml" not in s
+                and "runs/" not in s and "report/" not in s and "data/" not in s and ".gitignore" not in s], status
+
+
+def cell(variant, depth, seed, test, train=0.1, diverged=False):
+    return {"variant": variant, "depth": depth, "seed": seed, "test/error": None if diverged else test,
+            "train/error": None if diverged else train, "diverged": diverged, "diverged_step": 7 if diverged else None,
+            "gap": None if diverged else test - train, "dataset": "cifar10"}
+
+
+def test_aggregation_mean_std_and_diverged_cells():
+    results = [cell("residual_bn", 20, s, t) for s, t in enumerate([0.08, 0.09, 0.10])]
+    results += [cell("plain", 20, 0, 0.3), cell("plain", 20, 1, None, diverged=True)]
+    results += [cell("plain", 56, 0, None, diverged=True)]
+    agg = aggregate(results)
+    r = agg["residual_bn", 20]["test/error"]
+    assert r["n"] == 3 and r["mean"] == pytest.approx(0.09) and r["std"] == pytest.approx(0.01)  # sample std
+    assert fmt_cell(agg["residual_bn", 20]) == "9.00 ± 1.00 (n=3)"
+    assert agg["plain", 20]["diverged"] == 1 and fmt_cell(agg["plain", 20]) == "30.00 (n=2, 1 diverged)"
+    assert fmt_cell(agg["plain", 56]) == "diverged (n=1)" and agg["plain", 56]["diverged_steps"] == [7]
+    assert agg["residual_bn", 20]["gap"]["mean"] == pytest.approx(-0.01)
+
+
+def write_cell(runs, m, steps=(10, 20)):
+    d = runs / f"{m['variant']}-{m['depth']}-{m['seed']}"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(m))
+    with open(d / "history.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "step", "lr", "train/loss", "train/error", "val/loss", "val/error", "test/loss",
+                    "test/error"])
+        for i, s in enumerate(steps):
+            w.writerow([i, s, 0.1, 1, 0.5, 1, 0.5, "nan" if m["diverged"] else 1, 0.6])
+
+
+def test_report_from_hand_made_cells(tmp_path):
+    params = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56]", "grid.seeds=[0, 1]"])
+    runs = tmp_path / "runs"
+    for v in ("plain", "residual_bn"):
+        for d in (20, 56):
+            for s in (0, 1):
+                write_cell(runs, cell(v, d, s, 0.1 + 0.01 * s, diverged=(v == "plain" and d == 56)))
+    summary = report(params, runs, tmp_path / "report")
+    md = (tmp_path / "report/report.md").read_text()
+    assert "| 56 | diverged (n=2) | 10.50 ± 0.71 (n=2) | 6.97 | 6.61 |" in md  # He et al. and akamaster beside
+    assert summary["diverged"] == 2 and summary["test/error/residual_bn-20"] == pytest.approx(0.105)
+    rows = list(csv.DictReader(open(tmp_path / "report/error_vs_depth.csv")))
+    assert rows[1]["depth"] == "56" and rows[1]["plain"] == "" and float(rows[1]["residual_bn"]) == pytest.approx(10.5)
+
+
+def test_report_names_a_missing_cell(tmp_path):
+    params = config.load(PARAMS, ["grid.variants=[plain]", "grid.depths=[20]", "grid.seeds=[0]"])
+    with pytest.raises(ValueError, match="no results for cell plain-20-0"):
+        report(params, tmp_path / "runs", tmp_path / "report")
+    assert not (tmp_path / "report").exists()
