@@ -34,7 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report", help="report folder (default: report)")
     r.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     r.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+
+    w = sub.add_parser("wandb", help="list offline W&B runs with the `wandb sync` line; --report builds the Report")
+    w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
+    w.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    w.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
     return p
+
+
+def cmd_wandb(args, params) -> int:
+    from bench import tracking
+
+    if args.report:
+        from bench.wandb_report import publish
+
+        print(publish(params))
+    else:
+        print(tracking.sync_lines(params))
+    return 0
 
 
 def cmd_report(args, params) -> int:
@@ -68,6 +85,10 @@ def cmd_train(args, params) -> int:
     if line:
         print(line, flush=True)
     m = train(params, args.variant, args.depth, args.seed, args.out, args.data, progress=not args.no_progress)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return 0
     if m["diverged"]:
         print(f"{args.variant}-{args.depth}-{args.seed}: diverged (non-finite loss) at step {m['diverged_step']}; "
               f"recorded in {args.out}/metrics.json")
@@ -80,11 +101,18 @@ def cmd_train(args, params) -> int:
 def main(argv: list[str] | None = None) -> int:
     # Lightning 2.6 on torch 2.13 warns about its own use of a deprecated torch API; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # our epoch-level values come from torchmetrics' compute(), which already reduces across processes
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # overrides may also come between options
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = config.load(args.params, args.overrides)
-        return {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report}[args.command](args, params)
+        commands = {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report, "wandb": cmd_wandb}
+        return commands[args.command](args, params)
     except ValueError as e:
         parser.exit(2, f"bench {args.command}: error: {e}\n")
 

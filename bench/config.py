@@ -56,10 +56,22 @@ class Train:
 class Trainer:
     accelerator: str  # Lightning Trainer flags
     devices: Any  # int, list of ids, or "auto"
+    num_nodes: int
+    strategy: str  # auto | ddp | ddp_spawn | ...
+    sync_batchnorm: bool  # BN statistics over the global batch instead of each process's share
     precision: str
     deterministic: bool
     log_every_n_steps: int
     check_val_every_n_epoch: int
+
+
+@dataclass(frozen=True)
+class Wandb:
+    mode: Optional[str]  # online | offline | disabled; null: online if WANDB_API_KEY is set, else offline
+    project: Optional[str]  # null: $WANDB_PROJECT, else "bench"
+    entity: Optional[str]  # null: $WANDB_ENTITY, else your default entity
+    group: Optional[str]  # null: dataset, protocol and DVC experiment name
+    dir: Optional[str]  # null: $WANDB_DIR, else the DVC repo root
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class Params:
     model: Model
     train: Train
     trainer: Trainer
+    wandb: Wandb
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

@@ -30,6 +30,7 @@ class Classifier(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in SPLITS})
         self.metrics.update({f"{s}_accuracy": MulticlassAccuracy(num_classes, average="micro") for s in SPLITS})
         self.register_buffer("diverged_at", torch.tensor(-1), persistent=False)  # first non-finite step
+        self._test_error = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -66,10 +67,18 @@ class Classifier(L.LightningModule):
             accuracy.reset()
 
     def on_train_epoch_end(self):
+        train_error = 1 - self.metrics["train_accuracy"].compute()
         self._log_epoch(["train"])
         self.log("lr", self.optimizers().param_groups[0]["lr"])
+        if self._test_error is not None:  # the generalisation gap, from this epoch's validation loop
+            self.log("gap", self._test_error - train_error)
+
+    def on_validation_epoch_start(self):
+        self._test_error = None
 
     def on_validation_epoch_end(self):
+        if self.metrics["test_accuracy"].update_count:
+            self._test_error = 1 - self.metrics["test_accuracy"].compute()
         self._log_epoch(EVAL_SPLITS)
 
     def on_test_epoch_end(self):

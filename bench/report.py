@@ -243,4 +243,7 @@ Generalisation gap (test - training error) vs depth per variant.
     for (v, d), a in sorted(agg.items()):  # mean over seeds; null where every seed diverged
         summary[f"test/error/{v}-{d}"] = a["test/error"]["mean"]
     write_json(out / "metrics.json", summary)
+    from bench.wandb_report import log_grid
+
+    log_grid(params, results, agg)
     return summary

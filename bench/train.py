@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from bench import models, provenance
+from bench import config, models, provenance, tracking
 from bench.files import write_json
 from bench.grid import cell_name
 from bench.callbacks import Divergence, HistoryLogger, Throughput
@@ -34,6 +34,7 @@ def _finite(v):
 def train(params: Params, variant: str, depth: int, seed: int, out: str | os.PathLike,
           data_dir: str | os.PathLike = "data/prepared", progress: bool = True) -> dict:
     models.check(variant, depth, params.model.shortcut)  # fail before any work
+    tracking.mode(params)
     out = Path(out)
     L.seed_everything(seed, workers=True, verbose=False)
     data = load_prepared(data_dir, params.data)
@@ -45,15 +46,22 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
                         partial(lr_factor, cfg=t, depth=depth))
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
     history = HistoryLogger(out / "history.csv")
+    env = provenance.environment()
+    run_config = {**config.to_dict(params), "cell": {"variant": variant, "depth": depth, "seed": seed},
+                  "data_md5": data.md5, **env}
+    wandb = tracking.logger(params, variant, depth, seed, data.name, run_config)
     tr = params.trainer
     steps_per_epoch = max(1, len(data.train.y) // t.batch_size)
     trainer = L.Trainer(
-        accelerator=tr.accelerator, devices=tr.devices, precision=tr.precision, deterministic=tr.deterministic,
+        accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=tr.strategy,
+        sync_batchnorm=tr.sync_batchnorm, precision=tr.precision, deterministic=tr.deterministic,
         max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch), log_every_n_steps=tr.log_every_n_steps,
-        check_val_every_n_epoch=tr.check_val_every_n_epoch, logger=[history],
+        check_val_every_n_epoch=tr.check_val_every_n_epoch, logger=[history] + ([wandb] if wandb else []),
         callbacks=[divergence, throughput, ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0)],
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out,
     )
+    if wandb:
+        wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
     dm = DataModule(data, t.batch_size, params.train.augment, seed)
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
@@ -76,7 +84,9 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
     }
     if trainer.is_global_zero:
         history.save()
-        env = provenance.environment()
+        if wandb:
+            wandb.experiment.summary.update(metrics)
+            wandb.experiment.finish()
         env.update(cell=cell_name(variant, depth, seed), data_md5=data.md5, world_size=trainer.world_size,
                    precision=str(trainer.precision))
         write_json(out / "env.json", env)

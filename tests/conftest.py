@@ -18,7 +18,7 @@ PARAMS = ROOT / "params.yaml"
 def params():
     """The repo's params.yaml, shortened to a quick CPU run."""
     def make(*overrides):
-        return config.load(PARAMS, ["trainer.accelerator=cpu", *overrides])
+        return config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *overrides])
     return make
 
 

@@ -30,13 +30,13 @@ def test_matrix_axes_come_from_params_and_declared_params_exist():
 def test_stages_declare_the_params_their_code_reads():
     stages = DVC["stages"]
     assert stages["prepare"]["params"] == ["data"]
-    assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer"}
-    assert stages["report"]["params"] == ["grid"]
+    assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer", "wandb"}
+    assert stages["report"]["params"] == ["grid", "wandb"]
 
 
 def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
     set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
-               train={"max_steps": 20, "milestones": [15]})
+               train={"max_steps": 20, "milestones": [15]}, wandb={"mode": "offline"})
     r = run("dvc repro", repo)
     assert "cell 1/4 plain-8-0" in r.stdout and "cell 4/4 residual_bn-8-1" in r.stdout
     for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
@@ -47,6 +47,8 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
               "figures/error_vs_depth.png", "figures/gap_vs_depth.png"):
         assert (repo / "report" / f).stat().st_size > 0, f
     assert "(n=2)" in (repo / "report/report.md").read_text()
+    wandb_runs = sorted((repo / "wandb").glob("offline-run-*"))  # offline by default: 4 cells + the report run
+    assert len(wandb_runs) == 5
     shown = json.loads(run("dvc metrics show --json", repo).stdout)
     assert any("runs/plain-8-0/metrics.json" in json.dumps(v) for v in shown.values())
 
@@ -60,7 +62,8 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
 
 
 def test_dvc_exp_run_with_a_param_override(repo):
-    set_params(repo, grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]}, train={"max_steps": 10})
+    set_params(repo, grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]}, train={"max_steps": 10},
+               wandb={"mode": "disabled"})
     run("git add -A && git commit -qm init", repo)
     run("dvc exp run -S train.lr=0.02", repo)
     shown = json.loads(run("dvc exp show --json", repo).stdout)

@@ -51,15 +51,14 @@ def bench(*args, cwd=ROOT):
     (["--variant", "plain", "--depth", "20", "data.val_size=100"], "is stale"),
 ])
 def test_cli_rejects_bad_input_before_training(tmp_path, digits_dir, args, message):
-    r = bench("train", *args, "--out", str(tmp_path / "out"), "--data", str(digits_dir))
+    r = bench("train", *args, "--out", str(tmp_path / "out"), "--data", str(digits_dir), "wandb.mode=disabled")
     assert r.returncode == 2 and message in r.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_diverged_run_exits_zero_and_says_so(tmp_path, digits_dir):
     r = bench("train", "--variant", "plain", "--depth", "8", "--out", str(tmp_path), "--no-progress", "--data",
-              str(digits_dir),
-              "train.lr=1000", "train.max_steps=30", "trainer.accelerator=cpu")
+              str(digits_dir), "train.lr=1000", "train.max_steps=30", "trainer.accelerator=cpu", "wandb.mode=disabled")
     assert r.returncode == 0, r.stderr
     assert "diverged" in r.stdout and json.loads((tmp_path / "metrics.json").read_text())["diverged"]
 
@@ -67,6 +66,6 @@ def test_cli_diverged_run_exits_zero_and_says_so(tmp_path, digits_dir):
 @pytest.mark.slow
 def test_readme_run_residual_bn_20(tmp_path, digits_dir):
     r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", str(tmp_path),
-              "--data", str(digits_dir))
+              "--data", str(digits_dir), "wandb.mode=disabled")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1

@@ -1,0 +1,81 @@
+"""Weights & Biases: one run per cell, organised so the UI and a W&B Report compare variants and depths.
+
+Offline by default (no API key needed; `wandb sync` uploads later), rank 0 only. Run folders live
+outside DVC's temporary experiment workspaces, so `dvc exp run --queue` never deletes them. The
+API key is read by wandb from the environment and never written by this project.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.config import Params
+
+MODES = ("online", "offline", "disabled")
+
+
+def mode(params: Params) -> str:
+    """wandb.mode, or by default online when WANDB_API_KEY is set and offline when not."""
+    m = params.wandb.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    if m not in MODES:
+        raise ValueError(f"unknown wandb.mode {m!r}; valid modes: {', '.join(MODES)} (or null)")
+    return m
+
+
+def root_dir(params: Params) -> Path:
+    """Where run folders go: wandb.dir, $WANDB_DIR, else the DVC repo root. DVC sets DVC_ROOT to the parent
+    repo's root inside `dvc exp run --queue` temp workspaces, so the runs outlive those workspaces."""
+    return Path(params.wandb.dir or os.environ.get("WANDB_DIR") or os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def project(params: Params) -> str:
+    return params.wandb.project or os.environ.get("WANDB_PROJECT") or "bench"
+
+
+def entity(params: Params) -> str | None:
+    return params.wandb.entity or os.environ.get("WANDB_ENTITY")
+
+
+def group(params: Params) -> str:
+    """The experiment: dataset, protocol (iterations, batch, lr, shortcut) and DVC experiment name."""
+    if params.wandb.group:
+        return params.wandb.group
+    t = params.train
+    exp = os.environ.get("DVC_EXP_NAME") or "workspace"
+    return f"{params.data.name}-{t.max_steps}it-b{t.batch_size}-lr{t.lr:g}-{params.model.shortcut}-{exp}"
+
+
+def run_kwargs(params: Params, name: str, job_type: str, tags: list[str], config: dict) -> dict:
+    """The keyword arguments of wandb.init (and Lightning's WandbLogger) for one run."""
+    out = root_dir(params)
+    out.mkdir(parents=True, exist_ok=True)
+    return dict(project=project(params), entity=entity(params), group=group(params), job_type=job_type,
+                name=name, tags=tags, config=config, mode=mode(params), dir=str(out))
+
+
+def logger(params: Params, variant: str, depth: int, seed: int, dataset: str, config: dict):
+    """Lightning's WandbLogger for one cell (it creates the run on rank 0 only), or None when disabled."""
+    if mode(params) == "disabled":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    from bench.grid import cell_name
+
+    kw = run_kwargs(params, cell_name(variant, depth, seed), variant, [variant, f"depth-{depth}", dataset], config)
+    return WandbLogger(save_dir=kw.pop("dir"), log_model=False, **kw)
+
+
+def offline_runs(params: Params) -> list[Path]:
+    """Offline run folders not yet synced, oldest first."""
+    base = root_dir(params) / "wandb"
+    return sorted(p for p in base.glob("offline-run-*") if p.is_dir() and not any(p.glob("*.wandb.synced")))
+
+
+def sync_lines(params: Params) -> str:
+    runs = offline_runs(params)
+    if not runs:
+        return f"no unsynced offline runs under {root_dir(params) / 'wandb'}"
+    listing = "\n".join(f"  {p}" for p in runs)
+    return (f"{len(runs)} offline W&B runs under {root_dir(params) / 'wandb'}:\n{listing}\n"
+            f"Upload them (needs WANDB_API_KEY or `wandb login`):\n"
+            f"  wandb sync --include-offline {root_dir(params) / 'wandb'}/offline-run-*")

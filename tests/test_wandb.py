@@ -1,0 +1,105 @@
+"""W&B runs, offline: one per cell, organised by group, job type, name and tags; read back with `wandb leet`."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import tracking
+from bench.train import train
+from bench.wandb_report import build_report
+from conftest import BIN, ROOT
+
+SECRET = "0123456789abcdef-not-a-real-key-0123456789"
+
+
+def records(run_dir):
+    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def offline_runs(root):
+    return sorted((root / "wandb").glob("offline-run-*"))
+
+
+def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_path, digits_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)  # present, but params say offline: it must go nowhere
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-lr")
+    p = params("wandb.mode=offline", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=30", "train.milestones=[20]")
+    cells = [("plain", 8, 0), ("residual_bn", 8, 0)]
+    metrics = [train(p, v, d, s, tmp_path / f"{v}-{d}-{s}", digits_dir, progress=False) for v, d, s in cells]
+    runs = offline_runs(tmp_path / "wb")
+    assert len(runs) == len(cells)
+    for (v, d, s), m, run in zip(cells, metrics, runs):
+        recs = records(run)
+        info = next(r["run"] for r in recs if r.get("type") == "run")
+        assert info["display_name"] == f"{v}-{d}-{s}" and info["job_type"] == v
+        assert info["run_group"] == "digits-30it-b128-lr0.05-projection-exp-lr"
+        assert set(info["tags"]) == {v, "depth-8", "digits"}
+        config = {}
+        for r in recs:
+            if r.get("type") in ("run", "config"):
+                config.update((r.get("run") or r)["config"]["update"])
+        assert {"train", "model", "data", "trainer", "cell", "data_md5", "git", "versions", "hardware",
+                "world_size"} <= set(config)
+        history = [r["history"]["item"] for r in recs if r.get("type") == "history"]
+        epochs = [h for h in history if "train/error" in h]
+        assert len(epochs) == m["epochs"] == 3  # one point per epoch
+        assert len([h for h in history if "val/error" in h]) == 3 and len([h for h in history if "gap" in h]) == 3
+        assert all(math.isfinite(h[k]) for h in epochs for k in ("train/error", "train/loss", "lr", "gap"))
+        summary = {}
+        for r in recs:
+            if r.get("type") == "summary":
+                summary.update(r["summary"]["update"])
+        assert summary["test/error"] == pytest.approx(m["test/error"]) and summary["diverged"] is False
+    everything = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
+    assert SECRET.encode() not in everything
+
+
+def test_disabled_mode_writes_nothing(params, tmp_path, digits_dir):
+    train(params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10"), "plain", 8, 0,
+          tmp_path / "cell", digits_dir, progress=False)
+    assert not (tmp_path / "wb").exists()
+
+
+def test_mode_defaults_to_offline_without_a_key(params, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert tracking.mode(params("wandb.mode=null")) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    assert tracking.mode(params("wandb.mode=null")) == "online"
+    with pytest.raises(ValueError, match="unknown wandb.mode 'cloud'"):
+        tracking.mode(params("wandb.mode=cloud"))
+
+
+def test_run_folders_default_to_the_parent_repo_in_queued_experiments(params, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.root_dir(params("wandb.dir=null")) == tmp_path
+
+
+def test_two_process_ddp_writes_one_run(tmp_path, digits_dir):
+    env = {**os.environ, "WANDB_DIR": str(tmp_path / "wb")}
+    r = subprocess.run([sys.executable, "-m", "bench", "train", "--variant", "residual_bn", "--depth", "8", "--out",
+                        str(tmp_path / "cell"), "--data", str(digits_dir), "--no-progress", "train.max_steps=20",
+                        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "wandb.mode=offline"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(offline_runs(tmp_path / "wb")) == 1
+    updates = [x["config"]["update"] for x in records(offline_runs(tmp_path / "wb")[0]) if x.get("type") == "config"]
+    assert {"world_size": 2, "precision": "32-true"}.items() <= {k: v for u in updates for k, v in u.items()}.items()
+    assert r.stdout.count("wrote") == 1  # rank 0 reports, rank 1 stays quiet
+    assert json.loads((tmp_path / "cell/env.json").read_text())["world_size"] == 2
+
+
+def test_report_spec_builds_offline(params):
+    p = params("grid.variants=[plain, residual_bn]", "wandb.group=g1", "wandb.project=proj")
+    report = build_report(p)
+    grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
+    assert len(grids) == 3 and report.project == "proj"
+    assert grids[0].runsets[0].filters == "Group = 'g1' and JobType = 'plain'"
+    assert [pl.y for pl in grids[1].panels] == [["train/error"], ["test/error"], ["gap"]]
+    assert all(pl.groupby == "config.cell.depth" for g in grids[:2] for pl in g.panels)
+    assert grids[2].panels[0].x.name == "cell.depth"
