@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from bench import diagnostics
+
 HISTORY_KEYS = ("epoch", "step", "lr", "train/loss", "train/error", "val/loss", "val/error", "test/loss", "test/error")
 
 
@@ -140,3 +142,48 @@ def _fmt(v):
     if v is None:
         return ""
     return "nan" if isinstance(v, float) and not math.isfinite(v) else v
+
+
+class Diagnostics(L.Callback):
+    """The pathology diagnostics (bench.diagnostics.measure) on a fixed probe batch: at initialisation,
+    every `every` epochs (0: never), and at the end of training; results in `self.results[when]`.
+
+    At initialisation BN's running statistics are still (0, 1), so a copy of the model is measured
+    with its BN calibrated on the probe (diagnostics.calibrate_bn). Every rank measures (SyncBatchNorm
+    may communicate); only rank 0 writes.
+    """
+
+    def __init__(self, probe_x: torch.Tensor, probe_y: torch.Tensor, every: int = 0):
+        self.probe, self.every, self.results = (probe_x, probe_y), every, {}
+
+    def _measure(self, module, when: str, calibrate: bool = False) -> None:
+        import copy
+
+        x, y = (t.to(module.device) for t in self.probe)
+        model = module.model
+        if calibrate:
+            model = diagnostics.calibrate_bn(copy.deepcopy(model), x)
+        self.results[when] = diagnostics.measure(model, x, y)
+
+    def on_fit_start(self, trainer, module):
+        if not trainer.ckpt_path:  # a resumed run was measured at its real initialisation already
+            self._measure(module, "init", calibrate=True)
+
+    def on_train_epoch_end(self, trainer, module):
+        if self.every and (trainer.current_epoch + 1) % self.every == 0:
+            self._measure(module, f"epoch_{trainer.current_epoch + 1}")
+
+    def on_fit_end(self, trainer, module):
+        if int(module.diverged_at) < 0:  # a diverged net's weights are not finite: nothing to measure
+            self._measure(module, "end")
+
+    def scalars(self) -> dict:
+        """{'init/shattering': ..., 'end/grad_ratio': ..., ...} for metrics.json and the W&B summary."""
+        return {f"{when}/{k}": r[k] for when, r in self.results.items() if when in ("init", "end")
+                for k in diagnostics.SCALARS}
+
+    def state_dict(self):
+        return {"results": self.results}
+
+    def load_state_dict(self, state):
+        self.results = state["results"]

@@ -32,14 +32,47 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="aggregate the grid's cells into tables, figures and report.md")
     r.add_argument("--runs", default="runs", help="folder of the cells' folders (default: runs)")
     r.add_argument("--out", default="report", help="report folder (default: report)")
+    r.add_argument("--lr-sweep", default="runs_lr/summary.json", help="bench lr-sweep's summary, if any")
+    r.add_argument("--toy", default="report/toy", help="bench toy's folder, if any")
     r.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     r.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+
+    ls = sub.add_parser("lr-sweep", help="every variant at a few learning rates, at one depth (BN and lr)")
+    ls.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
+    ls.add_argument("--out", default="runs_lr", help="output folder (default: runs_lr)")
+    ls.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    ls.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+
+    ty = sub.add_parser("toy", help="Balduzzi et al.'s toy shattered-gradients experiment")
+    ty.add_argument("--out", default="report/toy", help="output folder (default: report/toy)")
+    ty.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    ty.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
 
     w = sub.add_parser("wandb", help="list offline W&B runs with the `wandb sync` line; --report builds the Report")
     w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
     w.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     w.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
     return p
+
+
+def cmd_lr_sweep(args, params) -> int:
+    from bench.lr_sweep import sweep
+
+    for variant in params.grid.variants:
+        models.check(variant, params.lr_sweep.depth, params.model.shortcut)
+    results = sweep(params, args.data, args.out)
+    for r in results:
+        state = f"diverged at step {r['diverged_step']}" if r["diverged"] else f"training error {r['train/error']:.3f}"
+        print(f"  {r['variant']:12s} lr {r['lr']:<6g} {state}")
+    return 0
+
+
+def cmd_toy(args, params) -> int:
+    from bench.toy import toy
+
+    toy(params.toy, args.out)
+    print(f"toy shattering ({params.toy.seeds} seeds) -> {args.out}/toy_shattering.png")
+    return 0
 
 
 def cmd_wandb(args, params) -> int:
@@ -57,7 +90,7 @@ def cmd_wandb(args, params) -> int:
 def cmd_report(args, params) -> int:
     from bench.report import report
 
-    s = report(params, args.runs, args.out)
+    s = report(params, args.runs, args.out, args.lr_sweep, args.toy)
     print(f"report of {s['cells']} cells ({s['diverged']} diverged) -> {args.out}/report.md")
     return 0
 
@@ -111,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = [*args.overrides, *extra]
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = config.load(args.params, args.overrides)
-        commands = {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report, "wandb": cmd_wandb}
+        commands = {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report, "wandb": cmd_wandb,
+                    "lr-sweep": cmd_lr_sweep, "toy": cmd_toy}
         return commands[args.command](args, params)
     except ValueError as e:
         parser.exit(2, f"bench {args.command}: error: {e}\n")

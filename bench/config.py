@@ -66,6 +66,27 @@ class Trainer:
 
 
 @dataclass(frozen=True)
+class Diagnostics:
+    probe_size: int  # the first N test images form the fixed probe batch
+    every: int  # also measure every N epochs; 0: only at initialisation and at the end
+
+
+@dataclass(frozen=True)
+class Toy:
+    depths: list[int]  # fully connected layers
+    seeds: int  # networks per depth
+    width: int
+    points: int  # equally spaced scalar inputs on [-2, 2]
+
+
+@dataclass(frozen=True)
+class LrSweep:
+    depth: int  # one depth, every variant of the grid
+    lrs: list[float]
+    max_steps: int
+
+
+@dataclass(frozen=True)
 class Wandb:
     mode: Optional[str]  # online | offline | disabled; null: online if WANDB_API_KEY is set, else offline
     project: Optional[str]  # null: $WANDB_PROJECT, else "bench"
@@ -81,6 +102,9 @@ class Params:
     model: Model
     train: Train
     trainer: Trainer
+    diagnostics: Diagnostics
+    toy: Toy
+    lr_sweep: LrSweep
     wandb: Wandb
 
 

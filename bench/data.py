@@ -68,6 +68,13 @@ def load_prepared(path: str | Path, cfg: Data) -> Dataset:
     )
 
 
+def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float, per channel (x / 255 - mean) / std with the training split's statistics."""
+    m = torch.as_tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x.float() / 255 - m) / s
+
+
 def local_batch_size(global_batch: int, world_size: int) -> int:
     """The one place the global batch is divided across ranks."""
     if global_batch % world_size:
@@ -102,8 +109,8 @@ class DeviceLoader:
         self.split, self.batch_size, self.train = split, batch_size, train
         self.pad, self.flip, self.seed, self.rank, self.world_size = pad, flip, seed, rank, world_size
         dev = split.x.device
-        self.mean = torch.tensor(mean, device=dev).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std, device=dev).view(1, -1, 1, 1) * 255
+        self.mean = torch.tensor(mean, device=dev)  # on the device once, not per batch
+        self.std = torch.tensor(std, device=dev)
         self.epoch = epoch  # () -> current epoch, so a resumed run continues the same permutations
 
     def _indices(self) -> torch.Tensor:
@@ -127,7 +134,7 @@ class DeviceLoader:
             x = self.split.x[j]
             if self.train:
                 x = augment(x, self.pad, self.flip)
-            yield (x.float() - self.mean) / self.std, self.split.y[j]
+            yield normalise(x, self.mean, self.std), self.split.y[j]
 
 
 class DataModule(L.LightningDataModule):

@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.config import Params
 from bench.grid import cell_name, cells
 from bench.models import VARIANTS
+from bench.report_pathologies import section
 from bench.files import write_json
 
 # CIFAR-10 test error (%) of ResNets (residual_bn, option A). He et al. 2016 Table 6 (110: best of 5 runs;
@@ -180,7 +181,8 @@ def environment_section(runs: Path, results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(params: Params, runs: str | Path, out: str | Path) -> dict:
+def report(params: Params, runs: str | Path, out: str | Path, lr_summary: str | Path | None = None,
+           toy_dir: str | Path | None = None) -> dict:
     runs, out = Path(runs), Path(out)
     results = collect(params, runs)  # every cell must exist before anything is written
     agg = aggregate(results)
@@ -235,6 +237,7 @@ Final training and test error vs depth per variant; an x at the top marks a dept
 
 Generalisation gap (test - training error) vs depth per variant.
 
+{section(runs, results, variants, depths, figures, lr_summary and Path(lr_summary), toy_dir and Path(toy_dir))}
 ## Environment
 
 {environment_section(runs, results)}"""

@@ -65,6 +65,18 @@ def logger(params: Params, variant: str, depth: int, seed: int, dataset: str, co
     return WandbLogger(save_dir=kw.pop("dir"), log_model=False, **kw)
 
 
+BLOCK_COLUMNS = ("weight_grad_norm", "activation_grad_norm", "response_std", "forward_variance", "lesion_error")
+
+
+def log_diagnostics(run, results: dict) -> None:
+    """Per-block diagnostics as one W&B Table per moment (init, end, ...), to plot against the block index."""
+    import wandb
+
+    for when, r in results.items():
+        rows = [[i, *(r[c][i] for c in BLOCK_COLUMNS)] for i in range(len(r["weight_grad_norm"]))]
+        run.log({f"diagnostics/{when}": wandb.Table(columns=["block", *BLOCK_COLUMNS], data=rows)})
+
+
 def offline_runs(params: Params) -> list[Path]:
     """Offline run folders not yet synced, oldest first."""
     base = root_dir(params) / "wandb"

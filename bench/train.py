@@ -2,7 +2,7 @@
 
 `train(params, variant, depth, seed, out)` is a pure function the CLI and the tests call. It writes
 out/metrics.json (final train/val/test error and loss, steps, wall time, images/s, divergence),
-out/history.csv (one row per epoch), out/env.json (versions, hardware, git commit, data checksum) and
+out/history.csv (one row per epoch), out/diagnostics.json (per-block diagnostics), out/env.json (versions, hardware, git commit, data checksum) and
 out/last.ckpt (Lightning's ModelCheckpoint).
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from bench import config, models, provenance, tracking
 from bench.files import write_json
 from bench.grid import cell_name
-from bench.callbacks import Divergence, HistoryLogger, Throughput
+from bench.callbacks import Diagnostics, Divergence, HistoryLogger, Throughput
 from bench.config import Params
-from bench.data import DataModule, load_prepared
+from bench.data import DataModule, load_prepared, normalise
 from bench.module import Classifier
 from bench.schedule import lr_factor
 
@@ -45,6 +45,8 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
     module = Classifier(model, len(data.classes), t.lr, t.momentum, t.weight_decay, t.nesterov,
                         partial(lr_factor, cfg=t, depth=depth))
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
+    n = params.diagnostics.probe_size
+    probe = Diagnostics(normalise(data.test.x[:n], data.mean, data.std), data.test.y[:n], params.diagnostics.every)
     history = HistoryLogger(out / "history.csv")
     env = provenance.environment()
     run_config = {**config.to_dict(params), "cell": {"variant": variant, "depth": depth, "seed": seed},
@@ -57,7 +59,7 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
         sync_batchnorm=tr.sync_batchnorm, precision=tr.precision, deterministic=tr.deterministic,
         max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch), log_every_n_steps=tr.log_every_n_steps,
         check_val_every_n_epoch=tr.check_val_every_n_epoch, logger=[history] + ([wandb] if wandb else []),
-        callbacks=[divergence, throughput, ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0)],
+        callbacks=[divergence, throughput, probe, ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0)],
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out,
     )
     if wandb:
@@ -81,10 +83,13 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
         "images_per_s": round(throughput.images_per_s, 1),
         "diverged": divergence.step is not None,
         "diverged_step": divergence.step,
+        **{k: _finite(v) if v is not None else None for k, v in probe.scalars().items()},
     }
     if trainer.is_global_zero:
         history.save()
+        write_json(out / "diagnostics.json", probe.results)
         if wandb:
+            tracking.log_diagnostics(wandb.experiment, probe.results)
             wandb.experiment.summary.update(metrics)
             wandb.experiment.finish()
         env.update(cell=cell_name(variant, depth, seed), data_md5=data.md5, world_size=trainer.world_size,

@@ -11,6 +11,7 @@ from bench.report import aggregate, fmt_cell, report
 from conftest import PARAMS, ROOT, run, set_params
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+SMALL = {"lr_sweep": {"depth": 8, "lrs": [0.1], "max_steps": 10}, "toy": {"depths": [1, 4], "seeds": 1}}
 
 
 def test_matrix_axes_come_from_params_and_declared_params_exist():
@@ -30,13 +31,16 @@ def test_matrix_axes_come_from_params_and_declared_params_exist():
 def test_stages_declare_the_params_their_code_reads():
     stages = DVC["stages"]
     assert stages["prepare"]["params"] == ["data"]
-    assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer", "wandb"}
+    assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer", "diagnostics", "wandb"}
     assert stages["report"]["params"] == ["grid", "wandb"]
+    assert set(stages["lr_sweep"]["params"]) == {"grid.variants", "lr_sweep", "data", "model", "train", "trainer",
+                                                 "diagnostics"}
+    assert stages["toy"]["params"] == ["toy"]
 
 
 def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
     set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
-               train={"max_steps": 20, "milestones": [15]}, wandb={"mode": "offline"})
+               train={"max_steps": 20, "milestones": [15]}, wandb={"mode": "offline"}, **SMALL)
     r = run("dvc repro", repo)
     assert "cell 1/4 plain-8-0" in r.stdout and "cell 4/4 residual_bn-8-1" in r.stdout
     for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
@@ -44,7 +48,9 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
         assert m["steps"] == 20 and 0 <= m["test/error"] <= 1
         assert (repo / "runs" / cell / "last.ckpt").exists() and (repo / "runs" / cell / "history.csv").exists()
     for f in ("report.md", "metrics.json", "error_vs_depth.csv", "figures/convergence.png",
-              "figures/error_vs_depth.png", "figures/gap_vs_depth.png"):
+              "figures/error_vs_depth.png", "figures/gap_vs_depth.png", "figures/shattering_vs_depth.png",
+              "figures/grad_norm_per_block.png", "figures/response_std.png", "figures/lesion.png",
+              "figures/lr_sweep.png", "toy/toy_shattering.png"):
         assert (repo / "report" / f).stat().st_size > 0, f
     assert "(n=2)" in (repo / "report/report.md").read_text()
     wandb_runs = sorted((repo / "wandb").glob("offline-run-*"))  # offline by default: 4 cells + the report run
@@ -59,11 +65,13 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
     more = run("dvc repro", repo).stdout
     assert set(re.findall(r"Running stage '([^']+)'", more)) == {"train@plain-8-2", "train@residual_bn-8-2",
                                                                   "report"}
+    set_params(repo, toy={"seeds": 2})  # a toy param: only the toy stage and the report
+    assert set(re.findall(r"Running stage '([^']+)'", run("dvc repro", repo).stdout)) == {"toy", "report"}
 
 
 def test_dvc_exp_run_with_a_param_override(repo):
     set_params(repo, grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]}, train={"max_steps": 10},
-               wandb={"mode": "disabled"})
+               wandb={"mode": "disabled"}, **SMALL)
     run("git add -A && git commit -qm init", repo)
     run("dvc exp run -S train.lr=0.02", repo)
     shown = json.loads(run("dvc exp show --json", repo).stdout)

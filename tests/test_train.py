@@ -28,6 +28,11 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     assert float(rows[-1]["lr"]) == pytest.approx(p.train.lr * 0.1, rel=1e-6)  # after the milestone at 80
     assert all(r["test/error"] for r in rows)  # test error tracked per epoch
     assert (tmp_path / "last.ckpt").exists()
+    for when in ("init", "end"):  # the pathology diagnostics, at initialisation and after training
+        assert -1 <= m[f"{when}/shattering"] <= 1 and m[f"{when}/grad_ratio"] > 0
+    assert m["end/intact_error"] < 0.5 and m["end/lesion_max_increase"] >= 0
+    blocks = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert set(blocks) == {"init", "end"} and len(blocks["end"]["response_std"]) == 3  # depth 8: 3 blocks
 
 
 def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_dir):
@@ -36,6 +41,7 @@ def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_
     assert m["steps"] < 60  # stopped early
     saved = json.loads((tmp_path / "metrics.json").read_text())  # valid JSON: no NaN
     assert saved["diverged_step"] == m["diverged_step"]
+    assert "end" not in json.loads((tmp_path / "diagnostics.json").read_text())  # nothing to measure
 
 
 def bench(*args, cwd=ROOT):
@@ -69,3 +75,12 @@ def test_readme_run_residual_bn_20(tmp_path, digits_dir):
               "--data", str(digits_dir), "wandb.mode=disabled")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1
+
+
+def test_lr_sweep_bn_trains_where_plain_diverges(params, tmp_path, digits_dir):
+    from bench.lr_sweep import sweep
+
+    p = params("grid.variants=[plain, plain_bn]", "lr_sweep.depth=20", "lr_sweep.lrs=[1.0]", "lr_sweep.max_steps=30")
+    results = {r["variant"]: r for r in sweep(p, digits_dir, tmp_path)}
+    assert results["plain"]["diverged"] and not results["plain_bn"]["diverged"]
+    assert json.loads((tmp_path / "summary.json").read_text())["runs"][1]["variant"] == "plain_bn"
