@@ -88,13 +88,19 @@ class Throughput(L.Callback):
 class HistoryLogger(Logger):
     """One CSV row per epoch (the keys in HISTORY_KEYS), merged from Lightning's epoch-level logs.
 
-    Rewritten atomically at each save, so a crash never leaves a half-written file.
+    Rewritten atomically after every epoch, so a crash never leaves a half-written file; a resumed
+    run starts from the rows already written (the epochs after its checkpoint are then redone).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, resume: bool = False):
         super().__init__()
         self.path = Path(path)
         self.rows: dict[int, dict] = {}
+        if resume and self.path.exists():
+            with open(self.path) as f:
+                for r in csv.DictReader(f):
+                    self.rows[int(r["epoch"])] = {k: (float(v) if k not in ("epoch", "step") else int(v))
+                                                  for k, v in r.items() if v != ""}
 
     @property
     def name(self):
@@ -121,6 +127,8 @@ class HistoryLogger(Logger):
         if "train/loss" in metrics:  # logged after the epoch's last step, at step index steps - 1
             row["step"] = (step or 0) + 1
         row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
+        if "train/loss" in metrics:  # the epoch is complete: keep it on disk
+            self.save()
 
     @rank_zero_only
     def save(self) -> None:

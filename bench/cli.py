@@ -114,8 +114,9 @@ def cmd_train(args, params) -> int:
     from bench.train import train  # heavy imports only once the input is known to be good
 
     models.check(args.variant, args.depth, params.model.shortcut)
-    line = progress_line(params, (args.variant, args.depth, args.seed), Path(args.out).parent)
-    if line:
+    out = Path(args.out)
+    line = progress_line(params, (args.variant, args.depth, args.seed), out.parent)
+    if line and out.name == f"{args.variant}-{args.depth}-{args.seed}":  # only for the grid's own folders
         print(line, flush=True)
     m = train(params, args.variant, args.depth, args.seed, args.out, args.data, progress=not args.no_progress)
     from lightning.pytorch.utilities import rank_zero_only
@@ -126,8 +127,9 @@ def cmd_train(args, params) -> int:
         print(f"{args.variant}-{args.depth}-{args.seed}: diverged (non-finite loss) at step {m['diverged_step']}; "
               f"recorded in {args.out}/metrics.json")
     else:
+        speed = f", {m['images_per_s']:.0f} images/s" if m["images_per_s"] else ""
         print(f"{args.variant}-{args.depth}-{args.seed}: test error {m['test/error']:.4f} after {m['steps']} steps "
-              f"({m['wall_time_s']:.0f} s, {m['images_per_s']:.0f} images/s); wrote {args.out}/metrics.json")
+              f"({m['wall_time_s']:.0f} s{speed}); wrote {args.out}/metrics.json")
     return 0
 
 

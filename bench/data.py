@@ -82,17 +82,17 @@ def local_batch_size(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def augment(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop with `pad` pixels of zero padding, and random horizontal flips, per sample: (B,C,H,W) -> same."""
     b, _, h, w = x.shape
     if pad:
         padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
-        dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device)
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device, generator=generator)
         rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
         cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
         x = padded[torch.arange(b, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
     if flip:
-        x = torch.where(torch.rand(b, 1, 1, 1, device=x.device) < 0.5, x.flip(3), x)
+        x = torch.where(torch.rand(b, 1, 1, 1, device=x.device, generator=generator) < 0.5, x.flip(3), x)
     return x
 
 
@@ -128,12 +128,16 @@ class DeviceLoader:
         return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
 
     def __iter__(self):
-        idx = self._indices().to(self.split.x.device)
+        device = self.split.x.device
+        idx = self._indices().to(device)
+        # augmentation drawn from (seed, epoch, rank): ranks differ, and a run resumed at an epoch
+        # boundary replays exactly what the uninterrupted run would have drawn
+        g = torch.Generator(device).manual_seed((self.seed * 100_003 + self.epoch()) * 1_009 + self.rank)
         for i in range(0, len(idx), self.batch_size):
             j = idx[i : i + self.batch_size]
             x = self.split.x[j]
             if self.train:
-                x = augment(x, self.pad, self.flip)
+                x = augment(x, self.pad, self.flip, g)
             yield normalise(x, self.mean, self.std), self.split.y[j]
 
 

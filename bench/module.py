@@ -21,7 +21,7 @@ EVAL_SPLITS = ("val", "test")  # the validation loop's two loaders, in order
 
 class Classifier(L.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int, lr: float, momentum: float, weight_decay: float,
-                 nesterov: bool, lr_factor: Callable[[int], float]):
+                 nesterov: bool, lr_factor: Callable[[int], float], run_key: str = ""):
         super().__init__()
         self.model, self.lr_factor = model, lr_factor
         self.save_hyperparameters(ignore=["model", "lr_factor"])

@@ -53,8 +53,9 @@ def run_kwargs(params: Params, name: str, job_type: str, tags: list[str], config
                 name=name, tags=tags, config=config, mode=mode(params), dir=str(out))
 
 
-def logger(params: Params, variant: str, depth: int, seed: int, dataset: str, config: dict):
-    """Lightning's WandbLogger for one cell (it creates the run on rank 0 only), or None when disabled."""
+def logger(params: Params, variant: str, depth: int, seed: int, dataset: str, config: dict, run_id: str | None = None):
+    """Lightning's WandbLogger for one cell (it creates the run on rank 0 only), or None when disabled.
+    `run_id`: the same id continues the same W&B run when a killed cell resumes."""
     if mode(params) == "disabled":
         return None
     from lightning.pytorch.loggers import WandbLogger
@@ -62,7 +63,7 @@ def logger(params: Params, variant: str, depth: int, seed: int, dataset: str, co
     from bench.grid import cell_name
 
     kw = run_kwargs(params, cell_name(variant, depth, seed), variant, [variant, f"depth-{depth}", dataset], config)
-    return WandbLogger(save_dir=kw.pop("dir"), log_model=False, **kw)
+    return WandbLogger(save_dir=kw.pop("dir"), log_model=False, id=run_id, resume="allow" if run_id else None, **kw)
 
 
 BLOCK_COLUMNS = ("weight_grad_norm", "activation_grad_norm", "response_std", "forward_variance", "lesion_error")

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from bench import config, models, provenance, tracking
+from bench import config, models, provenance, resume, tracking
 from bench.files import write_json
 from bench.grid import cell_name
 from bench.callbacks import Diagnostics, Divergence, HistoryLogger, Throughput
 from bench.config import Params
-from bench.data import DataModule, load_prepared, normalise
+from bench.data import DataModule, load_prepared, local_batch_size, normalise
 from bench.module import Classifier
 from bench.schedule import lr_factor
 
@@ -29,6 +30,11 @@ from bench.schedule import lr_factor
 def _finite(v):
     v = float(v)
     return v if math.isfinite(v) else None  # JSON has no NaN: a diverged loss is recorded as null
+
+
+def last_checkpoint(out: Path) -> ModelCheckpoint:
+    """out/last.ckpt after every epoch (no monitor: the latest is the one kept), replaced atomically."""
+    return ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, enable_version_counter=False)
 
 
 def train(params: Params, variant: str, depth: int, seed: int, out: str | os.PathLike,
@@ -42,45 +48,55 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
         raise ValueError(f"train.batch_size={params.train.batch_size} exceeds the {len(data.train.y)} training images")
     model = models.build_model(variant, depth, params.model.shortcut, len(data.classes), data.shape[0])
     t = params.train
+    key = resume.run_key(params, variant, depth, seed, data.md5)
+    ckpt_path, message = resume.checkpoint_to_resume(out, key)
+    resuming = message is not None and message.startswith("resuming")
+    if message:
+        rank_zero_info(f"{cell_name(variant, depth, seed)}: {message}")
     module = Classifier(model, len(data.classes), t.lr, t.momentum, t.weight_decay, t.nesterov,
-                        partial(lr_factor, cfg=t, depth=depth))
+                        partial(lr_factor, cfg=t, depth=depth), run_key=key)
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
     n = params.diagnostics.probe_size
     probe = Diagnostics(normalise(data.test.x[:n], data.mean, data.std), data.test.y[:n], params.diagnostics.every)
-    history = HistoryLogger(out / "history.csv")
+    history = HistoryLogger(out / "history.csv", resume=resuming)
     env = provenance.environment()
     run_config = {**config.to_dict(params), "cell": {"variant": variant, "depth": depth, "seed": seed},
                   "data_md5": data.md5, **env}
-    wandb = tracking.logger(params, variant, depth, seed, data.name, run_config)
+    wandb = tracking.logger(params, variant, depth, seed, data.name, run_config,
+                            run_id=resume.wandb_run_id(out, resuming) if rank_zero_only.rank == 0 else None)
     tr = params.trainer
     steps_per_epoch = max(1, len(data.train.y) // t.batch_size)
     trainer = L.Trainer(
         accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=tr.strategy,
         sync_batchnorm=tr.sync_batchnorm, precision=tr.precision, deterministic=tr.deterministic,
-        max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch), log_every_n_steps=tr.log_every_n_steps,
+        max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch) + 1,  # +1: a resumed epoch may repeat
+        log_every_n_steps=tr.log_every_n_steps,
         check_val_every_n_epoch=tr.check_val_every_n_epoch, logger=[history] + ([wandb] if wandb else []),
-        callbacks=[divergence, throughput, probe, ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0)],
+        callbacks=[divergence, throughput, probe, last_checkpoint(out)],
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out,
     )
+    local_batch_size(t.batch_size, trainer.world_size)  # fail before training if the batch does not divide
     if wandb:
         wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
     dm = DataModule(data, t.batch_size, params.train.augment, seed)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)
+    last_row = history.rows[max(history.rows)] if history.rows else {}
     trainer.loggers = []  # the final test repeats the last epoch's test/* in history.csv; keep it out
     test_metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
     metrics = {
         "variant": variant, "depth": depth, "seed": seed, "dataset": data.name, "data_md5": data.md5,
         "params": sum(p.numel() for p in model.parameters()),
-        **{k: _finite(fit_metrics[k]) if k in fit_metrics else None
+        # a resumed run that had no step left logs nothing: its last epoch's row in history.csv has them
+        **{k: _finite(fit_metrics[k]) if k in fit_metrics else last_row.get(k)
            for k in ("train/loss", "train/error", "val/loss", "val/error")},
         "test/loss": _finite(test_metrics["test/loss"]),
         "test/error": _finite(test_metrics["test/error"]),
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.perf_counter() - start, 2),
-        "images_per_s": round(throughput.images_per_s, 1),
+        "images_per_s": _finite(round(throughput.images_per_s, 1)),  # null when a resumed run had no step left
         "diverged": divergence.step is not None,
         "diverged_step": divergence.step,
         **{k: _finite(v) if v is not None else None for k, v in probe.scalars().items()},

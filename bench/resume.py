@@ -1,0 +1,52 @@
+"""Resuming a killed or preempted cell from its checkpoint, and only when the checkpoint is its own.
+
+A checkpoint carries a run key, a hash of everything that determines the run (the params it reads,
+the cell, the data checksum). A rerun with the same key resumes; any other checkpoint is replaced. Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+
+import torch
+
+from bench.config import Params, to_dict
+
+RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")  # what a cell's result depends on
+
+
+def run_key(params: Params, variant: str, depth: int, seed: int, data_md5: str) -> str:
+    p = to_dict(params)
+    identity = {"params": {s: p[s] for s in RUN_SECTIONS}, "cell": [variant, depth, seed], "data_md5": data_md5}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
+    """(ckpt_path for Trainer.fit, a message for the user); (None, None) for a fresh start."""
+    if any(out.glob("hpc_ckpt_*.ckpt")):  # SLURM requeue: Lightning picks its latest hpc checkpoint itself
+        return None, f"resuming from the SLURM requeue checkpoint in {out}"
+    last = out / "last.ckpt"
+    if not last.exists():
+        return None, None
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as e:  # a checkpoint that cannot be read cannot be resumed
+        last.rename(last.with_suffix(".ckpt.unreadable"))
+        return None, f"set aside {last}, which cannot be read ({type(e).__name__}); starting afresh"
+    if ckpt.get("hyper_parameters", {}).get("run_key") != key:  # a finished run of other params (DVC caches it)
+        last.unlink()
+        return None, f"replacing {last}: it belongs to other params, data or cell; starting afresh"
+    return str(last), f"resuming from {last} at step {ckpt['global_step']}"
+
+
+def wandb_run_id(out: Path, resuming: bool) -> str:
+    """The W&B run id of this cell: the same run continues on resume, a new one otherwise."""
+    path = out / "wandb_run_id"
+    if resuming and path.exists():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
