@@ -48,6 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     ty.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     ty.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
 
+    g = sub.add_parser("grid", help="train the out-of-date cells concurrently (k per GPU), then dvc commit them")
+    g.add_argument("--workers-per-gpu", type=int, default=1, help="concurrent cells per GPU, or CPU processes")
+    g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
+    g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")
+    g.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+
+    sl = sub.add_parser("slurm", help="write sbatch scripts: the grid as a job array, a DDP cell, submit.sh")
+    sl.add_argument("--out", default="slurm", help="folder for the scripts (default: slurm)")
+    sl.add_argument("--root", default=None, help="the checkout's path on the cluster (default: this one)")
+    sl.add_argument("--time", default="24:00:00", help="time limit per job (default: 24:00:00)")
+    sl.add_argument("--partition", default=None)
+    sl.add_argument("--account", default=None)
+    sl.add_argument("--cpus-per-gpu", type=int, default=8)
+    sl.add_argument("--max-parallel", type=int, default=32, help="array tasks running at once (default: 32)")
+    sl.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+
     w = sub.add_parser("wandb", help="list offline W&B runs with the `wandb sync` line; --report builds the Report")
     w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
     w.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
@@ -72,6 +88,27 @@ def cmd_toy(args, params) -> int:
 
     toy(params.toy, args.out)
     print(f"toy shattering ({params.toy.seeds} seeds) -> {args.out}/toy_shattering.png")
+    return 0
+
+
+def cmd_grid(args, params) -> int:
+    from bench.launcher import launch
+
+    if args.workers_per_gpu < 1:
+        raise ValueError("--workers-per-gpu must be at least 1")
+    results = launch(params, args.workers_per_gpu, args.gpus.split(",") if args.gpus else None, args.logs)
+    return 1 if any(r["returncode"] for r in results) else 0
+
+
+def cmd_slurm(args, params) -> int:
+    from pathlib import Path
+
+    from bench.slurm import write
+
+    root = args.root or str(Path.cwd())
+    paths = write(params, args.out, root, time=args.time, partition=args.partition, account=args.account,
+                  cpus_per_gpu=args.cpus_per_gpu, max_parallel=args.max_parallel)
+    print("wrote " + ", ".join(map(str, paths)) + f"\nsubmit the grid with: bash {args.out}/submit.sh")
     return 0
 
 
@@ -143,11 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [e for e in extra if e.startswith("-") or "=" not in e]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = [*args.overrides, *extra]
+    if extra and not hasattr(args, "overrides"):
+        parser.error(f"bench {args.command} takes no param overrides ({' '.join(extra)}): it reads params.yaml "
+                     f"only, so that dvc.lock records what ran; edit params.yaml or use `dvc exp run -S`")
+    args.overrides = [*getattr(args, "overrides", []), *extra]
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = config.load(args.params, args.overrides)
         commands = {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report, "wandb": cmd_wandb,
-                    "lr-sweep": cmd_lr_sweep, "toy": cmd_toy}
+                    "lr-sweep": cmd_lr_sweep, "toy": cmd_toy, "grid": cmd_grid,
+                    "slurm": cmd_slurm}
         return commands[args.command](args, params)
     except ValueError as e:
         parser.exit(2, f"bench {args.command}: error: {e}\n")

@@ -92,3 +92,75 @@ def test_a_global_batch_that_does_not_divide_fails_before_training(tmp_path, dig
                        timeout=300)
     assert r.returncode == 2 and "train.batch_size=127 does not divide across 2 processes" in r.stderr
     assert not (tmp_path / "out/metrics.json").exists()
+
+
+def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(repo):
+    from conftest import run, set_params
+
+    set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
+               train={"max_steps": 20}, wandb={"mode": "disabled"}, trainer={"accelerator": "cpu"},
+               lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 10}, toy={"depths": [1, 4], "seeds": 1})
+    out = run("bench grid --workers-per-gpu 2", repo).stdout
+    assert "4 of 4 cells to train, 2 at a time" in out and "[4/4]" in out and "recorded 4 cells" in out
+    for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
+        assert json.loads((repo / "runs" / cell / "metrics.json").read_text())["steps"] == 20
+    status = run("dvc status --json", repo).stdout
+    assert "train@" not in status  # every cell recorded in dvc.lock
+    rest = run("dvc repro", repo).stdout
+    assert "Running stage 'train@" not in rest and "Running stage 'report'" in rest
+    again = run("bench grid --workers-per-gpu 2", repo).stdout
+    assert "0 of 4 cells to train" in again
+
+
+def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
+    from bench import launcher
+
+    calls = []
+
+    def fake_run_cell(cell, gpu, log_dir, threads, overrides):  # the pool logic only, timed
+        start = time.time()
+        time.sleep(0.3)
+        calls.append(gpu)
+        return {"cell": "-".join(map(str, cell)), "gpu": gpu, "returncode": 0, "start": start, "end": time.time()}
+
+    monkeypatch.setattr(launcher, "run_cell", fake_run_cell)
+    monkeypatch.setattr(launcher, "dvc", lambda *a, **k: None)
+    monkeypatch.setattr(launcher, "stale_cells", lambda p: [("plain", 8, s) for s in range(4)])
+    results = launcher.launch(config.load(PARAMS), 2, ["0", "1"], tmp_path, commit=False)
+    assert sorted(calls) == ["0", "0", "1", "1"]  # 2 GPUs x 2 workers: 4 slots, one cell each
+    starts = sorted(r["start"] for r in results)
+    assert starts[1] - starts[0] < 0.2  # the first two ran together
+
+
+def test_slurm_scripts_render_for_the_grid(tmp_path):
+    from bench.slurm import write
+
+    p = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56]", "grid.seeds=[0, 1, 2]",
+                             "trainer.devices=4", "trainer.num_nodes=2"])
+    paths = {x.name: x for x in write(p, tmp_path, "/scratch/bench", partition="gpu", time="12:00:00")}
+    array = paths["grid.sbatch"].read_text()
+    assert "#SBATCH --array=0-11%32" in array and "#SBATCH --signal=SIGUSR1@90" in array
+    assert "#SBATCH --requeue" in array and "#SBATCH --partition=gpu" in array and "cd /scratch/bench" in array
+    assert "CELLS=(plain-20-0 plain-20-1 plain-20-2 plain-56-0" in array and "srun bench train" in array
+    ddp = paths["ddp_cell.sbatch"].read_text()
+    assert "#SBATCH --nodes=2" in ddp and "#SBATCH --ntasks-per-node=4" in ddp and "#SBATCH --gres=gpu:4" in ddp
+    assert "train@residual_bn-56-2" in paths["commit.sbatch"].read_text()
+    assert "--dependency=afterok:${jid}" in paths["submit.sh"].read_text()
+    for x in paths.values():
+        subprocess.run(["bash", "-n", str(x)], check=True)
+
+
+def test_lightning_detects_slurm_and_requeue_checkpoints_are_resumed(tmp_path, monkeypatch):
+    import lightning as L
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    for k, v in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "bench-grid", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+                 "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_ARRAY_JOB_ID": "4240",
+                 "SLURM_ARRAY_TASK_ID": "2"}.items():
+        monkeypatch.setenv(k, v)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    env = trainer._accelerator_connector.cluster_environment
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue and SLURMEnvironment.job_id() == 4242
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")  # what Lightning saves on SIGUSR1 before requeueing
+    path, message = checkpoint_to_resume(tmp_path, "any")
+    assert path is None and "SLURM requeue checkpoint" in message  # None: Lightning picks hpc_ckpt_N itself
