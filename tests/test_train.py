@@ -80,7 +80,9 @@ def test_readme_run_residual_bn_20(tmp_path, digits_dir):
 def test_lr_sweep_bn_trains_where_plain_diverges(params, tmp_path, digits_dir):
     from bench.lr_sweep import sweep
 
-    p = params("grid.variants=[plain, plain_bn]", "lr_sweep.depth=20", "lr_sweep.lrs=[1.0]", "lr_sweep.max_steps=30")
+    p = params("grid.variants=[plain, plain_bn]", "lr_sweep.depth=20", "lr_sweep.lrs=[1.0]", "lr_sweep.max_steps=60")
     results = {r["variant"]: r for r in sweep(p, digits_dir, tmp_path)}
-    assert results["plain"]["diverged"] and not results["plain_bn"]["diverged"]
+    plain, bn = results["plain"], results["plain_bn"]
+    assert plain["diverged"] or plain["train/error"] > 0.8  # diverges, or dies at chance
+    assert not bn["diverged"] and bn["train/error"] < 0.8
     assert json.loads((tmp_path / "summary.json").read_text())["runs"][1]["variant"] == "plain_bn"
