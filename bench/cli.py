@@ -13,48 +13,46 @@ OVERRIDES_HELP = "param overrides as section.key=value, e.g. train.lr=0.05 train
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description=__import__("bench").__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train one cell (variant, depth, seed) of the ablation grid")
+
+    def command(name: str, help: str, overrides: bool = True) -> argparse.ArgumentParser:
+        """A subcommand reading --params, and taking section.key=value overrides unless told not to."""
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+        if overrides:
+            c.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+        return c
+
+    t = command("train", "train one cell (variant, depth, seed) of the ablation grid")
     t.add_argument("--variant", required=True, help=f"one of: {', '.join(models.VARIANTS)}")
     t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="the cell's output folder")
     t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
-    t.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     t.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
-    t.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
 
-    pr = sub.add_parser("prepare", help="verify a dataset source by checksum and write its prepared form")
+    pr = command("prepare", "verify a dataset source by checksum and write its prepared form")
     pr.add_argument("--out", default="data/prepared", help="prepared data folder (default: data/prepared)")
     pr.add_argument("--raw", default="data/raw", help="where official archives are downloaded (default: data/raw)")
-    pr.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-    pr.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
 
-    r = sub.add_parser("report", help="aggregate the grid's cells into tables, figures and report.md")
+    r = command("report", "aggregate the grid's cells into tables, figures and report.md")
     r.add_argument("--runs", default="runs", help="folder of the cells' folders (default: runs)")
     r.add_argument("--out", default="report", help="report folder (default: report)")
     r.add_argument("--lr-sweep", default="runs_lr/summary.json", help="bench lr-sweep's summary, if any")
     r.add_argument("--toy", default="report/toy", help="bench toy's folder, if any")
-    r.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-    r.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
 
-    ls = sub.add_parser("lr-sweep", help="every variant at a few learning rates, at one depth (BN and lr)")
+    ls = command("lr-sweep", "every variant at a few learning rates, at one depth (BN and lr)")
     ls.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
     ls.add_argument("--out", default="runs_lr", help="output folder (default: runs_lr)")
-    ls.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-    ls.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
 
-    ty = sub.add_parser("toy", help="Balduzzi et al.'s toy shattered-gradients experiment")
+    ty = command("toy", "Balduzzi et al.'s toy shattered-gradients experiment")
     ty.add_argument("--out", default="report/toy", help="output folder (default: report/toy)")
-    ty.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-    ty.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
 
-    g = sub.add_parser("grid", help="train the out-of-date cells concurrently (k per GPU), then dvc commit them")
+    g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", overrides=False)
     g.add_argument("--workers-per-gpu", type=int, default=1, help="concurrent cells per GPU, or CPU processes")
     g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
     g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")
-    g.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
 
-    sl = sub.add_parser("slurm", help="write sbatch scripts: the grid as a job array, a DDP cell, submit.sh")
+    sl = command("slurm", "write sbatch scripts: the grid as a job array, a DDP cell, submit.sh", overrides=False)
     sl.add_argument("--out", default="slurm", help="folder for the scripts (default: slurm)")
     sl.add_argument("--root", default=None, help="the checkout's path on the cluster (default: this one)")
     sl.add_argument("--time", default="24:00:00", help="time limit per job (default: 24:00:00)")
@@ -62,12 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     sl.add_argument("--account", default=None)
     sl.add_argument("--cpus-per-gpu", type=int, default=8)
     sl.add_argument("--max-parallel", type=int, default=32, help="array tasks running at once (default: 32)")
-    sl.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
 
-    w = sub.add_parser("wandb", help="list offline W&B runs with the `wandb sync` line; --report builds the Report")
+    w = command("wandb", "list offline W&B runs with the `wandb sync` line; --report builds the Report")
     w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
-    w.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-    w.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
     return p
 
 
