@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 
@@ -60,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     sl.add_argument("--account", default=None)
     sl.add_argument("--cpus-per-gpu", type=int, default=8)
     sl.add_argument("--max-parallel", type=int, default=32, help="array tasks running at once (default: 32)")
+
+    pf = command("perf", "training images/s through bench's real path and a bare PyTorch loop, as JSON")
+    pf.add_argument("--variant", required=True, help=f"one of: {', '.join(models.VARIANTS)}")
+    pf.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
+    pf.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
+    pf.add_argument("--device", required=True, choices=("cpu", "cuda"))
+    pf.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: trainer.precision)")
+    pf.add_argument("--steps", type=int, default=100, help="timed steps per run (default: 100)")
+    pf.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning (default: 10)")
+    pf.add_argument("--repeats", type=int, default=3, help="runs of each path, alternating; the median is reported")
+    pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
+    pf.add_argument("--out", default=None, help="also write the JSON to this file")
 
     w = command("wandb", "list offline W&B runs with the `wandb sync` line; --report builds the Report")
     w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
@@ -139,6 +152,25 @@ def cmd_prepare(args, params) -> int:
     return 0
 
 
+def cmd_perf(args, params) -> int:
+    import json
+    from pathlib import Path
+
+    from bench.data import load_prepared
+    from bench.files import write_json
+    from bench.perf import perf
+
+    overrides = [*args.overrides, *([f"train.batch_size={args.batch}"] if args.batch else []),
+                 *([f"trainer.precision={args.precision}"] if args.precision else [])]
+    params = config.load(args.params, overrides)
+    data = load_prepared(args.data, params.data) if args.data else None
+    result = perf(params, args.variant, args.depth, args.device, args.steps, args.warmup, args.repeats, data)
+    print(json.dumps(result, indent=1))
+    if args.out:
+        write_json(Path(args.out), result)
+    return 0
+
+
 def cmd_train(args, params) -> int:
     from pathlib import Path
 
@@ -170,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # our epoch-level values come from torchmetrics' compute(), which already reduces across processes
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    # Lightning 2.6 advertises a cloud logger on every run; the runs go to W&B
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
     parser = _parser()
     args, extra = parser.parse_known_args(argv)  # overrides may also come between options
     unknown = [e for e in extra if e.startswith("-") or "=" not in e]
@@ -183,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         params = config.load(args.params, args.overrides)
         commands = {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report, "wandb": cmd_wandb,
                     "lr-sweep": cmd_lr_sweep, "toy": cmd_toy, "grid": cmd_grid,
-                    "slurm": cmd_slurm}
+                    "slurm": cmd_slurm, "perf": cmd_perf}
         return commands[args.command](args, params)
     except ValueError as e:
         parser.exit(2, f"bench {args.command}: error: {e}\n")

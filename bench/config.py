@@ -66,6 +66,13 @@ class Trainer:
 
 
 @dataclass(frozen=True)
+class Speed:
+    compile: Optional[str]  # torch.compile mode for the network in training; null: eager
+    channels_last: bool  # NHWC memory format for the network and its inputs
+    eval_batch_size: int  # validation and test batches, per process; the results do not depend on it
+
+
+@dataclass(frozen=True)
 class Diagnostics:
     probe_size: int  # the first N test images form the fixed probe batch
     every: int  # also measure every N epochs; 0: only at initialisation and at the end
@@ -102,6 +109,7 @@ class Params:
     model: Model
     train: Train
     trainer: Trainer
+    speed: Speed
     diagnostics: Diagnostics
     toy: Toy
     lr_sweep: LrSweep

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import Data
+from bench import speed
+from bench.config import Data, Speed
 
 
 @dataclass
@@ -105,8 +106,9 @@ class DeviceLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, mean, std, *, train: bool, pad=0, flip=False,
-                 seed=0, rank=0, world_size=1, epoch=lambda: 0):
+                 seed=0, rank=0, world_size=1, epoch=lambda: 0, memory_format=torch.contiguous_format):
         self.split, self.batch_size, self.train = split, batch_size, train
+        self.memory_format = memory_format
         self.pad, self.flip, self.seed, self.rank, self.world_size = pad, flip, seed, rank, world_size
         dev = split.x.device
         self.mean = torch.tensor(mean, device=dev)  # on the device once, not per batch
@@ -138,7 +140,7 @@ class DeviceLoader:
             x = self.split.x[j]
             if self.train:
                 x = augment(x, self.pad, self.flip, g)
-            yield normalise(x, self.mean, self.std), self.split.y[j]
+            yield normalise(x, self.mean, self.std).contiguous(memory_format=self.memory_format), self.split.y[j]
 
 
 class DataModule(L.LightningDataModule):
@@ -148,9 +150,10 @@ class DataModule(L.LightningDataModule):
     for the convergence and generalisation-gap curves; `trainer.test` evaluates test alone.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, augment: bool, seed: int):
+    def __init__(self, dataset: Dataset, batch_size: int, augment: bool, seed: int, speed_cfg: Speed):
         super().__init__()
         self.dataset, self.global_batch, self.augment, self.seed = dataset, batch_size, augment, seed
+        self.eval_batch_size, self.memory_format = speed_cfg.eval_batch_size, speed.memory_format(speed_cfg)
         self._on_device: dict[str, Split] = {}
 
     def setup(self, stage: str) -> None:
@@ -163,10 +166,10 @@ class DataModule(L.LightningDataModule):
     def _loader(self, name: str, train: bool) -> DeviceLoader:
         d = self.dataset
         return DeviceLoader(
-            self._on_device[name], self.batch_size, d.mean, d.std, train=train,
+            self._on_device[name], self.batch_size if train else self.eval_batch_size, d.mean, d.std, train=train,
             pad=d.pad if self.augment else 0, flip=d.flip and self.augment, seed=self.seed,
             rank=self.trainer.global_rank, world_size=self.trainer.world_size,
-            epoch=lambda: self.trainer.current_epoch,
+            epoch=lambda: self.trainer.current_epoch, memory_format=self.memory_format,
         )
 
     def train_dataloader(self):

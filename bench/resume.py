@@ -14,7 +14,9 @@ import torch
 
 from bench.config import Params, to_dict
 
-RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")  # what a cell's result depends on
+# what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
+# while compiled may resume eager, and the other way round (their checkpoints are the same)
+RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")
 
 
 def run_key(params: Params, variant: str, depth: int, seed: int, data_md5: str) -> str:

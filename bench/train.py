@@ -14,15 +14,15 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from bench import config, models, provenance, resume, tracking
+from bench import config, models, provenance, resume, speed, tracking
 from bench.files import write_json
 from bench.grid import cell_name
 from bench.callbacks import Diagnostics, Divergence, HistoryLogger, Throughput
 from bench.config import Params
-from bench.data import DataModule, load_prepared, local_batch_size, normalise
+from bench.data import DataModule, Dataset, load_prepared, local_batch_size, normalise
 from bench.module import Classifier
 from bench.schedule import lr_factor
 
@@ -37,24 +37,57 @@ def last_checkpoint(out: Path) -> ModelCheckpoint:
     return ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, enable_version_counter=False)
 
 
-def train(params: Params, variant: str, depth: int, seed: int, out: str | os.PathLike,
-          data_dir: str | os.PathLike = "data/prepared", progress: bool = True) -> dict:
-    models.check(variant, depth, params.model.shortcut)  # fail before any work
-    tracking.mode(params)
-    out = Path(out)
-    L.seed_everything(seed, workers=True, verbose=False)
-    data = load_prepared(data_dir, params.data)
-    if len(data.train.y) < params.train.batch_size:
-        raise ValueError(f"train.batch_size={params.train.batch_size} exceeds the {len(data.train.y)} training images")
+def build(params: Params, variant: str, depth: int, seed: int, data: Dataset, run_key: str = ""
+          ) -> tuple[Classifier, DataModule]:
+    """The LightningModule and DataModule of one cell; the same for `bench train` and `bench perf`."""
+    L.seed_everything(seed, workers=True, verbose=False)  # the initial weights depend on the seed only
     model = models.build_model(variant, depth, params.model.shortcut, len(data.classes), data.shape[0])
     t = params.train
+    module = Classifier(model, len(data.classes), t.lr, t.momentum, t.weight_decay, t.nesterov,
+                        partial(lr_factor, cfg=t, depth=depth), params.speed, run_key=run_key)
+    return module, DataModule(data, t.batch_size, t.augment, seed, params.speed)
+
+
+def trainer_flags(params: Params, train_images: int) -> dict:
+    """params.yaml's `trainer` section and the step budget as L.Trainer arguments."""
+    tr, t = params.trainer, params.train
+    steps_per_epoch = max(1, train_images // t.batch_size)
+    return dict(
+        accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=tr.strategy,
+        sync_batchnorm=tr.sync_batchnorm, precision=tr.precision, deterministic=tr.deterministic,
+        max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch) + 1,  # +1: a resumed epoch may repeat
+        log_every_n_steps=tr.log_every_n_steps, check_val_every_n_epoch=tr.check_val_every_n_epoch,
+        enable_model_summary=False,
+    )
+
+
+def progress_bar(params: Params, progress: bool) -> list:
+    """Lightning's bar, redrawn every log_every_n_steps: each redraw reads the loss back from the GPU."""
+    return [TQDMProgressBar(refresh_rate=params.trainer.log_every_n_steps)] if progress else []
+
+
+def check(params: Params, variant: str, depth: int) -> None:
+    """Raise ValueError on a bad cell or `speed` param, before any work."""
+    models.check(variant, depth, params.model.shortcut)
+    speed.check(params.speed)
+
+
+def train(params: Params, variant: str, depth: int, seed: int, out: str | os.PathLike,
+          data_dir: str | os.PathLike = "data/prepared", progress: bool = True) -> dict:
+    check(params, variant, depth)  # fail before any work
+    tracking.mode(params)
+    out = Path(out)
+    data = load_prepared(data_dir, params.data)
+    t = params.train
+    if len(data.train.y) < t.batch_size:
+        raise ValueError(f"train.batch_size={t.batch_size} exceeds the {len(data.train.y)} training images")
     key = resume.run_key(params, variant, depth, seed, data.md5)
     ckpt_path, message = resume.checkpoint_to_resume(out, key)
     resuming = message is not None and message.startswith("resuming")
     if message:
         rank_zero_info(f"{cell_name(variant, depth, seed)}: {message}")
-    module = Classifier(model, len(data.classes), t.lr, t.momentum, t.weight_decay, t.nesterov,
-                        partial(lr_factor, cfg=t, depth=depth), run_key=key)
+    module, dm = build(params, variant, depth, seed, data, run_key=key)
+    model = module.model
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
     n = params.diagnostics.probe_size
     probe = Diagnostics(normalise(data.test.x[:n], data.mean, data.std), data.test.y[:n], params.diagnostics.every)
@@ -64,21 +97,14 @@ def train(params: Params, variant: str, depth: int, seed: int, out: str | os.Pat
                   "data_md5": data.md5, **env}
     wandb = tracking.logger(params, variant, depth, seed, data.name, run_config,
                             run_id=resume.wandb_run_id(out, resuming) if rank_zero_only.rank == 0 else None)
-    tr = params.trainer
-    steps_per_epoch = max(1, len(data.train.y) // t.batch_size)
     trainer = L.Trainer(
-        accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=tr.strategy,
-        sync_batchnorm=tr.sync_batchnorm, precision=tr.precision, deterministic=tr.deterministic,
-        max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch) + 1,  # +1: a resumed epoch may repeat
-        log_every_n_steps=tr.log_every_n_steps,
-        check_val_every_n_epoch=tr.check_val_every_n_epoch, logger=[history] + ([wandb] if wandb else []),
-        callbacks=[divergence, throughput, probe, last_checkpoint(out)],
-        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out,
+        **trainer_flags(params, len(data.train.y)), logger=[history] + ([wandb] if wandb else []),
+        callbacks=[divergence, throughput, probe, last_checkpoint(out), *progress_bar(params, progress)],
+        enable_progress_bar=progress, default_root_dir=out,
     )
     local_batch_size(t.batch_size, trainer.world_size)  # fail before training if the batch does not divide
     if wandb:
         wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
-    dm = DataModule(data, t.batch_size, params.train.augment, seed)
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)

@@ -1,0 +1,177 @@
+"""`bench perf`: training images/s through the project's real path and through a bare loop, side by side.
+
+The real path is `bench train`'s: the same LightningModule, DataModule, Trainer flags, callbacks and
+history logger (checkpoints, evaluation and W&B left out: they are not part of a training step).
+The bare loop is what a hand-written PyTorch script would do with the same network, batches,
+optimizer, schedule and precision: forward, loss, backward, step, and the loss and error sums that
+training error needs. Both skip `warmup` steps (compilation, cuDNN autotuning), then time `steps`
+steps between two device syncs. The data are synthetic (random images of the dataset's shape) unless
+a prepared folder is named: speed does not depend on the pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from bench import provenance, speed
+from bench.callbacks import Divergence, HistoryLogger
+from bench.config import Params
+from bench.data import Dataset, DeviceLoader, Split, load_prepared, local_batch_size
+from bench.train import build, check, trainer_flags
+
+# Lightning precision flag -> autocast dtype for the bare loop (None: no autocast)
+AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def synthetic(shape=(3, 32, 32), train_images: int = 45_000, classes: int = 10, seed: int = 0) -> Dataset:
+    """Random uint8 images with CIFAR-10's split sizes and augmentation (pad 4, flips)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        return Split(torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),
+                     torch.randint(0, classes, (n,), generator=g))
+
+    return Dataset(name="synthetic", md5="", train=split(train_images), val=split(1), test=split(1),
+                   classes=[str(c) for c in range(classes)], mean=[0.5] * shape[0], std=[0.25] * shape[0],
+                   flip=True, pad=4)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(L.Callback):
+    """Wall time of the steps after the first `warmup`, and every step's loss (kept on the device)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.losses, self.start, self.seconds, self.steps = warmup, [], None, None, 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].detach())
+        if trainer.global_step == self.warmup:
+            _sync(module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, module):
+        _sync(module.device)
+        if self.start is not None:
+            self.seconds, self.steps = time.perf_counter() - self.start, trainer.global_step - self.warmup
+
+
+def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmup: int) -> dict:
+    """The Lightning path of `bench train`, minus checkpoints, evaluation and W&B."""
+    module, dm = build(params, variant, depth, 0, data)
+    timer = StepTimer(warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = L.Trainer(**trainer_flags(params, len(data.train.y)), limit_val_batches=0,
+                            logger=[HistoryLogger(Path(tmp) / "history.csv")],
+                            callbacks=[Divergence(params.trainer.log_every_n_steps), timer],
+                            enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp)
+        trainer.fit(module, datamodule=dm)
+    return _result(timer.steps, timer.seconds, params.train.batch_size, timer.losses)
+
+
+def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, warmup: int,
+                      device: torch.device) -> dict:
+    """The same step as a hand-written loop: no Lightning, no torchmetrics, no callbacks."""
+    module, _ = build(params, variant, depth, 0, data)  # the same initial weights, optimizer and schedule
+    model = module.model.to(device).train()
+    forward = speed.training_forward(model, params.speed)
+    opt_config = module.configure_optimizers()
+    opt, sched = opt_config["optimizer"], opt_config["lr_scheduler"]["scheduler"]
+    dtype = AUTOCAST[params.trainer.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    train = Split(data.train.x.to(device), data.train.y.to(device))
+    epoch = 0
+    loader = DeviceLoader(train, params.train.batch_size, data.mean, data.std, train=True,
+                          pad=data.pad if params.train.augment else 0, flip=data.flip and params.train.augment,
+                          seed=0, epoch=lambda: epoch, memory_format=speed.memory_format(params.speed))
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    losses, step, start, total = [], 0, None, params.train.max_steps
+    while step < total:
+        for x, y in loader:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = forward(x)
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += loss.detach() * len(y)  # what the training error and loss curves need
+            correct += (logits.detach().argmax(1) == y).sum()
+            losses.append(loss.detach())
+            step += 1
+            if step == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            if step == total:
+                break
+        epoch += 1
+    _sync(device)
+    return _result(step - warmup, time.perf_counter() - start, params.train.batch_size, losses)
+
+
+def _result(steps: int, seconds: float | None, batch: int, losses: list) -> dict:
+    if not seconds:
+        raise ValueError("no step was timed: the run stopped during the warm-up (diverged?)")
+    return {"images_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps, "steps": steps,
+            "losses": torch.stack(losses).float().cpu().tolist()}
+
+
+def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100, warmup: int = 10,
+         repeats: int = 3, data: Dataset | None = None, progress=sys.stderr) -> dict:
+    """images/s through `bench train`'s path and a bare loop, each the median of `repeats` alternating runs."""
+    check(params, variant, depth)
+    if params.trainer.precision not in AUTOCAST:
+        raise ValueError(f"bench perf supports precision {', '.join(AUTOCAST)}; got {params.trainer.precision!r}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch sees no CUDA GPU")
+    if steps < 1 or warmup < 1 or repeats < 1:
+        raise ValueError("--steps, --warmup and --repeats must be at least 1")
+    local_batch_size(params.train.batch_size, 1)
+    data = data or synthetic()
+    if len(data.train.y) < params.train.batch_size:
+        raise ValueError(f"train.batch_size={params.train.batch_size} exceeds the {len(data.train.y)} training images")
+    params = dataclasses.replace(
+        params, train=dataclasses.replace(params.train, max_steps=warmup + steps),
+        trainer=dataclasses.replace(params.trainer, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                                    num_nodes=1, strategy="auto", sync_batchnorm=False))
+    runs = {"bench": [], "bare": []}
+    for r in range(repeats):
+        for path in runs:
+            if progress:
+                print(f"bench perf: {variant}-{depth} {path} {r + 1}/{repeats} ({warmup}+{steps} steps)", file=progress,
+                      flush=True)
+            run = (through_bench(params, variant, depth, data, warmup) if path == "bench" else
+                   through_bare_loop(params, variant, depth, data, warmup, torch.device(device)))
+            runs[path].append(run)
+    summary = {path: {"images_per_s": round(statistics.median(x["images_per_s"] for x in rs), 1),
+                      "step_ms": round(statistics.median(x["step_ms"] for x in rs), 3),
+                      "samples": [round(x["images_per_s"], 1) for x in rs]} for path, rs in runs.items()}
+    bench_losses, bare_losses = runs["bench"][0]["losses"], runs["bare"][0]["losses"]
+    hw = provenance.environment()["hardware"]
+    return {
+        "variant": variant, "depth": depth, "batch": params.train.batch_size, "device": device,
+        "hardware": torch.cuda.get_device_name() if device == "cuda" else f"{hw['cpu']} ({torch.get_num_threads()} threads)",
+        "precision": params.trainer.precision, **{f"speed.{k}": v for k, v in dataclasses.asdict(params.speed).items()},
+        "data": data.name, "steps": steps, "warmup": warmup, "repeats": repeats,
+        "torch": torch.__version__, "lightning": L.__version__,
+        **summary,
+        # extra time per step of the real path over the bare loop
+        "lightning_overhead_pct": round(100 * (summary["bare"]["images_per_s"] / summary["bench"]["images_per_s"] - 1), 2),
+        # the same step: the two paths' losses, step by step, from the same weights and batches
+        "max_loss_difference": max(abs(a - b) for a, b in zip(bench_losses, bare_losses)),
+    }
