@@ -48,21 +48,32 @@ class Divergence(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Training images per second: images seen over wall time in the training loop, evaluation excluded."""
+    """Training images per second: images over wall time in the training loop, evaluation excluded.
 
-    def __init__(self):
-        self.images, self.seconds, self._t = 0, 0.0, None
+    The first `warmup` steps of a run are left out: compilation, CUDA-graph capture and cuDNN's
+    autotuning happen there, and would otherwise dominate a short run's figure.
+    """
+
+    def __init__(self, warmup: int = 5):
+        self.warmup, self.images, self.seconds, self._t = warmup, 0, 0.0, None
 
     def _sync(self, module):
         if module.device.type == "cuda":
             torch.cuda.synchronize(module.device)
 
+    def _start(self, trainer, module):
+        if self._t is None and trainer.global_step >= self.warmup:
+            self._sync(module)
+            self._t = time.perf_counter()
+
     def on_train_epoch_start(self, trainer, module):
-        self._sync(module)
-        self._t = time.perf_counter()
+        self._start(trainer, module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.images += len(batch[1]) * trainer.world_size
+        if self._t is None:
+            self._start(trainer, module)  # the warm-up ends with this step
+        else:
+            self.images += len(batch[1]) * trainer.world_size
 
     def _stop(self, module):
         if self._t is not None:
@@ -75,7 +86,7 @@ class Throughput(L.Callback):
 
     def on_validation_end(self, trainer, module):
         if trainer.training:
-            self.on_train_epoch_start(trainer, module)
+            self._start(trainer, module)
 
     def on_train_epoch_end(self, trainer, module):
         self._stop(module)

@@ -172,6 +172,9 @@ class DataModule(L.LightningDataModule):
             epoch=lambda: self.trainer.current_epoch, memory_format=self.memory_format,
         )
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # made on the device already: skip Lightning's walk over the batch each step
+
     def train_dataloader(self):
         return self._loader("train", train=True)
 

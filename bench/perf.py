@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import provenance, speed
-from bench.callbacks import Divergence, HistoryLogger
+from bench.callbacks import Divergence, HistoryLogger, Throughput
 from bench.config import Params
 from bench.data import Dataset, DeviceLoader, Split, load_prepared, local_batch_size
 from bench.train import build, check, trainer_flags
@@ -49,35 +49,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class StepTimer(L.Callback):
-    """Wall time of the steps after the first `warmup`, and every step's loss (kept on the device)."""
+class Losses(L.Callback):
+    """Every training step's loss, kept on the device until the end."""
 
-    def __init__(self, warmup: int):
-        self.warmup, self.losses, self.start, self.seconds, self.steps = warmup, [], None, None, 0
+    def __init__(self):
+        self.losses = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.losses.append(outputs["loss"].detach())
-        if trainer.global_step == self.warmup:
-            _sync(module.device)
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer, module):
-        _sync(module.device)
-        if self.start is not None:
-            self.seconds, self.steps = time.perf_counter() - self.start, trainer.global_step - self.warmup
 
 
 def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmup: int) -> dict:
     """The Lightning path of `bench train`, minus checkpoints, evaluation and W&B."""
     module, dm = build(params, variant, depth, 0, data)
-    timer = StepTimer(warmup)
+    throughput, losses = Throughput(warmup), Losses()  # Throughput: as `bench train` measures itself
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(**trainer_flags(params, len(data.train.y)), limit_val_batches=0,
                             logger=[HistoryLogger(Path(tmp) / "history.csv")],
-                            callbacks=[Divergence(params.trainer.log_every_n_steps), timer],
+                            callbacks=[Divergence(params.trainer.log_every_n_steps), throughput, losses],
                             enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp)
         trainer.fit(module, datamodule=dm)
-    return _result(timer.steps, timer.seconds, params.train.batch_size, timer.losses)
+    batch = params.train.batch_size
+    return _result(throughput.images // batch, throughput.seconds, batch, losses.losses)
 
 
 def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, warmup: int,
