@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,8 +20,20 @@ from bench.config import Params
 from bench.grid import cell_name, cells
 
 
+def executable(name: str) -> list[str]:
+    """The command for `name`: beside this Python (its venv) first, then on PATH; bench also as `python -m bench`."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return [str(here)]
+    if found := shutil.which(name):
+        return [found]
+    if name == "bench":
+        return [sys.executable, "-m", "bench"]
+    raise RuntimeError(f"{name} not found beside {sys.executable} or on PATH: install the project (make setup)")
+
+
 def dvc(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], capture_output=capture, text=True)
+    r = subprocess.run([*executable("dvc"), *args], capture_output=capture, text=True)
     if r.returncode:
         raise RuntimeError(f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
     return r
@@ -48,7 +61,7 @@ def run_cell(cell, gpu: str | None, log_dir: Path, threads: int, overrides: list
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    cmd = [str(Path(sys.executable).parent / "bench"), "train", "--variant", variant, "--depth", str(depth), "--seed",
+    cmd = [*executable("bench"), "train", "--variant", variant, "--depth", str(depth), "--seed",
            str(seed), "--data", "data/prepared", "--out", f"runs/{name}", "--no-progress", *overrides]
     start = time.time()
     with open(log_dir / f"{name}.log", "w") as log:

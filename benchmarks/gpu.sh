@@ -14,7 +14,7 @@ OUT=${OUT:-perf/gpu}
 PY=${PY:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt" || true
 $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$OUT/gpu.txt"
 
 perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $OUT/NAME.json, one summary line
@@ -29,15 +29,55 @@ perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $OUT/NAME.json, o
 }
 
 FAST=(--precision bf16-mixed speed.channels_last=true)
-for depth in 20 56 110; do
+[ "${PERF:-1}" = 1 ] && for depth in 20 56 110; do
   perf "eager-fp32-$depth" --variant residual_bn --depth "$depth" --precision 32-true
   perf "eager-bf16-$depth" --variant residual_bn --depth "$depth" "${FAST[@]}"
   perf "compiled-bf16-$depth" --variant residual_bn --depth "$depth" "${FAST[@]}" speed.compile=reduce-overhead
 done
-grep -l "skipping cudagraphs" "$OUT"/*.log && echo "some runs fell back from CUDA graphs: see the logs above"
+grep -l "skipping cudagraphs" "$OUT"/*.log 2>/dev/null && echo "some runs fell back from CUDA graphs: see these logs"
 
 # several runs per GPU: 4 processes at once, each reporting its own images/s
-for k in 1 2 3 4; do
+[ "${PERF:-1}" = 1 ] && for k in 1 2 3 4; do
   perf "shared-56-$k" --variant residual_bn --depth 56 "${FAST[@]}" speed.compile=reduce-overhead &
 done
 wait
+
+# A slice of the He et al. grid through the scale-out launcher: plain_bn and residual_bn at depths
+# 20 and 56, 2,000 iterations each, on CIFAR-10, 4 cells at once on the GPU. Needs dvc (carry its
+# wheels: see the device README) and the JPEG archive at shared-data/cifar10-jpeg.tar.gz. A dry run of
+# this part on a CPU: PERF=0 SLICE_ACCELERATOR=cpu SLICE_PRECISION=32-true SLICE_STEPS=20 SLICE_COMPILE=null
+# PY=.venv/bin/python bash benchmarks/gpu.sh
+if ! $PY -c "import dvc" 2>/dev/null || [ ! -f shared-data/cifar10-jpeg.tar.gz ]; then
+  echo "grid slice skipped: needs dvc importable by $PY and shared-data/cifar10-jpeg.tar.gz"; exit 0
+fi
+SLICE=$(mktemp -d)/slice
+mkdir -p "$SLICE/data/raw" "$SLICE/.dvc" && cp -r bench dvc.yaml params.yaml .gitignore "$SLICE/" \
+  && cp .dvc/config .dvc/.gitignore "$SLICE/.dvc/" \
+  && git -C "$SLICE" init -q && git -C "$SLICE" add -A && git -C "$SLICE" -c user.name=b -c user.email=b@b commit -qm slice \
+  && cp shared-data/cifar10-jpeg.tar.gz "$SLICE/data/raw/"
+mkdir -p "$SLICE/bin" && printf '#!/bin/sh\nexec %s -m %s "$@"\n' "$PY" bench > "$SLICE/bin/bench" \
+  && printf '#!/bin/sh\nexec %s -m dvc "$@"\n' "$PY" > "$SLICE/bin/dvc" && chmod +x "$SLICE"/bin/*
+(
+  cd "$SLICE" && export PATH="$SLICE/bin:$PATH" PYTHONPATH="$SLICE${PYTHONPATH:+:$PYTHONPATH}"
+  $PY - <<'PY'
+import os
+import yaml
+p = yaml.safe_load(open("params.yaml"))
+p["grid"].update(variants=["plain_bn", "residual_bn"], depths=[20, 56], seeds=[0])
+p["data"].update(name="imagefolder", source="data/raw/cifar10-jpeg.tar.gz", md5=None, val_size=5000)
+p["model"]["shortcut"] = "zero_pad"
+steps = int(os.environ.get("SLICE_STEPS", 2000))
+p["train"].update(lr=0.1, max_steps=steps, milestones=[steps // 2, steps * 3 // 4])
+p["trainer"].update(accelerator=os.environ.get("SLICE_ACCELERATOR", "gpu"),
+                   precision=os.environ.get("SLICE_PRECISION", "bf16-mixed"), log_every_n_steps=50)
+mode = os.environ.get("SLICE_COMPILE", "reduce-overhead")
+p["speed"].update(compile=None if mode == "null" else mode, channels_last=True)
+p["wandb"]["mode"] = "disabled"
+yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+PY
+  dvc repro prepare >/dev/null && /usr/bin/time -f "grid slice: %e s wall" bench grid --workers-per-gpu 4
+  for m in runs/*/metrics.json; do
+    $PY -c "import json; m = json.load(open('$m')); print(m['variant'], m['depth'], 'test error', m['test/error'], 'images/s', m['images_per_s'], 'wall s', m['wall_time_s'])"
+  done
+  cp -r logs/grid "$OUT/grid-logs"
+) 2>&1 | tee "$OUT/grid.txt"
