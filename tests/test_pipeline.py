@@ -31,10 +31,11 @@ def test_matrix_axes_come_from_params_and_declared_params_exist():
 def test_stages_declare_the_params_their_code_reads():
     stages = DVC["stages"]
     assert stages["prepare"]["params"] == ["data"]
-    assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer", "diagnostics", "wandb"}
+    assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer", "speed", "diagnostics",
+                                                "wandb"}
     assert stages["report"]["params"] == ["grid", "wandb"]
     assert set(stages["lr_sweep"]["params"]) == {"grid.variants", "lr_sweep", "data", "model", "train", "trainer",
-                                                 "diagnostics"}
+                                                 "speed", "diagnostics"}
     assert stages["toy"]["params"] == ["toy"]
 
 
