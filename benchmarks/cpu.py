@@ -41,7 +41,7 @@ def perf(name: str, args: list[str], out: Path) -> dict:
     r = measure(["bench", "perf", "--device", "cpu", "--out", str(out / f"{name}.json"), *args])
     p = json.loads(r["stdout"])
     line = {k: p[k] for k in ("variant", "depth", "batch", "data", "hardware", "lightning_overhead_pct",
-                              "max_loss_difference")}
+                              "lightning_overhead_pct_range", "lightning_overhead_ms", "max_loss_difference")}
     line.update(bench_images_per_s=p["bench"]["images_per_s"], bare_images_per_s=p["bare"]["images_per_s"])
     print(f"perf {name}: {json.dumps(line)}", flush=True)
     return line
@@ -63,12 +63,13 @@ def main() -> None:
         cpu = ["trainer.accelerator=cpu", "wandb.mode=disabled"]
         # CIFAR-10's shape (synthetic 32x32 RGB images): He et al.'s step, about 0.4 s on 2 cores
         summary["perf"]["cifar_shape_20"] = perf(
-            "cifar_shape_20", ["--variant", "residual_bn", "--depth", "20", "--steps", "30", "--warmup", "5", *cpu], out)
+            "cifar_shape_20", ["--variant", "residual_bn", "--depth", "20", "--steps", "20", "--warmup", "3",
+                               "--repeats", "5", *cpu], out)
         # the default ablation's 8x8 digits: steps of 10-60 ms, where a framework's per-step cost shows
         for depth in (8, 20, 56):
             summary["perf"][f"digits_{depth}"] = perf(
                 f"digits_{depth}", ["--variant", "residual_bn", "--depth", str(depth), "--data", str(digits),
-                                    "--steps", "100", "--warmup", "10", "--repeats", "5", *cpu], out)
+                                    "--steps", "100", "--warmup", "10", "--repeats", "9", *cpu], out)
         if a.cifar:
             r = measure(["bench", "prepare", "--out", str(tmp / "cifar"), "data.name=imagefolder",
                          f"data.source={Path(a.cifar).resolve()}", "data.md5=null", "data.val_size=5000"])

@@ -26,6 +26,8 @@ def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(di
     assert result["batch"] == 32 and result["data"] == "digits" and result["device"] == "cpu"
     # the same initial weights, batches, optimizer and schedule: the same losses, step by step
     assert result["max_loss_difference"] < 1e-5
+    low, high = result["lightning_overhead_pct_range"]
+    assert low <= result["lightning_overhead_pct"] <= high and isinstance(result["lightning_overhead_ms"], float)
     assert "bench perf: residual_bn-8 bare 1/1" in r.stderr  # progress
 
 
