@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: trainer.precision)")
     pf.add_argument("--steps", type=int, default=100, help="timed steps per run (default: 100)")
     pf.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning (default: 10)")
-    pf.add_argument("--repeats", type=int, default=3, help="runs of each path, alternating; the median is reported")
+    pf.add_argument("--repeats", type=int, default=3, help="runs of each path, back to back; medians reported (default: 3)")
     pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
     pf.add_argument("--out", default=None, help="also write the JSON to this file")
 

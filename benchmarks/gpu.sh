@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 8's GPU check as one prepared script, for a machine with one CUDA GPU, run from the repo root:
 #
-#   bash benchmarks/gpu.sh          # figures in ${OUT:-perf/gpu}: one bench perf JSON per line below
+#   bash benchmarks/gpu.sh          # figures in ${RESULTS:-perf/gpu}: one bench perf JSON per line below
+#                                   # (and all of it packed into $OUT/gpu.tar.gz where OUT is set)
 #
 # bench perf on residual_bn at depths 20, 56 and 110, batch 128 (He et al.'s), three ways:
 #   eager-fp32     the plain path, fp32
@@ -10,31 +11,35 @@
 # then 4 concurrent copies of the fastest depth-56 setting, for the several-runs-per-GPU figure.
 # Needs torch, lightning, torchmetrics, pyyaml, numpy (no dvc, no wandb); PY picks the interpreter.
 set -uo pipefail
-OUT=${OUT:-perf/gpu}
+RESULTS=${RESULTS:-perf/gpu}
 PY=${PY:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt" || true
-$PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$OUT/gpu.txt"
+mkdir -p "$RESULTS"
+pack() { [ -z "${OUT:-}" ] || tar czf "$OUT/gpu.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"; }
+trap pack EXIT  # a device machine returns at most 8 files: one archive holds them all
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$RESULTS/gpu.txt" || true
+$PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$RESULTS/gpu.txt"
 
-perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $OUT/NAME.json, one summary line
+perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $RESULTS/NAME.json, one summary line
   local name=$1; shift
-  if timeout 300 $PY -m bench perf --device cuda --steps 300 --warmup 30 --repeats 2 --out "$OUT/$name.json" \
-      wandb.mode=disabled "$@" >/dev/null 2>"$OUT/$name.log"; then
-    $PY -c "import json; r = json.load(open('$OUT/$name.json')); print('$name', 'bench', r['bench']['images_per_s'],
+  if timeout 240 $PY -m bench perf --device cuda --steps 300 --warmup 30 --repeats "${REPEATS:-2}" --out "$RESULTS/$name.json" \
+      wandb.mode=disabled "$@" >/dev/null 2>"$RESULTS/$name.log"; then
+    $PY -c "import json; r = json.load(open('$RESULTS/$name.json')); print('$name', '${SECONDS}s', 'bench', r['bench']['images_per_s'],
     'bare', r['bare']['images_per_s'], 'overhead %', r['lightning_overhead_pct'], 'max loss diff', r['max_loss_difference'])"
   else
-    echo "$name FAILED: tail of $OUT/$name.log"; tail -5 "$OUT/$name.log"
+    echo "$name FAILED: tail of $RESULTS/$name.log"; tail -5 "$RESULTS/$name.log"
   fi
 }
 
 FAST=(--precision bf16-mixed speed.channels_last=true)
-[ "${PERF:-1}" = 1 ] && for depth in 20 56 110; do
-  perf "eager-fp32-$depth" --variant residual_bn --depth "$depth" --precision 32-true
-  perf "eager-bf16-$depth" --variant residual_bn --depth "$depth" "${FAST[@]}"
-  perf "compiled-bf16-$depth" --variant residual_bn --depth "$depth" "${FAST[@]}" speed.compile=reduce-overhead
-done
-grep -l "skipping cudagraphs" "$OUT"/*.log 2>/dev/null && echo "some runs fell back from CUDA graphs: see these logs"
+if [ "${PERF:-1}" = 1 ]; then  # the quick ones first: a cut-off run still reports them
+  for depth in 20 56 110; do perf "eager-fp32-$depth" --variant residual_bn --depth "$depth" --precision 32-true; done
+  for depth in 20 56 110; do perf "eager-bf16-$depth" --variant residual_bn --depth "$depth" "${FAST[@]}"; done
+  for depth in 20 56 110; do
+    perf "compiled-bf16-$depth" --variant residual_bn --depth "$depth" "${FAST[@]}" speed.compile=reduce-overhead
+  done
+fi
+grep -l "skipping cudagraphs" "$RESULTS"/*.log 2>/dev/null && echo "some runs fell back from CUDA graphs: see these logs"
 
 # several runs per GPU: 4 processes at once, each reporting its own images/s
 [ "${PERF:-1}" = 1 ] && for k in 1 2 3 4; do
@@ -79,5 +84,5 @@ PY
   for m in runs/*/metrics.json; do
     $PY -c "import json; m = json.load(open('$m')); print(m['variant'], m['depth'], 'test error', m['test/error'], 'images/s', m['images_per_s'], 'wall s', m['wall_time_s'])"
   done
-  cp -r logs/grid "$OUT/grid-logs"
-) 2>&1 | tee "$OUT/grid.txt"
+  cp -r logs/grid "$RESULTS/grid-logs"
+) 2>&1 | tee "$RESULTS/grid.txt"
