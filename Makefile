@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)  # so that dvc stages find `bench`
 
-.PHONY: run test setup clean he2016
+.PHONY: run test setup clean he2016 perf
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -34,6 +34,11 @@ he2016: setup
 	  -S 'grid.variants=[plain,plain_bn,residual,residual_bn]' -S 'grid.depths=[8,14,20,32,44,56,110]' \
 	  -S 'grid.seeds=$(HE_SEEDS)' \
 	  -S trainer.accelerator=gpu -S trainer.precision=32-true -S trainer.log_every_n_steps=50
+
+# The CPU speed figures of the README's "Speed" table (about 12 minutes on 2 cores); on a GPU machine,
+# bash benchmarks/gpu.sh. PERF_ARGS="--cifar ../shared/data/cifar10-jpeg.tar.gz" adds bench prepare.
+perf: setup
+	$(BIN)/python benchmarks/cpu.py $(PERF_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
