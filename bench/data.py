@@ -163,14 +163,19 @@ class DataModule(L.LightningDataModule):
             s = getattr(self.dataset, name)
             self._on_device[name] = Split(s.x.to(device), s.y.to(device))
 
-    def _loader(self, name: str, train: bool) -> DeviceLoader:
+    def loader(self, split: Split, train: bool, batch_size: int, rank: int = 0, world_size: int = 1,
+               epoch=lambda: 0) -> DeviceLoader:
+        """A DeviceLoader over `split` (on its device) with this data's augmentation, statistics and memory format."""
         d = self.dataset
         return DeviceLoader(
-            self._on_device[name], self.batch_size if train else self.eval_batch_size, d.mean, d.std, train=train,
+            split, batch_size if train else self.eval_batch_size, d.mean, d.std, train=train,
             pad=d.pad if self.augment else 0, flip=d.flip and self.augment, seed=self.seed,
-            rank=self.trainer.global_rank, world_size=self.trainer.world_size,
-            epoch=lambda: self.trainer.current_epoch, memory_format=self.memory_format,
+            rank=rank, world_size=world_size, epoch=epoch, memory_format=self.memory_format,
         )
+
+    def _loader(self, name: str, train: bool) -> DeviceLoader:
+        return self.loader(self._on_device[name], train, self.batch_size, self.trainer.global_rank,
+                           self.trainer.world_size, epoch=lambda: self.trainer.current_epoch)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # made on the device already: skip Lightning's walk over the batch each step

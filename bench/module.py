@@ -52,11 +52,12 @@ class Classifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        loss, y = self._step(batch, "train"), batch[1]
+        loss = self._step(batch, "train")
         bad = ~torch.isfinite(loss.detach()) & (self.diverged_at < 0)
         self.diverged_at = torch.where(bad, self.global_step, self.diverged_at)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # self.log costs ~0.5 ms: only when read
-            self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+            self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False,
+                     batch_size=len(batch[1]))
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):

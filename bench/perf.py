@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from bench import provenance, speed
 from bench.callbacks import Divergence, HistoryLogger, Throughput
 from bench.config import Params
-from bench.data import Dataset, DeviceLoader, Split, load_prepared, local_batch_size
+from bench.data import Dataset, Split
 from bench.train import build, check, trainer_flags
 
 # Lightning precision flag -> autocast dtype for the bare loop (None: no autocast)
@@ -76,18 +76,16 @@ def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmu
 def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, warmup: int,
                       device: torch.device) -> dict:
     """The same step as a hand-written loop: no Lightning, no torchmetrics, no callbacks."""
-    module, _ = build(params, variant, depth, 0, data)  # the same initial weights, optimizer and schedule
+    module, dm = build(params, variant, depth, 0, data)  # the same weights, optimizer, schedule and batches
     model = module.model.to(device).train()
     forward = speed.training_forward(model, params.speed)
     opt_config = module.configure_optimizers()
     opt, sched = opt_config["optimizer"], opt_config["lr_scheduler"]["scheduler"]
     dtype = AUTOCAST[params.trainer.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    train = Split(data.train.x.to(device), data.train.y.to(device))
     epoch = 0
-    loader = DeviceLoader(train, params.train.batch_size, data.mean, data.std, train=True,
-                          pad=data.pad if params.train.augment else 0, flip=data.flip and params.train.augment,
-                          seed=0, epoch=lambda: epoch, memory_format=speed.memory_format(params.speed))
+    loader = dm.loader(Split(data.train.x.to(device), data.train.y.to(device)), True, params.train.batch_size,
+                       epoch=lambda: epoch)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     losses, step, start, total = [], 0, None, params.train.max_steps
@@ -134,7 +132,6 @@ def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100
         raise ValueError("--device cuda but torch sees no CUDA GPU")
     if steps < 1 or warmup < 1 or repeats < 1:
         raise ValueError("--steps, --warmup and --repeats must be at least 1")
-    local_batch_size(params.train.batch_size, 1)
     data = data or synthetic()
     if len(data.train.y) < params.train.batch_size:
         raise ValueError(f"train.batch_size={params.train.batch_size} exceeds the {len(data.train.y)} training images")
@@ -156,10 +153,9 @@ def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100
                       "samples": [round(x["images_per_s"], 1) for x in rs]} for path, rs in runs.items()}
     overheads = [100 * (bare["images_per_s"] / bench["images_per_s"] - 1) for bench, bare in zip(runs["bench"], runs["bare"])]
     bench_losses, bare_losses = runs["bench"][0]["losses"], runs["bare"][0]["losses"]
-    hw = provenance.environment()["hardware"]
     return {
         "variant": variant, "depth": depth, "batch": params.train.batch_size, "device": device,
-        "hardware": torch.cuda.get_device_name() if device == "cuda" else f"{hw['cpu']} ({torch.get_num_threads()} threads)",
+        "hardware": torch.cuda.get_device_name() if device == "cuda" else f"{provenance.cpu_name()} ({torch.get_num_threads()} threads)",
         "precision": params.trainer.precision, **{f"speed.{k}": v for k, v in dataclasses.asdict(params.speed).items()},
         "data": data.name, "steps": steps, "warmup": warmup, "repeats": repeats,
         "torch": torch.__version__, "lightning": L.__version__,
