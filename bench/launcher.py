@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import yaml
+
 from bench.config import Params
 from bench.grid import cell_name, cells
+
+
+def stage_command(cell: tuple[str, int, int], dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
+    """The train stage's command for `cell`, as dvc.yaml declares it (its matrix item substituted), as argv."""
+    template = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train"]["cmd"]
+    for key, value in zip(("variant", "depth", "seed"), cell):
+        template = template.replace(f"${{item.{key}}}", str(value))
+    name, *args = shlex.split(template)
+    return [*executable(name), *args]
 
 
 def executable(name: str) -> list[str]:
@@ -55,14 +67,12 @@ def slots(workers_per_gpu: int, gpus: list[str] | None) -> list[str | None]:
 
 
 def run_cell(cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str]) -> dict:
-    """One cell, as the train stage's command does it, with its output in log_dir/<cell>.log."""
+    """One cell, by the train stage's own command, with its output in log_dir/<cell>.log."""
     name = cell_name(*cell)
-    variant, depth, seed = cell
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    cmd = [*executable("bench"), "train", "--variant", variant, "--depth", str(depth), "--seed",
-           str(seed), "--data", "data/prepared", "--out", f"runs/{name}", "--no-progress", *overrides]
+    cmd = [*stage_command(cell), "--no-progress", *overrides]
     start = time.time()
     with open(log_dir / f"{name}.log", "w") as log:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode

@@ -112,6 +112,17 @@ def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(rep
     assert "0 of 4 cells to train" in again
 
 
+def test_grid_launcher_runs_the_command_dvc_yaml_declares(tmp_path):
+    from bench.launcher import stage_command
+
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text((ROOT / "dvc.yaml").read_text().replace("--data data/prepared", "--data elsewhere"))
+    cmd = stage_command(("plain_bn", 20, 1), dvc_yaml)
+    assert cmd[-11:] == ["train", "--variant", "plain_bn", "--depth", "20", "--seed", "1", "--data", "elsewhere",
+                         "--out", "runs/plain_bn-20-1"]
+    assert cmd[0].endswith("bench") or cmd[-12:-11] == ["bench"]  # the venv's script, or python -m bench
+
+
 def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
     from bench import launcher
 
