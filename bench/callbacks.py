@@ -101,12 +101,15 @@ class HistoryLogger(Logger):
 
     Rewritten atomically after every epoch, so a crash never leaves a half-written file; a resumed
     run starts from the rows already written (the epochs after its checkpoint are then redone).
+    Lightning calls `save()` after every `log_metrics`, step-level ones included: the file is
+    rewritten only when an epoch's row has changed since the last write.
     """
 
     def __init__(self, path: str | os.PathLike, resume: bool = False):
         super().__init__()
         self.path = Path(path)
         self.rows: dict[int, dict] = {}
+        self._dirty = False
         if resume and self.path.exists():
             with open(self.path) as f:
                 for r in csv.DictReader(f):
@@ -138,11 +141,12 @@ class HistoryLogger(Logger):
         if "train/loss" in metrics:  # logged after the epoch's last step, at step index steps - 1
             row["step"] = (step or 0) + 1
         row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
-        if "train/loss" in metrics:  # the epoch is complete: keep it on disk
-            self.save()
+        self._dirty = True
 
     @rank_zero_only
     def save(self) -> None:
+        if not self._dirty:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", newline="") as f:
@@ -151,6 +155,7 @@ class HistoryLogger(Logger):
             for e in sorted(self.rows):
                 w.writerow({k: _fmt(self.rows[e].get(k)) for k in HISTORY_KEYS})
         os.replace(tmp, self.path)
+        self._dirty = False
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

@@ -86,3 +86,19 @@ def test_lr_sweep_bn_trains_where_plain_diverges(params, tmp_path, digits_dir):
     assert plain["diverged"] or plain["train/error"] > 0.8  # diverges, or dies at chance
     assert not bn["diverged"] and bn["train/error"] < 0.8
     assert json.loads((tmp_path / "summary.json").read_text())["runs"][1]["variant"] == "plain_bn"
+
+
+def test_history_is_rewritten_only_when_an_epoch_row_changes(tmp_path):
+    from bench.callbacks import HistoryLogger
+
+    log = HistoryLogger(tmp_path / "history.csv")
+    log.log_metrics({"epoch": 0, "train/loss": 2.0, "train/error": 0.5}, step=9)
+    log.save()  # Lightning calls save() after every log_metrics
+    (tmp_path / "history.csv").write_text("sentinel")  # a rewrite would replace this
+    log.log_metrics({"epoch": 1, "train/loss_step": 1.0}, step=14)  # step-level: no epoch row changes
+    log.save()
+    assert (tmp_path / "history.csv").read_text() == "sentinel"
+    log.log_metrics({"epoch": 1, "train/loss": 1.5, "train/error": 0.4}, step=19)
+    log.save()
+    rows = read_history(tmp_path)
+    assert [r["step"] for r in rows] == ["10", "20"] and rows[1]["train/loss"] == "1.5"
