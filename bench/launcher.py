@@ -23,12 +23,21 @@ from bench.config import Params
 from bench.grid import cell_name, cells
 
 
-def stage_command(cell: tuple[str, int, int], dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
-    """The train stage's command for `cell`, as dvc.yaml declares it (its matrix item substituted), as argv."""
-    template = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train"]["cmd"]
-    for key, value in zip(("variant", "depth", "seed"), cell):
+def stage_template(dvc_yaml: str | Path = "dvc.yaml") -> str:
+    """The train stage's command as dvc.yaml declares it, on one line, with its ${item.*} placeholders."""
+    return " ".join(yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train"]["cmd"].split())
+
+
+def substitute(template: str, variant: str, depth: str | int, seed: str | int) -> str:
+    """`template` with its matrix item's placeholders replaced, as `dvc repro` would."""
+    for key, value in (("variant", variant), ("depth", depth), ("seed", seed)):
         template = template.replace(f"${{item.{key}}}", str(value))
-    name, *args = shlex.split(template)
+    return template
+
+
+def stage_command(cell: tuple[str, int, int], dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
+    """The train stage's command for `cell`, as argv, its program resolved by `executable`."""
+    name, *args = shlex.split(substitute(stage_template(dvc_yaml), *cell))
     return [*executable(name), *args]
 
 

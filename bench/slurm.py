@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.config import Params
 from bench.grid import cell_name, cells
+from bench.launcher import stage_template, substitute
 
 HEADER = """#!/bin/bash
 #SBATCH --job-name={name}
@@ -37,9 +38,11 @@ def _extra(partition: str | None, account: str | None) -> str:
 
 
 def render(params: Params, root: str, time: str = "24:00:00", partition: str | None = None,
-           account: str | None = None, cpus_per_gpu: int = 8, max_parallel: int = 32) -> dict[str, str]:
-    """{file name: script text}."""
+           account: str | None = None, cpus_per_gpu: int = 8, max_parallel: int = 32,
+           dvc_yaml: str | Path = "dvc.yaml") -> dict[str, str]:
+    """{file name: script text}. Cells run the train stage's command, read from `dvc_yaml`."""
     grid = cells(params)
+    template = stage_template(dvc_yaml)
     names = [cell_name(*c) for c in grid]
     extra = _extra(partition, account)
     logs = "logs/slurm"
@@ -52,9 +55,9 @@ def render(params: Params, root: str, time: str = "24:00:00", partition: str | N
         + "DEPTHS=(" + " ".join(str(c[1]) for c in grid) + ")\n"
         + "SEEDS=(" + " ".join(str(c[2]) for c in grid) + ")\n"
         + "i=$SLURM_ARRAY_TASK_ID\n"
+        + 'echo "cell ${CELLS[$i]} (task $i of ' + str(len(grid)) + ')"\n'
         + "# the train stage's command (dvc.yaml); srun makes it one SLURM task, which Lightning detects\n"
-        + 'srun bench train --variant "${VARIANTS[$i]}" --depth "${DEPTHS[$i]}" --seed "${SEEDS[$i]}" '
-          '--data data/prepared --out "runs/${CELLS[$i]}" --no-progress\n'
+        + "srun " + substitute(template, '"${VARIANTS[$i]}"', '"${DEPTHS[$i]}"', '"${SEEDS[$i]}"') + " --no-progress\n"
     )
     commit = HEADER.format(name="bench-commit", time="01:00:00", logs=logs, extra=extra).replace("_%a", "") + (
         "#SBATCH --ntasks=1\n#SBATCH --cpus-per-task=4\n\n" + SETUP.format(root=shlex.quote(root))
@@ -69,8 +72,7 @@ def render(params: Params, root: str, time: str = "24:00:00", partition: str | N
         + "# trainer.devices, trainer.num_nodes and trainer.strategy (ddp) come from params.yaml, as do the\n"
         + "# #SBATCH lines above: one task per GPU, and train.batch_size is the global batch across them all\n"
         + 'V=$1 D=$2 S=$3\n'
-        + 'srun bench train --variant "$V" --depth "$D" --seed "$S" --data data/prepared --out "runs/$V-$D-$S" '
-          '--no-progress\n'
+        + "srun " + substitute(template, '"$V"', '"$D"', '"$S"') + " --no-progress\n"
         + 'dvc commit --force "train@$V-$D-$S"\n'
     )
     submit = (

@@ -148,12 +148,18 @@ def test_slurm_scripts_render_for_the_grid(tmp_path):
 
     p = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56]", "grid.seeds=[0, 1, 2]",
                              "trainer.devices=4", "trainer.num_nodes=2"])
-    paths = {x.name: x for x in write(p, tmp_path, "/scratch/bench", partition="gpu", time="12:00:00")}
+    dvc_yaml = tmp_path / "dvc.yaml"  # the cells run what dvc.yaml's train stage declares
+    dvc_yaml.write_text((ROOT / "dvc.yaml").read_text().replace("--data data/prepared", "--data elsewhere"))
+    scripts = tmp_path / "slurm"
+    paths = {x.name: x for x in write(p, scripts, "/scratch/bench", partition="gpu", time="12:00:00", dvc_yaml=dvc_yaml)}
     array = paths["grid.sbatch"].read_text()
+    assert ('srun bench train --variant "${VARIANTS[$i]}" --depth "${DEPTHS[$i]}" --seed "${SEEDS[$i]}" '
+            '--data elsewhere --out runs/"${VARIANTS[$i]}"-"${DEPTHS[$i]}"-"${SEEDS[$i]}" --no-progress') in array
     assert "#SBATCH --array=0-11%32" in array and "#SBATCH --signal=SIGUSR1@90" in array
     assert "#SBATCH --requeue" in array and "#SBATCH --partition=gpu" in array and "cd /scratch/bench" in array
     assert "CELLS=(plain-20-0 plain-20-1 plain-20-2 plain-56-0" in array and "srun bench train" in array
     ddp = paths["ddp_cell.sbatch"].read_text()
+    assert 'srun bench train --variant "$V" --depth "$D" --seed "$S" --data elsewhere --out runs/"$V"-"$D"-"$S"' in ddp
     assert "#SBATCH --nodes=2" in ddp and "#SBATCH --ntasks-per-node=4" in ddp and "#SBATCH --gres=gpu:4" in ddp
     assert "train@residual_bn-56-2" in paths["commit.sbatch"].read_text()
     assert "--dependency=afterok:${jid}" in paths["submit.sh"].read_text()
