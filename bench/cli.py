@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # our epoch-level values come from torchmetrics' compute(), which already reduces across processes
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    # the cell's folder is ours (config, metrics, history and checkpoints together; resume reads it)
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # Lightning 2.6 advertises a cloud logger on every run; the runs go to W&B
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
     parser = _parser()

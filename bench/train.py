@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from bench import config, models, provenance, resume, speed, tracking
@@ -61,9 +62,22 @@ def trainer_flags(params: Params, train_images: int) -> dict:
     )
 
 
+class TrainingBar(TQDMProgressBar):
+    """Lightning's bar without its per-epoch validation and sanity-check bars: evaluating the two small
+    splits takes a moment, and each of those bars is several lines of a log per epoch (dvc repro's)."""
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+    def init_validation_tqdm(self) -> Tqdm:
+        if self.trainer.state.fn == "validate":  # `trainer.validate` alone: its own bar
+            return super().init_validation_tqdm()
+        return Tqdm(disable=True)
+
+
 def progress_bar(params: Params, progress: bool) -> list:
-    """Lightning's bar, redrawn every log_every_n_steps: each redraw reads the loss back from the GPU."""
-    return [TQDMProgressBar(refresh_rate=params.trainer.log_every_n_steps)] if progress else []
+    """The training bar, redrawn every log_every_n_steps: each redraw reads the loss back from the GPU."""
+    return [TrainingBar(refresh_rate=params.trainer.log_every_n_steps)] if progress else []
 
 
 def check(params: Params, variant: str, depth: int) -> None:

@@ -44,6 +44,9 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
                train={"max_steps": 20, "milestones": [15]}, wandb={"mode": "offline"}, **SMALL)
     r = run("dvc repro", repo)
     assert "cell 1/4 plain-8-0" in r.stdout and "cell 4/4 residual_bn-8-1" in r.stdout
+    # the training bar, without a validation bar per epoch or Lightning's warning about our own cell folder
+    shown = r.stdout + r.stderr
+    assert "Epoch 0" in shown and "Validation DataLoader" not in shown and "Checkpoint directory" not in shown
     for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
         m = json.loads((repo / "runs" / cell / "metrics.json").read_text())
         assert m["steps"] == 20 and 0 <= m["test/error"] <= 1
