@@ -1,7 +1,8 @@
 """Resuming a killed or preempted cell from its checkpoint, and only when the checkpoint is its own.
 
 A checkpoint carries a run key, a hash of everything that determines the run (the params it reads,
-the cell, the data checksum). A rerun with the same key resumes; any other checkpoint is replaced. Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
+the cell, the data checksum, the code that trains it). So when `dvc repro` reruns a cell because its
+code changed, the finished checkpoint of the old code is replaced, never resumed with no step left. A rerun with the same key resumes; any other checkpoint is replaced. Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
 """
 from __future__ import annotations
 
@@ -17,11 +18,22 @@ from bench.config import Params, to_dict
 # what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
 # while compiled may resume eager, and the other way round (their checkpoints are the same)
 RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")
+# the code a cell's result depends on: the train stage's code deps in dvc.yaml, less speed.py for the
+# same reason (tests/test_pipeline.py keeps the two lists equal)
+RUN_CODE = ("models", "module", "data", "schedule", "callbacks", "train", "diagnostics", "resume")
+
+
+def code_hash(package: Path = Path(__file__).parent) -> str:
+    h = hashlib.sha256()
+    for name in RUN_CODE:
+        h.update((package / f"{name}.py").read_bytes())
+    return h.hexdigest()[:16]
 
 
 def run_key(params: Params, variant: str, depth: int, seed: int, data_md5: str) -> str:
     p = to_dict(params)
-    identity = {"params": {s: p[s] for s in RUN_SECTIONS}, "cell": [variant, depth, seed], "data_md5": data_md5}
+    identity = {"params": {s: p[s] for s in RUN_SECTIONS}, "cell": [variant, depth, seed], "data_md5": data_md5,
+                "code": code_hash()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -39,7 +51,7 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
         return None, f"set aside {last}, which cannot be read ({type(e).__name__}); starting afresh"
     if ckpt.get("hyper_parameters", {}).get("run_key") != key:  # a finished run of other params (DVC caches it)
         last.unlink()
-        return None, f"replacing {last}: it belongs to other params, data or cell; starting afresh"
+        return None, f"replacing {last}: it belongs to other params, data, cell or code; starting afresh"
     return str(last), f"resuming from {last} at step {ckpt['global_step']}"
 
 

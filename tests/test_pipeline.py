@@ -34,6 +34,10 @@ def test_stages_declare_the_params_their_code_reads():
     assert set(stages["train"]["params"]) == {"data", "model", "train", "trainer", "speed", "diagnostics",
                                                 "wandb"}
     assert stages["report"]["params"] == ["grid", "wandb"]
+    # the checkpoint's run key hashes the train stage's code deps (not speed.py, as it leaves out speed)
+    from bench.resume import RUN_CODE, RUN_SECTIONS
+    code = {d.removeprefix("bench/").removesuffix(".py") for d in stages["train"]["deps"] if d.startswith("bench/")}
+    assert set(RUN_CODE) == code - {"speed"} and set(RUN_SECTIONS) == set(stages["train"]["params"]) - {"speed", "wandb"}
     assert set(stages["lr_sweep"]["params"]) == {"grid.variants", "lr_sweep", "data", "model", "train", "trainer",
                                                  "speed", "diagnostics"}
     assert stages["toy"]["params"] == ["toy"]

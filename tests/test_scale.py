@@ -70,6 +70,20 @@ def test_a_checkpoint_of_other_params_is_not_resumed(tmp_path):
     assert path == str(tmp_path / "last.ckpt") and "step 5" in message
 
 
+def test_the_run_key_follows_the_code_that_trains_the_cell(tmp_path):
+    import shutil
+
+    from bench.resume import code_hash
+
+    shutil.copytree(ROOT / "bench", tmp_path / "bench")
+    assert code_hash(tmp_path / "bench") == code_hash()
+    (tmp_path / "bench/report.py").write_text("# the report does not train\n")
+    assert code_hash(tmp_path / "bench") == code_hash()
+    with open(tmp_path / "bench/models.py", "a") as f:
+        f.write("# a changed model: dvc repro reruns the cell, and its old checkpoint must not be resumed\n")
+    assert code_hash(tmp_path / "bench") != code_hash()
+
+
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path, digits_dir):
     # no BN (or SyncBN) and no augmentation: both see the same 128 images per step, so the averaged
     # gradients and the whole run agree up to float reduction order
