@@ -16,13 +16,17 @@
 # Needs torch, lightning, torchmetrics, pyyaml, numpy, scikit-learn, pytest (no dvc, no wandb for 1-4);
 # PY picks the interpreter.
 set -uo pipefail
-RESULTS=$(realpath -m "${RESULTS:-perf/gpu}")  # absolute: the grid slice runs elsewhere
+# both absolute: the grid slice runs in another folder
+RESULTS=$(realpath -m "${RESULTS:-perf/gpu}")
 PY=${PY:-python3}
-case $PY in */*) PY=$(realpath -s "$PY") ;; esac  # the grid slice runs elsewhere
+case $PY in */*) PY=$(realpath -s "$PY") ;; esac
 BUDGET=${BUDGET:-540}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
-pack() { [ -z "${OUT:-}" ] || tar czf "$OUT/gpu.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"; }
+pack() {  # into a file of its own, then renamed: the 4 concurrent runs below pack at the same time
+  [ -z "${OUT:-}" ] || { tar czf "$OUT/gpu-$BASHPID.part" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" \
+    && mv -f "$OUT/gpu-$BASHPID.part" "$OUT/gpu.tar.gz"; }
+}
 trap pack EXIT  # a device machine returns at most 8 files: one archive holds them all
 left() { echo $((BUDGET - SECONDS)); }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$RESULTS/gpu.txt" || true
@@ -72,11 +76,7 @@ fi
 # shared-data/cifar10-jpeg.tar.gz. A dry run of this part on a CPU: PERF=0 SLICE_ACCELERATOR=cpu
 # SLICE_PRECISION=32-true SLICE_STEPS=20 SLICE_COMPILE=null PY=.venv/bin/python bash benchmarks/gpu.sh
 if ! $PY -c "import dvc" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  # only the distributions the machine lacks, so that none of its own packages is shadowed
-  missing=$($PY -c "import glob, re, importlib.metadata as m
-for w in sorted(glob.glob('.whl/*.whl')):
-    try: m.distribution(re.sub(r'[-_.]+', '-', w[5:].split('-')[0]).lower())
-    except m.PackageNotFoundError: print(w)")
+  missing=$($PY benchmarks/wheels.py --missing)  # only those the machine lacks: none of its own is shadowed
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $missing \
     && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
