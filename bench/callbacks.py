@@ -13,8 +13,10 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from bench import diagnostics
+from bench.files import atomic
+from bench.record import TEST_ERROR, TEST_LOSS, TRAIN_ERROR, TRAIN_LOSS, VAL_ERROR, VAL_LOSS
 
-HISTORY_KEYS = ("epoch", "step", "lr", "train/loss", "train/error", "val/loss", "val/error", "test/loss", "test/error")
+HISTORY_KEYS = ("epoch", "step", "lr", TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)
 
 
 class Divergence(L.Callback):
@@ -138,7 +140,7 @@ class HistoryLogger(Logger):
         if "epoch" not in metrics or not any(k in metrics for k in HISTORY_KEYS[2:]):
             return
         row = self.rows.setdefault(int(metrics["epoch"]), {"epoch": int(metrics["epoch"])})
-        if "train/loss" in metrics:  # logged after the epoch's last step, at step index steps - 1
+        if TRAIN_LOSS in metrics:  # logged after the epoch's last step, at step index steps - 1
             row["step"] = (step or 0) + 1
         row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
         self._dirty = True
@@ -148,13 +150,11 @@ class HistoryLogger(Logger):
         if not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic(self.path, newline="") as f:
             w = csv.DictWriter(f, HISTORY_KEYS)
             w.writeheader()
             for e in sorted(self.rows):
                 w.writerow({k: _fmt(self.rows[e].get(k)) for k in HISTORY_KEYS})
-        os.replace(tmp, self.path)
         self._dirty = False
 
     @rank_zero_only

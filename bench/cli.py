@@ -5,8 +5,14 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 
-from bench import config, models
+from lightning.pytorch.utilities import rank_zero_only
+
+from bench import config, models, validate
+from bench.config import Params
+from bench.grid import cells
+from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell
 
 OVERRIDES_HELP = "param overrides as section.key=value, e.g. train.lr=0.05 trainer.devices=2"
 
@@ -74,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
     pf.add_argument("--out", default=None, help="also write the JSON to this file")
 
+    ps = command("preset", "print a preset file (e.g. presets/he2016.yaml) as overrides, checked against params",
+                 overrides=False)
+    ps.add_argument("file", help="a YAML file in params.yaml's layout, holding only the keys it sets")
+    ps.add_argument("--dvc", action="store_true", help="as `dvc exp run` flags: -S section.key=value")
+
     w = command("wandb", "list offline W&B runs with the `wandb sync` line; --report builds the Report")
     w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
     return p
@@ -82,11 +93,8 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_lr_sweep(args, params) -> int:
     from bench.lr_sweep import sweep
 
-    for variant in params.grid.variants:
-        models.check(variant, params.lr_sweep.depth, params.model.shortcut)
-    results = sweep(params, args.data, args.out)
-    for r in results:
-        state = f"diverged at step {r['diverged_step']}" if r["diverged"] else f"training error {r['train/error']:.3f}"
+    for r in sweep(params, args.data, args.out):
+        state = f"diverged at step {r[DIVERGED_STEP]}" if r[DIVERGED] else f"training error {r[TRAIN_ERROR]:.3f}"
         print(f"  {r['variant']:12s} lr {r['lr']:<6g} {state}")
     return 0
 
@@ -109,8 +117,6 @@ def cmd_grid(args, params) -> int:
 
 
 def cmd_slurm(args, params) -> int:
-    from pathlib import Path
-
     from bench.slurm import write
 
     root = args.root or str(Path.cwd())
@@ -133,17 +139,17 @@ def cmd_wandb(args, params) -> int:
 
 
 def cmd_report(args, params) -> int:
-    from bench.report import report
+    from bench.report import collect, report
+    from bench.wandb_report import log_grid
 
     s = report(params, args.runs, args.out, args.lr_sweep, args.toy)
+    log_grid(params, collect(params, Path(args.runs)))  # the report's files first; W&B is a copy of them
     print(f"report of {s['cells']} cells ({s['diverged']} diverged) -> {args.out}/report.md")
     return 0
 
 
 def cmd_prepare(args, params) -> int:
-    from pathlib import Path
-
-    from bench.datasets import prepare
+    from bench.prepare import prepare
 
     meta = prepare(params.data, args.out, Path(args.raw))
     c = meta["counts"]
@@ -154,15 +160,11 @@ def cmd_prepare(args, params) -> int:
 
 def cmd_perf(args, params) -> int:
     import json
-    from pathlib import Path
 
     from bench.data import load_prepared
     from bench.files import write_json
     from bench.perf import perf
 
-    overrides = [*args.overrides, *([f"train.batch_size={args.batch}"] if args.batch else []),
-                 *([f"trainer.precision={args.precision}"] if args.precision else [])]
-    params = config.load(args.params, overrides)
     data = load_prepared(args.data, params.data) if args.data else None
     result = perf(params, args.variant, args.depth, args.device, args.steps, args.warmup, args.repeats, data)
     print(json.dumps(result, indent=1))
@@ -171,30 +173,56 @@ def cmd_perf(args, params) -> int:
     return 0
 
 
-def cmd_train(args, params) -> int:
-    from pathlib import Path
+def cmd_preset(args, params) -> int:
+    print(" ".join(("-S " if args.dvc else "") + o for o in config.preset(args.file)))
+    return 0
 
+
+def cmd_train(args, params) -> int:
     from bench.grid import progress_line
     from bench.train import train  # heavy imports only once the input is known to be good
 
-    models.check(args.variant, args.depth, params.model.shortcut)
-    out = Path(args.out)
-    line = progress_line(params, (args.variant, args.depth, args.seed), out.parent)
-    if line and out.name == f"{args.variant}-{args.depth}-{args.seed}":  # only for the grid's own folders
+    cell, out = Cell(args.variant, args.depth, args.seed), Path(args.out)
+    if out.name == cell.name and (line := progress_line(params, cell, out.parent)):  # the grid's own folders
         print(line, flush=True)
-    m = train(params, args.variant, args.depth, args.seed, args.out, args.data, progress=not args.no_progress)
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank != 0:
-        return 0
-    if m["diverged"]:
-        print(f"{args.variant}-{args.depth}-{args.seed}: diverged (non-finite loss) at step {m['diverged_step']}; "
-              f"recorded in {args.out}/metrics.json")
-    else:
-        speed = f", {m['images_per_s']:.0f} images/s" if m["images_per_s"] else ""
-        print(f"{args.variant}-{args.depth}-{args.seed}: test error {m['test/error']:.4f} after {m['steps']} steps "
-              f"({m['wall_time_s']:.0f} s{speed}); wrote {args.out}/metrics.json")
+    say_result(cell, train(params, cell, out, args.data, progress=not args.no_progress), out)
     return 0
+
+
+@rank_zero_only
+def say_result(cell: Cell, m: dict, out: Path) -> None:
+    if m[DIVERGED]:
+        print(f"{cell.name}: diverged (non-finite loss) at step {m[DIVERGED_STEP]}; recorded in {out}/metrics.json")
+    else:
+        speed = f", {m[IMAGES_PER_S]:.0f} images/s" if m[IMAGES_PER_S] else ""
+        print(f"{cell.name}: test error {m[TEST_ERROR]:.4f} after {m['steps']} steps "
+              f"({m[WALL_TIME]:.0f} s{speed}); wrote {out}/metrics.json")
+
+
+# command: (its function, the cells it runs, whether it reads `speed`, whether it reads `wandb`)
+COMMANDS = {
+    "train": (cmd_train, lambda a, p: [Cell(a.variant, a.depth, a.seed)], True, True),
+    "perf": (cmd_perf, lambda a, p: [Cell(a.variant, a.depth, 0)], True, False),
+    "lr-sweep": (cmd_lr_sweep, lambda a, p: [Cell(v, p.lr_sweep.depth, 0) for v in p.grid.variants], True, False),
+    "grid": (cmd_grid, lambda a, p: cells(p), True, True),
+    "slurm": (cmd_slurm, lambda a, p: cells(p), True, True),
+    "report": (cmd_report, lambda a, p: cells(p), False, True),
+    "wandb": (cmd_wandb, lambda a, p: [], False, True),
+    "prepare": (cmd_prepare, lambda a, p: [], False, False),
+    "toy": (cmd_toy, lambda a, p: [], False, False),
+    "preset": (cmd_preset, lambda a, p: [], False, False),
+}
+
+
+def load_params(args) -> Params:
+    """params.yaml with the command line's overrides; `bench perf`'s own flags are overrides too."""
+    overrides = list(args.overrides)
+    if args.command == "preset":  # the preset must apply to params.yaml: its keys exist, its values type-check
+        overrides += config.preset(args.file)
+    if args.command == "perf":
+        overrides += [*([f"train.batch_size={args.batch}"] if args.batch else []),
+                      *([f"trainer.precision={args.precision}"] if args.precision else [])]
+    return config.load(args.params, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,11 +244,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"only, so that dvc.lock records what ran; edit params.yaml or use `dvc exp run -S`")
     args.overrides = [*getattr(args, "overrides", []), *extra]
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
-        params = config.load(args.params, args.overrides)
-        commands = {"train": cmd_train, "prepare": cmd_prepare, "report": cmd_report, "wandb": cmd_wandb,
-                    "lr-sweep": cmd_lr_sweep, "toy": cmd_toy, "grid": cmd_grid,
-                    "slurm": cmd_slurm, "perf": cmd_perf}
-        return commands[args.command](args, params)
+        params = load_params(args)
+        command, command_cells, reads_speed, reads_wandb = COMMANDS[args.command]
+        validate.run(params, command_cells(args, params), speed=reads_speed, wandb=reads_wandb)
+        return command(args, params)
     except ValueError as e:
         parser.exit(2, f"bench {args.command}: error: {e}\n")
 

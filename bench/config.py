@@ -6,6 +6,7 @@ or missing key is an error naming it, and `section.key=value` overrides any para
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -178,9 +179,15 @@ def _is_text(section: str, name: str) -> bool:
     return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
 
 
-def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Params:
-    """Read, override and type-check params; raise ValueError naming the first bad key or value."""
-    path = Path(path)
+def preset(path: str | Path) -> list[str]:
+    """A preset file (params.yaml's layout, holding only the keys it sets) as section.key=value overrides.
+    Values are written as compact JSON, which YAML reads back: no spaces, so each override is one word."""
+    raw = _read_yaml(Path(path))
+    return [f"{section}.{key}=" + (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+            for section, keys in raw.items() for key, value in (keys or {}).items()]
+
+
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -189,8 +196,14 @@ def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Params:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of sections (grid, data, ...), got {raw!r}")
-    return _build(Params, apply_overrides(raw, list(overrides)), "")
+    return raw
 
 
-def to_dict(params: Params) -> dict:
-    return dataclasses.asdict(params)
+def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Params:
+    """Read, override and type-check params; raise ValueError naming the first bad key or value."""
+    return _build(Params, apply_overrides(_read_yaml(Path(path)), list(overrides)), "")
+
+
+def sections(params: Params, names) -> dict:
+    """{section: its keys and values} for the named sections, as plain data (JSON, W&B config, hashing)."""
+    return {name: dataclasses.asdict(getattr(params, name)) for name in names}

@@ -109,39 +109,6 @@ def shattering_score(grads: torch.Tensor) -> float:
     return gradient_autocorrelation(grads, 1)[0].item()
 
 
-def toy_shattering(
-    depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0, batchnorm: bool = True
-) -> torch.Tensor:
-    """dy/dx of the paper's toy net at `points` equally spaced scalar inputs on [-2, 2]; returns (points,).
-
-    Balduzzi et al. 2017, Sec. 2: fully connected, width 200, ReLU, He init, scalar input and output.
-    h_0 = x w + b, then `depth` layers of layer(h) = W relu(BN(h)): plain h <- layer(h), residual
-    h <- h + layer(h); y = v . h. BN normalises over the points as a batch (no affine, as at init),
-    its statistics held fixed when differentiating, so dy/dx is each point's own derivative. The
-    input bias (N(0, 1)) puts ReLU kinks inside [-2, 2]; without it the net is positively
-    homogeneous and dy/dx only takes two values. The paper's white-noise (plain) vs brown-noise
-    (residual) result is with BN; without BN most units never switch along the line and both
-    families stay smooth for longer.
-    """
-    g = torch.Generator().manual_seed(seed)
-
-    def he(n_in: int, n_out: int) -> torch.Tensor:  # He et al. 2015: std sqrt(2 / fan_in)
-        return torch.randn(n_in, n_out, generator=g) * math.sqrt(2 / n_in)
-
-    x = torch.linspace(-2, 2, points).unsqueeze(1).requires_grad_()  # (points, 1)
-    h = x @ he(1, width) + torch.randn(width, generator=g)  # (points, width)
-    for _ in range(depth):
-        z = h
-        if batchnorm:
-            mean, var = z.mean(0).detach(), z.var(0, unbiased=False).detach()  # (width,), fixed statistics
-            z = (z - mean) / torch.sqrt(var + 1e-5)
-        z = F.relu(z) @ he(width, width)
-        h = h + z if residual else z
-    y = h @ he(width, 1)  # (points, 1)
-    (dydx,) = torch.autograd.grad(y.sum(), x)
-    return dydx.squeeze(1)
-
-
 # --- Vanishing / exploding signals ----------------------------------------------------------------
 
 def block_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:

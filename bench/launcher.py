@@ -9,48 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-import yaml
-
 from bench.config import Params
-from bench.grid import cell_name, cells
-
-
-def stage_template(dvc_yaml: str | Path = "dvc.yaml") -> str:
-    """The train stage's command as dvc.yaml declares it, on one line, with its ${item.*} placeholders."""
-    return " ".join(yaml.safe_load(Path(dvc_yaml).read_text())["stages"]["train"]["cmd"].split())
-
-
-def substitute(template: str, variant: str, depth: str | int, seed: str | int) -> str:
-    """`template` with its matrix item's placeholders replaced, as `dvc repro` would."""
-    for key, value in (("variant", variant), ("depth", depth), ("seed", seed)):
-        template = template.replace(f"${{item.{key}}}", str(value))
-    return template
-
-
-def stage_command(cell: tuple[str, int, int], dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
-    """The train stage's command for `cell`, as argv, its program resolved by `executable`."""
-    name, *args = shlex.split(substitute(stage_template(dvc_yaml), *cell))
-    return [*executable(name), *args]
-
-
-def executable(name: str) -> list[str]:
-    """The command for `name`: beside this Python (its venv) first, then on PATH; bench also as `python -m bench`."""
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return [str(here)]
-    if found := shutil.which(name):
-        return [found]
-    if name == "bench":
-        return [sys.executable, "-m", "bench"]
-    raise RuntimeError(f"{name} not found beside {sys.executable} or on PATH: install the project (make setup)")
+from bench.grid import cells
+from bench.record import Cell
+from bench.stages import executable, stage_command
 
 
 def dvc(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
@@ -60,10 +27,10 @@ def dvc(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
     return r
 
 
-def stale_cells(params: Params) -> list[tuple[str, int, int]]:
+def stale_cells(params: Params) -> list[Cell]:
     """The grid's cells whose train stage DVC considers out of date (changed or missing deps, params, outs)."""
     status = json.loads(dvc("status", "--json").stdout or "{}")
-    return [c for c in cells(params) if f"train@{cell_name(*c)}" in status]
+    return [c for c in cells(params) if f"train@{c.name}" in status]
 
 
 def slots(workers_per_gpu: int, gpus: list[str] | None) -> list[str | None]:
@@ -75,9 +42,9 @@ def slots(workers_per_gpu: int, gpus: list[str] | None) -> list[str | None]:
     return [g for g in gpus for _ in range(workers_per_gpu)] or [None] * workers_per_gpu
 
 
-def run_cell(cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str]) -> dict:
+def run_cell(cell: Cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str]) -> dict:
     """One cell, by the train stage's own command, with its output in log_dir/<cell>.log."""
-    name = cell_name(*cell)
+    name = cell.name
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu

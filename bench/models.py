@@ -6,6 +6,8 @@ batchnorm), so plain and residual nets differ only in h(x) = f(x) + x. No Lightn
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +20,7 @@ VARIANTS = {  # name: (skip connection, batch normalisation)
 }
 SHORTCUTS = ("projection", "zero_pad")  # He et al.'s option B (1x1 conv) and option A (parameter-free)
 WIDTHS = (16, 32, 64)  # channels of the three stages, on 32/16/8 px maps for CIFAR
+NormLayer = Callable[[int], nn.Module]  # channels -> norm module, e.g. nn.BatchNorm2d; None: no normalisation
 
 
 def check(variant: str, depth: int, shortcut: str = "projection") -> int:
@@ -46,11 +49,20 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, half, self.extra - half))
 
 
-def projection(c_in: int, c_out: int, stride: int, bn: bool) -> nn.Module:
-    """Option B: a strided 1x1 conv, followed by BN when the variant has BN."""
-    if not bn:
+def projection(c_in: int, c_out: int, stride: int, norm_layer: NormLayer | None) -> nn.Module:
+    """Option B: a strided 1x1 conv, followed by the norm layer when the variant has one."""
+    if norm_layer is None:
         return nn.Conv2d(c_in, c_out, 1, stride, bias=True)
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), norm_layer(c_out))
+
+
+def conv_norm(c_in: int, c_out: int, kernel: int, stride: int, norm_layer: NormLayer | None) -> nn.Conv2d:
+    """A conv with a bias only where no norm layer follows (a norm layer's shift replaces it)."""
+    return nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=norm_layer is None)
+
+
+def norm(channels: int, norm_layer: NormLayer | None) -> nn.Module:
+    return norm_layer(channels) if norm_layer is not None else nn.Identity()
 
 
 class BasicBlock(nn.Module):
@@ -60,19 +72,17 @@ class BasicBlock(nn.Module):
     addition, is the "response" of He et al. Fig. 7.
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int, skip: bool, bn: bool, shortcut: str):
+    def __init__(self, c_in: int, c_out: int, stride: int, skip: bool, norm_layer: NormLayer | None, shortcut: str):
         super().__init__()
-        norm = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not bn)  # bias only where no BN follows
-        self.bn1 = norm(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=not bn)
-        self.bn2 = norm(c_out)
+        self.conv1 = conv_norm(c_in, c_out, 3, stride, norm_layer)
+        self.bn1 = norm(c_out, norm_layer)
+        self.conv2 = conv_norm(c_out, c_out, 3, 1, norm_layer)
+        self.bn2 = norm(c_out, norm_layer)
         self.skip = skip
         self.shortcut: nn.Module = nn.Identity()
         if skip and (stride != 1 or c_in != c_out):
-            self.shortcut = (
-                ZeroPadShortcut(c_in, c_out, stride) if shortcut == "zero_pad" else projection(c_in, c_out, stride, bn)
-            )
+            self.shortcut = (ZeroPadShortcut(c_in, c_out, stride) if shortcut == "zero_pad"
+                             else projection(c_in, c_out, stride, norm_layer))
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """f(x), the branch that a residual block learns."""
@@ -92,16 +102,15 @@ class CifarResNet(nn.Module):
         super().__init__()
         n = check(variant, depth, shortcut)
         skip, bn = VARIANTS[variant]
+        norm_layer = nn.BatchNorm2d if bn else None  # the one place BN is switched on or off, torchvision-style
         self.variant, self.depth, self.shortcut = variant, depth, shortcut
         c = WIDTHS[0]
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c, 3, 1, 1, bias=not bn), nn.BatchNorm2d(c) if bn else nn.Identity(), nn.ReLU()
-        )
+        self.stem = nn.Sequential(conv_norm(in_channels, c, 3, 1, norm_layer), norm(c, norm_layer), nn.ReLU())
         blocks = []
         for stage, width in enumerate(WIDTHS):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(c, width, stride, skip, bn, shortcut))
+                blocks.append(BasicBlock(c, width, stride, skip, norm_layer, shortcut))
                 c = width
         self.blocks = nn.Sequential(*blocks)  # 3n blocks; hooks and lesions address them by index
         self.head = nn.Linear(c, num_classes)

@@ -1,12 +1,13 @@
 """The LightningModule: cross-entropy, SGD with momentum, an iteration-based lr schedule, torchmetrics.
 
-It receives a model and a schedule and names no architecture. Error = 1 - accuracy, as He et al.
+It receives a model, its optimizer factory, its lr schedule and its training forward, and names no
+architecture and no config. Error = 1 - accuracy, as He et al.
 report it. A non-finite loss is recorded on the device (no host sync per step) and read by the
 Divergence callback, which stops the run cleanly.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import lightning as L
 import torch
@@ -15,20 +16,21 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from bench import speed
-from bench.config import Speed
+from bench.record import SPLITS
 
-SPLITS = ("train", "val", "test")
 EVAL_SPLITS = ("val", "test")  # the validation loop's two loaders, in order
 
 
 class Classifier(L.LightningModule):
-    def __init__(self, model: nn.Module, num_classes: int, lr: float, momentum: float, weight_decay: float,
-                 nesterov: bool, lr_factor: Callable[[int], float], speed_cfg: Speed, run_key: str = ""):
+    """`optimizer`: parameters -> torch optimizer; `lr_factor`: step -> lr multiplier (LambdaLR);
+    `training_forward`: the network's forward for training steps, e.g. compiled (default: the network)."""
+
+    def __init__(self, model: nn.Module, num_classes: int, optimizer: Callable[[Iterable], torch.optim.Optimizer],
+                 lr_factor: Callable[[int], float], training_forward: Callable | None = None, run_key: str = ""):
         super().__init__()
-        self.model, self.lr_factor = speed.prepare(model, speed_cfg), lr_factor
-        self._train_forward = speed.training_forward(self.model, speed_cfg)  # a function: not in the state dict
-        self.save_hyperparameters(ignore=["model", "lr_factor", "speed_cfg"])
+        self.model, self.make_optimizer, self.lr_factor = model, optimizer, lr_factor
+        self._train_forward = training_forward or model.__call__  # a function: not in the state dict
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_factor", "training_forward"])
         # keyed "train_loss", "train_accuracy", ...: ModuleDict keys may not shadow Module.train.
         # No host sync per step: nan_strategy="disable" keeps a diverged loss NaN without checking for it,
         # validate_args=False skips the label checks (torch.unique) that would read the batch back
@@ -95,7 +97,6 @@ class Classifier(L.LightningModule):
         self._log_epoch(["test"])
 
     def configure_optimizers(self):
-        h = self.hparams
-        opt = speed.sgd(self.parameters(), h.lr, h.momentum, h.weight_decay, h.nesterov)
+        opt = self.make_optimizer(self.parameters())
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -21,11 +21,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from bench import provenance, speed
+from bench import provenance, speed, validate
 from bench.callbacks import Divergence, HistoryLogger, Throughput
 from bench.config import Params
 from bench.data import Dataset, Split
-from bench.train import build, check, trainer_flags
+from bench.record import Cell
+from bench.train import build, trainer_flags
 
 # Lightning precision flag -> autocast dtype for the bare loop (None: no autocast)
 AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -61,7 +62,7 @@ class Losses(L.Callback):
 
 def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmup: int) -> dict:
     """The Lightning path of `bench train`, minus checkpoints, evaluation and W&B."""
-    module, dm = build(params, variant, depth, 0, data)
+    module, dm = build(params, Cell(variant, depth, 0), data)
     throughput, losses = Throughput(warmup), Losses()  # Throughput: as `bench train` measures itself
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(**trainer_flags(params, len(data.train.y)), limit_val_batches=0,
@@ -76,7 +77,7 @@ def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmu
 def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, warmup: int,
                       device: torch.device) -> dict:
     """The same step as a hand-written loop: no Lightning, no torchmetrics, no callbacks."""
-    module, dm = build(params, variant, depth, 0, data)  # the same weights, optimizer, schedule and batches
+    module, dm = build(params, Cell(variant, depth, 0), data)  # the same weights, optimizer, schedule and batches
     model = module.model.to(device).train()
     forward = speed.training_forward(model, params.speed)
     opt_config = module.configure_optimizers()
@@ -121,9 +122,9 @@ def _result(steps: int, seconds: float | None, batch: int, losses: list) -> dict
 
 
 def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100, warmup: int = 10,
-         repeats: int = 3, data: Dataset | None = None, progress=sys.stderr) -> dict:
-    """images/s through `bench train`'s path and a bare loop, each the median of `repeats` alternating runs."""
-    check(params, variant, depth)
+         repeats: int = 3, data: Dataset | None = None, progress: bool = True) -> dict:
+    """images/s through `bench train`'s path and a bare loop, each the median of `repeats` alternating runs.
+    The cell and `speed` are validated by the caller (bench.validate.run)."""
     if params.trainer.precision not in AUTOCAST:
         raise ValueError(f"bench perf supports precision {', '.join(AUTOCAST)}; got {params.trainer.precision!r}")
     if device not in ("cpu", "cuda"):
@@ -133,8 +134,7 @@ def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100
     if steps < 1 or warmup < 1 or repeats < 1:
         raise ValueError("--steps, --warmup and --repeats must be at least 1")
     data = data or synthetic()
-    if len(data.train.y) < params.train.batch_size:
-        raise ValueError(f"train.batch_size={params.train.batch_size} exceeds the {len(data.train.y)} training images")
+    validate.batch(params, len(data.train.y), world_size=1)
     params = dataclasses.replace(
         params, train=dataclasses.replace(params.train, max_steps=warmup + steps),
         trainer=dataclasses.replace(params.trainer, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
@@ -143,7 +143,7 @@ def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100
     for r in range(repeats):
         for path in runs:
             if progress:
-                print(f"bench perf: {variant}-{depth} {path} {r + 1}/{repeats} ({warmup}+{steps} steps)", file=progress,
+                print(f"bench perf: {variant}-{depth} {path} {r + 1}/{repeats} ({warmup}+{steps} steps)", file=sys.stderr,
                       flush=True)
             run = (through_bench(params, variant, depth, data, warmup) if path == "bench" else
                    through_bare_loop(params, variant, depth, data, warmup, torch.device(device)))

@@ -13,32 +13,24 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from bench import record
 from bench.config import Params
-from bench.grid import cell_name, cells
+from bench.files import write_json, write_text
+from bench.grid import cells
 from bench.models import VARIANTS
+from bench.plots import STYLE, save
+from bench.record import DIVERGED, DIVERGED_STEP, GAP, TEST_ERROR, TRAIN_ERROR, Cell
 from bench.report_pathologies import section
-from bench.files import write_json
 
 # CIFAR-10 test error (%) of ResNets (residual_bn, option A). He et al. 2016 Table 6 (110: best of 5 runs;
 # mean 6.61 +- 0.16); akamaster/pytorch_resnet_cifar10 reports its best epoch, which is optimistic.
 HE2016 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 AKAMASTER = {20: 8.27, 32: 7.37, 44: 6.90, 56: 6.61, 110: 6.32, 1202: 6.18}
-STYLE = {"plain": ("tab:red", "plain"), "plain_bn": ("tab:orange", "plain + BN"),
-         "residual": ("tab:blue", "residual"), "residual_bn": ("tab:green", "residual + BN")}
 
 
 def collect(params: Params, runs: Path) -> list[dict]:
-    """Each grid cell's metrics.json; a missing cell is an error naming it."""
-    out = []
-    for cell in cells(params):
-        path = runs / cell_name(*cell) / "metrics.json"
-        if not path.exists():
-            raise ValueError(f"no results for cell {cell_name(*cell)}: {path} is missing (run `dvc repro`)")
-        m = json.loads(path.read_text())
-        m["gap"] = (m["test/error"] - m["train/error"]
-                    if m["test/error"] is not None and m["train/error"] is not None else None)
-        out.append(m)
-    return out
+    """Each grid cell's metrics.json, with its generalisation gap; a missing cell is an error naming it."""
+    return [{**m, GAP: record.gap(m)} for m in (record.read(runs, cell) for cell in cells(params))]
 
 
 def summarise(values: list[float]) -> dict:
@@ -55,16 +47,16 @@ def aggregate(results: list[dict]) -> dict[tuple[str, int], dict]:
         groups[m["variant"], m["depth"]].append(m)
     agg = {}
     for key, ms in groups.items():
-        ok = [m for m in ms if not m["diverged"]]
+        ok = [m for m in ms if not m[DIVERGED]]
         agg[key] = {
             "seeds": len(ms), "diverged": len(ms) - len(ok),
-            "diverged_steps": [m["diverged_step"] for m in ms if m["diverged"]],
-            **{k: summarise([m[k] for m in ok]) for k in ("test/error", "train/error", "gap")},
+            "diverged_steps": [m[DIVERGED_STEP] for m in ms if m[DIVERGED]],
+            **{k: summarise([m[k] for m in ok]) for k in (TEST_ERROR, TRAIN_ERROR, GAP)},
         }
     return agg
 
 
-def fmt_cell(a: dict, key: str = "test/error") -> str:
+def fmt_cell(a: dict, key: str = TEST_ERROR) -> str:
     s = a[key]
     if s["n"] == 0:
         return f"diverged (n={a['seeds']})"
@@ -73,7 +65,7 @@ def fmt_cell(a: dict, key: str = "test/error") -> str:
     return f"{text} (n={a['seeds']}{extra})"
 
 
-def table(agg: dict, variants: list[str], depths: list[int], key: str = "test/error", refs: bool = True) -> str:
+def table(agg: dict, variants: list[str], depths: list[int], key: str = TEST_ERROR, refs: bool = True) -> str:
     head = ["depth", *variants] + (["He et al. 2016", "akamaster (best epoch)"] if refs else [])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in depths:
@@ -111,12 +103,12 @@ def plot_convergence(results: list[dict], runs: Path, path: Path) -> None:
             if not ms:
                 continue
             m = ms[0]  # the first seed: curves of one run, not an average that hides divergence
-            h = _read_history(runs / cell_name(m["variant"], d, m["seed"]) / "history.csv")
-            label = f"{variant}-{d}" + (f" (diverged at step {m['diverged_step']})" if m["diverged"] else "")
-            ax.plot(h["step"], [100 * e for e in h["train/error"]], "--", lw=1, color=colour)
-            ax.plot(h["step"], [100 * e for e in h["test/error"]], "-", lw=2, color=colour, label=label)
-            if m["diverged"]:
-                ax.plot([m["diverged_step"]], [100], "x", ms=12, mew=3, color=colour, clip_on=False)
+            h = _read_history(runs / Cell(variant, d, m["seed"]).name / "history.csv")
+            label = f"{variant}-{d}" + (f" (diverged at step {m[DIVERGED_STEP]})" if m[DIVERGED] else "")
+            ax.plot(h["step"], [100 * e for e in h[TRAIN_ERROR]], "--", lw=1, color=colour)
+            ax.plot(h["step"], [100 * e for e in h[TEST_ERROR]], "-", lw=2, color=colour, label=label)
+            if m[DIVERGED]:
+                ax.plot([m[DIVERGED_STEP]], [100], "x", ms=12, mew=3, color=colour, clip_on=False)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -125,9 +117,7 @@ def plot_convergence(results: list[dict], runs: Path, path: Path) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("error (%)  dashed: training, bold: test")
     fig.suptitle("Training and test error vs iteration (He et al. 2016, Fig. 6 layout)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_vs_depth(agg: dict, variants: list[str], depths: list[int], panels: list[tuple[str, str]], path: Path,
@@ -152,9 +142,7 @@ def plot_vs_depth(agg: dict, variants: list[str], depths: list[int], panels: lis
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def write_depth_csv(agg: dict, depths: list[int], key: str, path: Path) -> None:
@@ -169,7 +157,7 @@ def write_depth_csv(agg: dict, depths: list[int], key: str, path: Path) -> None:
 
 def environment_section(runs: Path, results: list[dict]) -> str:
     envs = [json.loads(p.read_text()) for m in results
-            if (p := runs / cell_name(m["variant"], m["depth"], m["seed"]) / "env.json").exists()]
+            if (p := runs / Cell(m["variant"], m["depth"], m["seed"]).name / "env.json").exists()]
     if not envs:
         return "No env.json found in the cells.\n"
     unique = lambda f: sorted({json.dumps(f(e), sort_keys=True) for e in envs})
@@ -190,13 +178,13 @@ def report(params: Params, runs: str | Path, out: str | Path, lr_summary: str | 
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     plot_convergence(results, runs, figures / "convergence.png")
-    plot_vs_depth(agg, variants, depths, [("train/error", "final training error (%)"),
-                                          ("test/error", "final test error (%)")],
+    plot_vs_depth(agg, variants, depths, [(TRAIN_ERROR, "final training error (%)"),
+                                          (TEST_ERROR, "final test error (%)")],
                   figures / "error_vs_depth.png", "Final error vs depth (degradation: plain nets get worse)")
-    plot_vs_depth(agg, variants, depths, [("gap", "test - training error (%)")], figures / "gap_vs_depth.png",
+    plot_vs_depth(agg, variants, depths, [(GAP, "test - training error (%)")], figures / "gap_vs_depth.png",
                   "Generalisation gap vs depth")
-    write_depth_csv(agg, depths, "test/error", out / "error_vs_depth.csv")
-    write_depth_csv(agg, depths, "gap", out / "gap_vs_depth.csv")
+    write_depth_csv(agg, depths, TEST_ERROR, out / "error_vs_depth.csv")
+    write_depth_csv(agg, depths, GAP, out / "gap_vs_depth.csv")
 
     datasets = sorted({m["dataset"] for m in results})
     seeds = sorted({m["seed"] for m in results})
@@ -206,7 +194,7 @@ def report(params: Params, runs: str | Path, out: str | Path, lr_summary: str | 
     md = f"""# Depth ablation: plain vs residual, with and without BatchNorm
 
 Dataset: {', '.join(datasets)}. Seeds: {len(seeds)} ({', '.join(map(str, seeds))}). Cells: {len(results)}, of which
-{sum(m['diverged'] for m in results)} diverged. Iterations per run: {params.train.max_steps}, batch
+{sum(m[DIVERGED] for m in results)} diverged. Iterations per run: {params.train.max_steps}, batch
 {params.train.batch_size}, lr {params.train.lr}, shortcut `{params.model.shortcut}`.
 
 ## Final test error (%)
@@ -220,7 +208,7 @@ Diverged seeds (non-finite loss) are counted, not averaged.
 
 The degradation problem: deeper plain nets reach a *worse* training error; residual nets do not.
 
-{table(agg, variants, depths, "train/error", refs=False)}
+{table(agg, variants, depths, TRAIN_ERROR, refs=False)}
 
 ## Figures
 
@@ -241,12 +229,9 @@ Generalisation gap (test - training error) vs depth per variant.
 ## Environment
 
 {environment_section(runs, results)}"""
-    (out / "report.md").write_text(md)
-    summary = {"cells": len(results), "diverged": sum(m["diverged"] for m in results)}
+    write_text(out / "report.md", md)
+    summary = {"cells": len(results), "diverged": sum(m[DIVERGED] for m in results)}
     for (v, d), a in sorted(agg.items()):  # mean over seeds; null where every seed diverged
-        summary[f"test/error/{v}-{d}"] = a["test/error"]["mean"]
+        summary[f"{TEST_ERROR}/{v}-{d}"] = a[TEST_ERROR]["mean"]
     write_json(out / "metrics.json", summary)
-    from bench.wandb_report import log_grid
-
-    log_grid(params, results, agg)
     return summary

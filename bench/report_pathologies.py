@@ -10,7 +10,8 @@ import json
 import math
 from pathlib import Path
 
-from bench.grid import cell_name
+from bench.plots import STYLE, save
+from bench.record import DIVERGED, DIVERGED_STEP, TRAIN_ERROR, Cell
 
 DIAGNOSTIC_COLUMNS = (  # (metrics.json key, header, as %)
     ("init/shattering", "gradient correlation at init", False),
@@ -38,7 +39,7 @@ def diagnostics_table(results: list[dict]) -> str:
     head = ["cell", *(h + (" (%)" if pct else "") for _, h, pct in DIAGNOSTIC_COLUMNS)]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (v, d), m in sorted(firsts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        name = cell_name(v, d, m["seed"]) + (" (diverged)" if m["diverged"] else "")
+        name = Cell(v, d, m["seed"]).name + (" (diverged)" if m[DIVERGED] else "")
         rows.append("| " + " | ".join([name, *(_fmt(m.get(k), pct) for k, _, pct in DIAGNOSTIC_COLUMNS)]) + " |")
     return "\n".join(rows)
 
@@ -47,7 +48,7 @@ def _per_block(runs: Path, results: list[dict], when: str, key: str) -> dict:
     """{(variant, depth): per-block list} of the first seed, where measured."""
     out = {}
     for m in sorted(results, key=lambda m: m["seed"]):
-        path = runs / cell_name(m["variant"], m["depth"], m["seed"]) / "diagnostics.json"
+        path = runs / Cell(m["variant"], m["depth"], m["seed"]).name / "diagnostics.json"
         if (m["variant"], m["depth"]) in out or not path.exists():
             continue
         d = json.loads(path.read_text())
@@ -79,16 +80,12 @@ def plot_per_block(runs: Path, results: list[dict], variants: list[str], when: s
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_shattering(results: list[dict], variants: list[str], depths: list[int], path: Path) -> None:
     """Lag-1 correlation of input gradients along an image-to-image path vs depth, at init and at the end."""
     import matplotlib.pyplot as plt
-
-    from bench.report import STYLE
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, when in zip(axes, ("init", "end")):
@@ -104,25 +101,21 @@ def plot_shattering(results: list[dict], variants: list[str], depths: list[int],
         ax.legend(fontsize=8)
     axes[0].set_ylabel("gradient correlation (lag 1)")
     fig.suptitle("Shattered gradients: correlation of d logit / d input along a path between two images")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_lr_sweep(summary: dict, path: Path) -> None:
     """Final training error vs learning rate per variant; x = diverged."""
     import matplotlib.pyplot as plt
 
-    from bench.report import STYLE
-
     runs = summary["runs"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for v in dict.fromkeys(r["variant"] for r in runs):
         rs = sorted((r for r in runs if r["variant"] == v), key=lambda r: r["lr"])
-        ok = [r for r in rs if not r["diverged"]]
+        ok = [r for r in rs if not r[DIVERGED]]
         colour, name = STYLE[v]
-        ax.plot([r["lr"] for r in ok], [100 * r["train/error"] for r in ok], marker="o", color=colour, label=name)
-        dead = [r["lr"] for r in rs if r["diverged"]]
+        ax.plot([r["lr"] for r in ok], [100 * r[TRAIN_ERROR] for r in ok], marker="o", color=colour, label=name)
+        dead = [r["lr"] for r in rs if r[DIVERGED]]
         if dead:
             ax.plot(dead, [100] * len(dead), "x", ms=12, mew=3, color=colour, label=f"{name}: diverged")
     ax.set_xscale("log")
@@ -132,9 +125,7 @@ def plot_lr_sweep(summary: dict, path: Path) -> None:
     ax.set_title(f"Learning-rate sensitivity at depth {runs[0]['depth']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def lr_table(summary: dict) -> str:
@@ -143,8 +134,8 @@ def lr_table(summary: dict) -> str:
     rows = ["| variant | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|" + "---|" * (len(lrs) + 1)]
     for v in dict.fromkeys(r["variant"] for r in runs):
         by_lr = {r["lr"]: r for r in runs if r["variant"] == v}
-        cells = [("diverged at step %d" % by_lr[lr]["diverged_step"]) if by_lr[lr]["diverged"]
-                 else f"{100 * by_lr[lr]['train/error']:.1f}" for lr in lrs]
+        cells = [f"diverged at step {by_lr[lr][DIVERGED_STEP]}" if by_lr[lr][DIVERGED]
+                 else f"{100 * by_lr[lr][TRAIN_ERROR]:.1f}" for lr in lrs]
         rows.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import torch
 
-from bench.config import Params, to_dict
+from lightning.pytorch.utilities import rank_zero_only
+
+from bench.config import Params, sections
+from bench.record import Cell
 
 # what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
 # while compiled may resume eager, and the other way round (their checkpoints are the same)
 RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")
 # the code a cell's result depends on: the train stage's code deps in dvc.yaml, less speed.py for the
 # same reason (tests/test_pipeline.py keeps the two lists equal)
-RUN_CODE = ("models", "module", "data", "schedule", "callbacks", "train", "diagnostics", "resume")
+RUN_CODE = ("models", "module", "data", "schedule", "callbacks", "train", "diagnostics", "resume", "record")
 
 
 def code_hash(package: Path = Path(__file__).parent) -> str:
@@ -30,9 +33,8 @@ def code_hash(package: Path = Path(__file__).parent) -> str:
     return h.hexdigest()[:16]
 
 
-def run_key(params: Params, variant: str, depth: int, seed: int, data_md5: str) -> str:
-    p = to_dict(params)
-    identity = {"params": {s: p[s] for s in RUN_SECTIONS}, "cell": [variant, depth, seed], "data_md5": data_md5,
+def run_key(params: Params, cell: Cell, data_md5: str) -> str:
+    identity = {"params": sections(params, RUN_SECTIONS), "cell": list(cell), "data_md5": data_md5,
                 "code": code_hash()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -55,8 +57,9 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
     return str(last), f"resuming from {last} at step {ckpt['global_step']}"
 
 
+@rank_zero_only
 def wandb_run_id(out: Path, resuming: bool) -> str:
-    """The W&B run id of this cell: the same run continues on resume, a new one otherwise."""
+    """The W&B run id of this cell: the same run continues on resume, a new one otherwise (rank 0; None elsewhere)."""
     path = out / "wandb_run_id"
     if resuming and path.exists():
         return path.read_text().strip()

@@ -13,8 +13,8 @@ import shlex
 from pathlib import Path
 
 from bench.config import Params
-from bench.grid import cell_name, cells
-from bench.launcher import stage_template, substitute
+from bench.grid import cells
+from bench.stages import stage_template, substitute
 
 HEADER = """#!/bin/bash
 #SBATCH --job-name={name}
@@ -43,7 +43,7 @@ def render(params: Params, root: str, time: str = "24:00:00", partition: str | N
     """{file name: script text}. Cells run the train stage's command, read from `dvc_yaml`."""
     grid = cells(params)
     template = stage_template(dvc_yaml)
-    names = [cell_name(*c) for c in grid]
+    names = [c.name for c in grid]
     extra = _extra(partition, account)
     logs = "logs/slurm"
     array = HEADER.format(name="bench-grid", time=time, logs=logs, extra=extra) + (

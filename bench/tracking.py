@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from bench.config import Params
+from bench.record import Cell
 
 MODES = ("online", "offline", "disabled")
 
@@ -53,16 +54,14 @@ def run_kwargs(params: Params, name: str, job_type: str, tags: list[str], config
                 name=name, tags=tags, config=config, mode=mode(params), dir=str(out))
 
 
-def logger(params: Params, variant: str, depth: int, seed: int, dataset: str, config: dict, run_id: str | None = None):
+def logger(params: Params, cell: Cell, dataset: str, config: dict, run_id: str | None = None):
     """Lightning's WandbLogger for one cell (it creates the run on rank 0 only), or None when disabled.
     `run_id`: the same id continues the same W&B run when a killed cell resumes."""
     if mode(params) == "disabled":
         return None
     from lightning.pytorch.loggers import WandbLogger
 
-    from bench.grid import cell_name
-
-    kw = run_kwargs(params, cell_name(variant, depth, seed), variant, [variant, f"depth-{depth}", dataset], config)
+    kw = run_kwargs(params, cell.name, cell.variant, [cell.variant, f"depth-{cell.depth}", dataset], config)
     return WandbLogger(save_dir=kw.pop("dir"), log_model=False, id=run_id, resume="allow" if run_id else None, **kw)
 
 

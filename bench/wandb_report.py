@@ -8,24 +8,27 @@ from __future__ import annotations
 
 from bench import tracking
 from bench.config import Params
-from bench.grid import cell_name
+from bench.record import DIVERGED, DIVERGED_STEP, GAP, TEST_ERROR, TRAIN_ERROR, Cell
 
-TABLE_COLUMNS = ("cell", "variant", "depth", "seed", "test/error", "train/error", "gap", "diverged", "diverged_step")
+TABLE_COLUMNS = ("cell", "variant", "depth", "seed", TEST_ERROR, TRAIN_ERROR, GAP, DIVERGED, DIVERGED_STEP)
 
 
-def log_grid(params: Params, results: list[dict], agg: dict) -> str | None:
-    """Log a W&B Table of all cells and test error vs depth per variant, as one run of job_type 'report'."""
+def log_grid(params: Params, results: list[dict]) -> str | None:
+    """Log a W&B Table of all cells and test error vs depth per variant, as one run of job_type 'report'.
+    `results`: the cells' records with their gap, as bench.report.collect returns them."""
     if tracking.mode(params) == "disabled":
         return None
     import wandb
 
+    from bench.report import aggregate
+
+    agg = aggregate(results)
     kw = tracking.run_kwargs(params, "report", "report", ["report"], {"grid": vars(params.grid)})
     with wandb.init(**kw) as run:
-        rows = [[cell_name(m["variant"], m["depth"], m["seed"]), m["variant"], m["depth"], m["seed"], m["test/error"],
-                 m["train/error"], m["gap"], m["diverged"], m["diverged_step"]] for m in results]
+        rows = [[Cell(m["variant"], m["depth"], m["seed"]).name, *(m[k] for k in TABLE_COLUMNS[1:])] for m in results]
         depths = sorted(params.grid.depths)
         variants = list(params.grid.variants)
-        ys = [[agg[v, d]["test/error"]["mean"] if (v, d) in agg else None for d in depths] for v in variants]
+        ys = [[agg[v, d][TEST_ERROR]["mean"] if (v, d) in agg else None for d in depths] for v in variants]
         run.log({
             "cells": wandb.Table(columns=list(TABLE_COLUMNS), data=rows),
             "test_error_vs_depth": wandb.plot.line_series(
@@ -49,19 +52,19 @@ def build_report(params: Params):
         runset = wr.Runset(entity=entity, project=project, name=variant,
                            filters=f"Group = '{group}' and JobType = '{variant}'", groupby=["config.cell.depth"])
         blocks += [wr.H2(variant), wr.PanelGrid(runsets=[runset], panels=[
-            wr.LinePlot(title=f"{variant}: training error", x="trainer/global_step", y=["train/error"],
+            wr.LinePlot(title=f"{variant}: training error", x="trainer/global_step", y=[TRAIN_ERROR],
                         groupby="config.cell.depth"),
-            wr.LinePlot(title=f"{variant}: test error", x="trainer/global_step", y=["test/error"],
+            wr.LinePlot(title=f"{variant}: test error", x="trainer/global_step", y=[TEST_ERROR],
                         groupby="config.cell.depth"),
-            wr.LinePlot(title=f"{variant}: generalisation gap", x="trainer/global_step", y=["gap"],
+            wr.LinePlot(title=f"{variant}: generalisation gap", x="trainer/global_step", y=[GAP],
                         groupby="config.cell.depth"),
         ])]
     cells = wr.Runset(entity=entity, project=project, name="cells", filters=f"Group = '{group}' and JobType != 'report'",
                       groupby=["run.jobType"])
     blocks += [wr.H2("Final error vs depth"), wr.PanelGrid(runsets=[cells], panels=[
-        wr.ScatterPlot(title="final test error vs depth", x=wr.Config("cell.depth"), y=wr.SummaryMetric("test/error")),
+        wr.ScatterPlot(title="final test error vs depth", x=wr.Config("cell.depth"), y=wr.SummaryMetric(TEST_ERROR)),
         wr.ScatterPlot(title="final training error vs depth (degradation)", x=wr.Config("cell.depth"),
-                       y=wr.SummaryMetric("train/error")),
+                       y=wr.SummaryMetric(TRAIN_ERROR)),
     ])]
     return wr.Report(project=project, entity=entity, title=f"bench: {group}", blocks=blocks,
                      description="Depth ablation of the CIFAR ResNet family: plain, plain_bn, residual, residual_bn.")

@@ -85,7 +85,7 @@ if ! $PY -c "import dvc" 2>/dev/null || [ ! -f shared-data/cifar10-jpeg.tar.gz ]
 fi
 if [ "$(left)" -lt 120 ]; then echo "grid slice skipped: ${BUDGET} s budget spent"; exit 0; fi
 SLICE=$(mktemp -d)/slice
-mkdir -p "$SLICE/data/raw" "$SLICE/.dvc" && cp -r bench dvc.yaml params.yaml .gitignore "$SLICE/" \
+mkdir -p "$SLICE/data/raw" "$SLICE/.dvc" && cp -r bench presets dvc.yaml params.yaml .gitignore "$SLICE/" \
   && cp .dvc/config .dvc/.gitignore "$SLICE/.dvc/" \
   && git -C "$SLICE" init -q && git -C "$SLICE" add -A && git -C "$SLICE" -c user.name=b -c user.email=b@b commit -qm slice \
   && cp shared-data/cifar10-jpeg.tar.gz "$SLICE/data/raw/"
@@ -96,12 +96,12 @@ mkdir -p "$SLICE/bin" && printf '#!/bin/sh\nexec %s -m %s "$@"\n' "$PY" bench > 
   $PY - <<'PY'
 import os
 import yaml
-p = yaml.safe_load(open("params.yaml"))
+from bench import config
+p = config.apply_overrides(yaml.safe_load(open("params.yaml")), config.preset("presets/he2016.yaml"))
 p["grid"].update(variants=["plain_bn", "residual_bn"], depths=[20, 56], seeds=[0])
 p["data"].update(name="imagefolder", source="data/raw/cifar10-jpeg.tar.gz", md5=None, val_size=5000)
-p["model"]["shortcut"] = "zero_pad"
 steps = int(os.environ.get("SLICE_STEPS", 2000))
-p["train"].update(lr=0.1, max_steps=steps, milestones=[steps // 2, steps * 3 // 4])
+p["train"].update(max_steps=steps, milestones=[steps // 2, steps * 3 // 4])
 p["trainer"].update(accelerator=os.environ.get("SLICE_ACCELERATOR", "gpu"),
                    precision=os.environ.get("SLICE_PRECISION", "bf16-mixed"), log_every_n_steps=50)
 mode = os.environ.get("SLICE_COMPILE", "reduce-overhead")

@@ -1,17 +1,10 @@
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
 from bench import config
-from bench.datasets import prepare
-
-ROOT = Path(__file__).resolve().parents[1]
-PARAMS = ROOT / "params.yaml"
+from bench.prepare import prepare
+from helpers import PARAMS, ROOT, run
 
 
 @pytest.fixture
@@ -30,16 +23,19 @@ def digits_dir(tmp_path_factory):
     return out
 
 
-BIN = Path(sys.executable).parent  # the venv's bin: dvc, and bench for the stages
+@pytest.fixture
+def cli(capsys):
+    """`bench ARGS` in this process, through bench.cli.main: (exit code, stdout, stderr)."""
+    from bench import cli as bench_cli
 
-
-def run(cmd, cwd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=isinstance(cmd, str),
-                       timeout=600)
-    if check and r.returncode:
-        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+    def call(*args):
+        try:
+            code = bench_cli.main([str(a) for a in args])
+        except SystemExit as e:  # argparse's exits, and the exit-2 refusals
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return call
 
 
 @pytest.fixture
@@ -47,17 +43,10 @@ def repo(tmp_path):
     """A temp copy of the project as a git + DVC repo."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("bench", "params.yaml", "dvc.yaml", ".gitignore"):
+    for name in ("bench", "presets", "params.yaml", "dvc.yaml", ".gitignore"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
     (repo / "data/raw").mkdir(parents=True)
     (repo / "data/raw/.gitkeep").touch()
     run("git init -q && git config user.email t@t && git config user.name t && dvc init -q", repo)
     return repo
-
-
-def set_params(repo, **sections):
-    p = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in sections.items():
-        p[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from bench import config
-from conftest import PARAMS
+from helpers import PARAMS
 
 
 def test_default_params_load_typed():

@@ -6,6 +6,7 @@ from torch import nn
 
 from bench import diagnostics as D
 from bench.models import build_model
+from bench.toy import toy_shattering
 
 
 def bn_buffers(model):
@@ -49,9 +50,9 @@ def test_autocorrelation_separates_white_from_brown_noise():
 def test_toy_plain_net_shatters_with_depth_residual_net_does_not():
     """Balduzzi et al. 2017, Fig. 2: plain nets' gradients turn to white noise, resnets' stay brown."""
     def lag1(depth, residual):
-        return sum(D.shattering_score(D.toy_shattering(depth, residual, seed=s)) for s in range(3)) / 3
+        return sum(D.shattering_score(toy_shattering(depth, residual, seed=s)) for s in range(3)) / 3
 
-    assert D.toy_shattering(3, residual=False).shape == (256,)
+    assert toy_shattering(3, residual=False).shape == (256,)
     plain_shallow, plain_deep, residual_deep = lag1(4, False), lag1(30, False), lag1(30, True)
     assert plain_shallow > 0.8 and plain_deep < 0.2  # plain: correlation lost with depth
     assert residual_deep > 0.6  # residual: keeps most of it at the same depth
@@ -186,7 +187,7 @@ def test_bench_toy_writes_its_figure_and_numbers(tmp_path):
 
     from bench import config
     from bench.toy import toy
-    from conftest import PARAMS
+    from helpers import PARAMS
 
     results = toy(config.load(PARAMS, ["toy.depths=[1, 32]", "toy.seeds=2"]).toy, tmp_path)
     saved = json.loads((tmp_path / "toy.json").read_text())

@@ -1,10 +1,13 @@
 """The real DVC: the prepare stage through `dvc repro`, raw data pinned by .dvc files, a local remote."""
 import shutil
 
+import pytest
 import yaml
 
 from archives import random_cifar
-from conftest import run, set_params
+from helpers import run, set_params
+
+pytestmark = pytest.mark.integration
 
 def test_prepare_stage_pins_raw_and_prepared_data(repo):
     archive = repo / "data/raw/cifar-10-python.tar.gz"
@@ -14,7 +17,7 @@ def test_prepare_stage_pins_raw_and_prepared_data(repo):
                            "val_size": 10})
     run("dvc repro prepare", repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]
-    assert {d["path"] for d in lock["deps"]} == {"bench/datasets.py", "data/raw"}
+    assert {d["path"] for d in lock["deps"]} == {"bench/prepare.py", "data/raw"}
     assert lock["outs"][0]["path"] == "data/prepared" and lock["outs"][0]["md5"].endswith(".dir")
     assert lock["params"]["params.yaml"]["data"]["md5"] == md5
     assert (repo / "data/prepared/meta.json").exists()
@@ -36,5 +39,5 @@ def test_local_remote_push_then_pull(repo, tmp_path):
     archive.unlink()
     shutil.rmtree(repo / ".dvc/cache")
     run("dvc pull -q data/raw/cifar-10-python.tar.gz.dvc", repo)
-    from bench.datasets import file_md5
+    from bench.prepare import file_md5
     assert file_md5(archive) == md5

@@ -1,7 +1,5 @@
 """Speed without changing the math: the optimised step against the eager one, `bench perf`, bad speed params."""
 import json
-import subprocess
-import sys
 
 import lightning as L
 import pytest
@@ -9,28 +7,34 @@ import torch
 
 from bench.data import load_prepared
 from bench.perf import through_bench
+from bench.record import Cell
 from bench.train import build
-from conftest import ROOT
-
 QUICK = ["trainer.accelerator=cpu", "wandb.mode=disabled"]
 
 
-def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(digits_dir):
-    r = subprocess.run([sys.executable, "-m", "bench", "perf", "--variant", "residual_bn", "--depth", "8",
-                        "--device", "cpu", "--batch", "32", "--steps", "6", "--warmup", "2", "--repeats", "1",
-                        "--data", str(digits_dir), *QUICK], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(r.stdout)
+@pytest.mark.integration
+def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(cli, digits_dir):
+    code, out, err = cli("perf", "--variant", "residual_bn", "--depth", "8", "--device", "cpu", "--batch", "32",
+                         "--steps", "6", "--warmup", "2", "--repeats", "2", "--data", digits_dir, *QUICK)
+    assert code == 0, err[-3000:]
+    result = json.loads(out)
     for path in ("bench", "bare"):
-        assert result[path]["images_per_s"] > 0 and len(result[path]["samples"]) == 1
+        samples = result[path]["samples"]
+        assert len(samples) == 2 and all(s > 0 for s in samples)
+        assert result[path]["images_per_s"] == pytest.approx(sum(samples) / 2, abs=0.1)  # the median of two
+        assert result[path]["step_ms"] == pytest.approx(1000 * 32 / result[path]["images_per_s"], rel=0.25)
     assert result["batch"] == 32 and result["data"] == "digits" and result["device"] == "cpu"
     # the same initial weights, batches, optimizer and schedule: the same losses, step by step
     assert result["max_loss_difference"] < 1e-5
-    low, high = result["lightning_overhead_pct_range"]
-    assert low <= result["lightning_overhead_pct"] <= high and isinstance(result["lightning_overhead_ms"], float)
-    assert "bench perf: residual_bn-8 bare 1/1" in r.stderr  # progress
+    # the overhead is the median of the paired runs, each pair's (bare / bench - 1) from its own images/s
+    pairs = [100 * (bare / real - 1) for real, bare in zip(result["bench"]["samples"], result["bare"]["samples"])]
+    assert result["lightning_overhead_pct_range"] == pytest.approx([min(pairs), max(pairs)], abs=0.05)
+    assert result["lightning_overhead_pct"] == pytest.approx(sum(pairs) / 2, abs=0.05)
+    assert isinstance(result["lightning_overhead_ms"], float)
+    assert "bench perf: residual_bn-8 bare 2/2" in err  # progress
 
 
+@pytest.mark.integration  # torch.compile: about 25 s on 2 cores
 def test_optimised_step_follows_the_eager_loss_trajectory(params, digits_dir):
     """The correctness guard: torch.compile (inductor) + channels_last against eager, through Lightning."""
     data = load_prepared(digits_dir, params().data)
@@ -46,8 +50,8 @@ def test_optimised_step_follows_the_eager_loss_trajectory(params, digits_dir):
 
 def test_compiled_and_eager_runs_share_one_checkpoint_layout(params, digits_dir):
     data = load_prepared(digits_dir, params().data)
-    eager, _ = build(params(), "residual", 8, 0, data)
-    compiled, _ = build(params("speed.compile=default", "speed.channels_last=true"), "residual", 8, 0, data)
+    eager, _ = build(params(), Cell("residual", 8, 0), data)
+    compiled, _ = build(params("speed.compile=default", "speed.channels_last=true"), Cell("residual", 8, 0), data)
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     eager.load_state_dict(compiled.state_dict())  # a compiled run's checkpoint loads into an eager one
     conv = next(p for p in compiled.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] == 3)
@@ -58,7 +62,7 @@ def test_evaluation_does_not_depend_on_the_eval_batch_size(params, digits_dir):
     data = load_prepared(digits_dir, params().data)
     results = []
     for size in (1024, 7):  # one batch; 52 batches, the last one short
-        module, dm = build(params(f"speed.eval_batch_size={size}"), "residual_bn", 8, 0, data)
+        module, dm = build(params(f"speed.eval_batch_size={size}"), Cell("residual_bn", 8, 0), data)
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
         results.append(trainer.test(module, datamodule=dm, verbose=False)[0])
     assert results[0]["test/error"] == results[1]["test/error"]
@@ -69,19 +73,17 @@ def test_evaluation_does_not_depend_on_the_eval_batch_size(params, digits_dir):
     ("speed.compile=fast", "speed.compile='fast' is not a torch.compile mode"),
     ("speed.eval_batch_size=0", "speed.eval_batch_size=0 must be at least 1"),
 ])
-def test_bad_speed_params_fail_before_any_work(tmp_path, digits_dir, override, message):
-    r = subprocess.run([sys.executable, "-m", "bench", "train", "--variant", "plain", "--depth", "8", "--out",
-                        str(tmp_path / "cell"), "--data", str(digits_dir), *QUICK, override],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and message in r.stderr
+def test_bad_speed_params_fail_before_any_work(cli, tmp_path, digits_dir, override, message):
+    code, _, err = cli("train", "--variant", "plain", "--depth", "8", "--out", tmp_path / "cell", "--data", digits_dir,
+                       *QUICK, override)
+    assert code == 2 and message in err
     assert not (tmp_path / "cell").exists()
 
 
-def test_bench_perf_rejects_a_precision_its_bare_loop_cannot_match(digits_dir):
-    r = subprocess.run([sys.executable, "-m", "bench", "perf", "--variant", "plain", "--depth", "8", "--device", "cpu",
-                        "--precision", "bf16-true", "--data", str(digits_dir), *QUICK],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "bench perf supports precision" in r.stderr
+def test_bench_perf_rejects_a_precision_its_bare_loop_cannot_match(cli, digits_dir):
+    code, _, err = cli("perf", "--variant", "plain", "--depth", "8", "--device", "cpu", "--precision", "bf16-true",
+                       "--data", digits_dir, *QUICK)
+    assert code == 2 and "bench perf supports precision" in err
 
 
 @pytest.mark.gpu
@@ -89,7 +91,7 @@ def test_a_training_step_reads_nothing_back_from_the_gpu(params, digits_dir):
     """No host sync inside a step: torch raises on any synchronising call while the mode is "error"."""
     data = load_prepared(digits_dir, params().data)
     module, dm = build(params("trainer.accelerator=gpu", "train.max_steps=3", "trainer.log_every_n_steps=1000"),
-                       "residual_bn", 8, 0, data)
+                       Cell("residual_bn", 8, 0), data)
 
     class Strict(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):

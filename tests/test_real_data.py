@@ -1,27 +1,29 @@
-"""Checks on the real CIFAR-10 copy in ../shared/data; skipped where it is absent (users' machines, some CI)."""
+"""Checks on a real CIFAR-10 copy (an ImageFolder tar.gz of the 60,000 JPEGs) named by $BENCH_CIFAR10_JPEG;
+skipped where there is none."""
+import os
 from pathlib import Path
 
 import pytest
 
 from archives import write_cifar
-from bench import config, datasets
-from conftest import PARAMS, ROOT
+from bench import config, prepare
+from helpers import PARAMS
 
-JPEG = ROOT.parent / "shared/data/cifar10-jpeg.tar.gz"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not JPEG.exists(), reason=f"{JPEG} is absent")]
+JPEG = Path(os.environ.get("BENCH_CIFAR10_JPEG", "/nonexistent"))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not JPEG.is_file(), reason="$BENCH_CIFAR10_JPEG names no file")]
 
 
 def test_cifar10_jpeg_imagefolder_and_its_official_layout_archive(tmp_path):
     cfg = config.load(PARAMS, ["data.name=imagefolder", f"data.source={JPEG}", "data.val_size=5000"]).data
-    meta = datasets.prepare(cfg, tmp_path / "jpeg")
+    meta = prepare.prepare(cfg, tmp_path / "jpeg")
     assert meta["counts"] == {"train": 45000, "val": 5000, "test": 10000} and len(meta["classes"]) == 10
     assert meta["shape"] == [3, 32, 32] and meta["classes"][0] == "airplane"
 
-    raw = datasets.read(cfg)
+    raw = prepare.read(cfg)
     archive = tmp_path / "cifar-10-python.tar.gz"
     md5 = write_cifar(archive, "cifar10", raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.classes)
     cifar = config.load(PARAMS, ["data.name=cifar10", f"data.source={archive}", f"data.md5={md5}",
                                  "data.val_size=5000"]).data
-    official = datasets.prepare(cifar, tmp_path / "cifar")
+    official = prepare.prepare(cifar, tmp_path / "cifar")
     assert official["counts"] == meta["counts"] and official["md5"] == md5
     assert official["mean"] == pytest.approx(meta["mean"]) and official["val_indices"] == meta["val_indices"]

@@ -1,25 +1,24 @@
 """Scale-out on CPU: resume after kill -9, DDP (gloo) against one process, the test set counted once."""
 import json
-import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import torch
 
 from bench import config
+from bench.record import Cell
 from bench.resume import checkpoint_to_resume, run_key
-from conftest import PARAMS, ROOT
-
-QUICK = ["--no-progress", "wandb.mode=disabled", "trainer.accelerator=cpu"]
+from helpers import PARAMS, QUICK, ROOT
 
 
-def bench_train(out, data, *overrides, variant="residual_bn", depth=20, **kw):
+def bench_train(out, data, *overrides, variant="residual_bn", depth=20):
     cmd = [sys.executable, "-m", "bench", "train", "--variant", variant, "--depth", str(depth), "--out", str(out),
            "--data", str(data), *QUICK, *overrides]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finish(proc):
@@ -28,20 +27,30 @@ def finish(proc):
     return out
 
 
+def stop_at_checkpoint(proc, ckpt, min_step: int, timeout: float = 300) -> int:
+    """Freeze `proc` (SIGSTOP) as soon as `ckpt` holds a step >= min_step; return that step.
+
+    Each new checkpoint freezes the run while it is read, so however loaded the machine, the run
+    cannot finish between the check and the kill."""
+    deadline, seen = time.time() + timeout, None
+    while time.time() < deadline and proc.poll() is None:
+        stamp = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        if stamp is not None and stamp != seen:
+            proc.send_signal(signal.SIGSTOP)
+            seen = ckpt.stat().st_mtime_ns  # the rename is atomic: a complete file, frozen now
+            step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+            if step >= min_step:
+                return step
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"no checkpoint at step >= {min_step} before the run ended ({proc.poll()=})")
+
+
+@pytest.mark.integration
 def test_kill_9_then_rerun_resumes_and_ends_like_an_uninterrupted_run(tmp_path, digits_dir):
     args = ["trainer.deterministic=true", "train.max_steps=200"]
     killed = bench_train(tmp_path / "killed", digits_dir, *args)
-    ckpt = tmp_path / "killed/last.ckpt"
-    deadline = time.time() + 300
-    while time.time() < deadline and killed.poll() is None:
-        if ckpt.exists():
-            try:
-                if torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] >= 30:
-                    break
-            except Exception:  # being replaced right now
-                pass
-        time.sleep(0.05)
-    assert killed.poll() is None, "the run ended before it could be killed: make it longer"
+    assert 30 <= stop_at_checkpoint(killed, tmp_path / "killed/last.ckpt", min_step=30) < 200
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "killed/metrics.json").exists()
@@ -58,10 +67,11 @@ def test_kill_9_then_rerun_resumes_and_ends_like_an_uninterrupted_run(tmp_path, 
 
 
 def test_a_checkpoint_of_other_params_is_not_resumed(tmp_path):
-    p = config.load(PARAMS)
-    key = run_key(p, "plain", 8, 0, "md5")
-    assert key != run_key(config.load(PARAMS, ["train.lr=0.2"]), "plain", 8, 0, "md5")
-    assert key == run_key(config.load(PARAMS, ["wandb.project=x", "grid.seeds=[0, 1]"]), "plain", 8, 0, "md5")
+    p = config.load(PARAMS, ["train.lr=0.1"])
+    cell = Cell("plain", 8, 0)
+    key = run_key(p, cell, "md5")
+    assert key != run_key(config.load(PARAMS, ["train.lr=0.2"]), cell, "md5")
+    assert key == run_key(config.load(PARAMS, ["train.lr=0.1", "wandb.project=x", "grid.seeds=[0, 1]"]), cell, "md5")
     torch.save({"hyper_parameters": {"run_key": "other"}, "global_step": 5}, tmp_path / "last.ckpt")
     path, message = checkpoint_to_resume(tmp_path, key)
     assert path is None and "other params" in message and not (tmp_path / "last.ckpt").exists()
@@ -84,6 +94,7 @@ def test_the_run_key_follows_the_code_that_trains_the_cell(tmp_path):
     assert code_hash(tmp_path / "bench") != code_hash()
 
 
+@pytest.mark.integration
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path, digits_dir):
     # no BN (or SyncBN) and no augmentation: both see the same 128 images per step, so the averaged
     # gradients and the whole run agree up to float reduction order
@@ -99,17 +110,16 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert json.loads((tmp_path / "two/env.json").read_text())["world_size"] == 2
 
 
-def test_a_global_batch_that_does_not_divide_fails_before_training(tmp_path, digits_dir):
-    r = subprocess.run([sys.executable, "-m", "bench", "train", "--variant", "plain", "--depth", "8", "--out",
-                        str(tmp_path / "out"), "--data", str(digits_dir), *QUICK, "train.batch_size=127",
-                        "trainer.devices=2", "trainer.strategy=ddp"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=300)
-    assert r.returncode == 2 and "train.batch_size=127 does not divide across 2 processes" in r.stderr
-    assert not (tmp_path / "out/metrics.json").exists()
+def test_a_global_batch_that_does_not_divide_fails_before_training(cli, tmp_path, digits_dir):
+    code, _, err = cli("train", "--variant", "plain", "--depth", "8", "--out", tmp_path / "out", "--data", digits_dir,
+                       *QUICK, "train.batch_size=127", "trainer.devices=2", "trainer.strategy=ddp")
+    assert code == 2 and "train.batch_size=127 does not divide across 2 processes" in err
+    assert not (tmp_path / "out").exists()  # refused before the cell's folder was touched
 
 
+@pytest.mark.integration
 def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(repo):
-    from conftest import run, set_params
+    from helpers import run, set_params
 
     set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
                train={"max_steps": 20}, wandb={"mode": "disabled"}, trainer={"accelerator": "cpu"},
@@ -127,11 +137,11 @@ def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(rep
 
 
 def test_grid_launcher_runs_the_command_dvc_yaml_declares(tmp_path):
-    from bench.launcher import stage_command
+    from bench.stages import stage_command
 
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text((ROOT / "dvc.yaml").read_text().replace("--data data/prepared", "--data elsewhere"))
-    cmd = stage_command(("plain_bn", 20, 1), dvc_yaml)
+    cmd = stage_command(Cell("plain_bn", 20, 1), dvc_yaml)
     assert cmd[-11:] == ["train", "--variant", "plain_bn", "--depth", "20", "--seed", "1", "--data", "elsewhere",
                          "--out", "runs/plain_bn-20-1"]
     assert cmd[0].endswith("bench") or cmd[-12:-11] == ["bench"]  # the venv's script, or python -m bench
@@ -141,20 +151,19 @@ def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
     from bench import launcher
 
     calls = []
+    together = threading.Barrier(4, timeout=60)  # passes only once 4 cells run at the same time
 
-    def fake_run_cell(cell, gpu, log_dir, threads, overrides):  # the pool logic only, timed
-        start = time.time()
-        time.sleep(0.3)
+    def fake_run_cell(cell, gpu, log_dir, threads, overrides):  # the pool logic only
         calls.append(gpu)
-        return {"cell": "-".join(map(str, cell)), "gpu": gpu, "returncode": 0, "start": start, "end": time.time()}
+        together.wait()  # raises BrokenBarrierError if the slots ran the cells one after another
+        return {"cell": cell.name, "gpu": gpu, "returncode": 0, "start": 0.0, "end": 0.0}
 
     monkeypatch.setattr(launcher, "run_cell", fake_run_cell)
     monkeypatch.setattr(launcher, "dvc", lambda *a, **k: None)
-    monkeypatch.setattr(launcher, "stale_cells", lambda p: [("plain", 8, s) for s in range(4)])
+    monkeypatch.setattr(launcher, "stale_cells", lambda p: [Cell("plain", 8, s) for s in range(4)])
     results = launcher.launch(config.load(PARAMS), 2, ["0", "1"], tmp_path, commit=False)
-    assert sorted(calls) == ["0", "0", "1", "1"]  # 2 GPUs x 2 workers: 4 slots, one cell each
-    starts = sorted(r["start"] for r in results)
-    assert starts[1] - starts[0] < 0.2  # the first two ran together
+    assert len(results) == 4 and sorted(calls) == ["0", "0", "1", "1"]  # 2 GPUs x 2 workers: 4 slots, together
+    assert not together.broken
 
 
 def test_slurm_scripts_render_for_the_grid(tmp_path):

@@ -2,7 +2,7 @@ import pytest
 
 from bench import config
 from bench.schedule import lr_factor
-from conftest import PARAMS
+from helpers import PARAMS
 
 
 def cfg(*overrides):

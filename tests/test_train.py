@@ -1,12 +1,11 @@
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
+from bench.record import Cell
 from bench.train import train
-from conftest import PARAMS, ROOT
+from helpers import QUICK, bench
 
 
 def read_history(out):
@@ -16,7 +15,7 @@ def read_history(out):
 
 def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     p = params("train.max_steps=120", "train.milestones=[80]")
-    m = train(p, "residual_bn", 8, 0, tmp_path, digits_dir, progress=False)
+    m = train(p, Cell("residual_bn", 8, 0), tmp_path, digits_dir, progress=False)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == m
     assert m["steps"] == 120 and not m["diverged"] and m["diverged_step"] is None
@@ -36,17 +35,12 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
 
 
 def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_dir):
-    m = train(params("train.lr=1000", "train.max_steps=60"), "plain", 8, 0, tmp_path, digits_dir, progress=False)
+    m = train(params("train.lr=1000", "train.max_steps=60"), Cell("plain", 8, 0), tmp_path, digits_dir, progress=False)
     assert m["diverged"] is True and 0 <= m["diverged_step"] < 60
     assert m["steps"] < 60  # stopped early
     saved = json.loads((tmp_path / "metrics.json").read_text())  # valid JSON: no NaN
     assert saved["diverged_step"] == m["diverged_step"]
     assert "end" not in json.loads((tmp_path / "diagnostics.json").read_text())  # nothing to measure
-
-
-def bench(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -56,23 +50,23 @@ def bench(*args, cwd=ROOT):
     (["--variant", "plain", "--depth", "20", "model.shortcut=option_c"], "unknown shortcut 'option_c'"),
     (["--variant", "plain", "--depth", "20", "data.val_size=100"], "is stale"),
 ])
-def test_cli_rejects_bad_input_before_training(tmp_path, digits_dir, args, message):
-    r = bench("train", *args, "--out", str(tmp_path / "out"), "--data", str(digits_dir), "wandb.mode=disabled")
-    assert r.returncode == 2 and message in r.stderr
+def test_cli_rejects_bad_input_before_training(cli, tmp_path, digits_dir, args, message):
+    code, _, err = cli("train", *args, "--out", tmp_path / "out", "--data", digits_dir, "wandb.mode=disabled")
+    assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_diverged_run_exits_zero_and_says_so(tmp_path, digits_dir):
-    r = bench("train", "--variant", "plain", "--depth", "8", "--out", str(tmp_path), "--no-progress", "--data",
-              str(digits_dir), "train.lr=1000", "train.max_steps=30", "trainer.accelerator=cpu", "wandb.mode=disabled")
-    assert r.returncode == 0, r.stderr
-    assert "diverged" in r.stdout and json.loads((tmp_path / "metrics.json").read_text())["diverged"]
+def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):
+    code, out, err = cli("train", "--variant", "plain", "--depth", "8", "--out", tmp_path, "--data", digits_dir,
+                         "train.lr=1000", "train.max_steps=30", *QUICK)
+    assert code == 0, err
+    assert "diverged" in out and json.loads((tmp_path / "metrics.json").read_text())["diverged"]
 
 
 @pytest.mark.slow
 def test_readme_run_residual_bn_20(tmp_path, digits_dir):
-    r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", str(tmp_path),
-              "--data", str(digits_dir), "wandb.mode=disabled")
+    r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", tmp_path,
+              "--data", digits_dir, "wandb.mode=disabled")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1
 

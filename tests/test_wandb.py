@@ -1,16 +1,15 @@
 """W&B runs, offline: one per cell, organised by group, job type, name and tags; read back with `wandb leet`."""
 import json
 import math
-import os
 import subprocess
-import sys
 
 import pytest
 
 from bench import tracking
+from bench.record import Cell
 from bench.train import train
 from bench.wandb_report import build_report
-from conftest import BIN, ROOT
+from helpers import BIN, bench
 
 SECRET = "0123456789abcdef-not-a-real-key-0123456789"
 
@@ -25,18 +24,24 @@ def offline_runs(root):
     return sorted((root / "wandb").glob("offline-run-*"))
 
 
+def run_info(run_dir) -> tuple[dict, list]:
+    recs = records(run_dir)
+    return next(r["run"] for r in recs if r.get("type") == "run"), recs
+
+
 def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_path, digits_dir, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", SECRET)  # present, but params say offline: it must go nowhere
     monkeypatch.setenv("DVC_EXP_NAME", "exp-lr")
-    p = params("wandb.mode=offline", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=30", "train.milestones=[20]")
-    cells = [("plain", 8, 0), ("residual_bn", 8, 0)]
-    metrics = [train(p, v, d, s, tmp_path / f"{v}-{d}-{s}", digits_dir, progress=False) for v, d, s in cells]
-    runs = offline_runs(tmp_path / "wb")
-    assert len(runs) == len(cells)
-    for (v, d, s), m, run in zip(cells, metrics, runs):
-        recs = records(run)
-        info = next(r["run"] for r in recs if r.get("type") == "run")
-        assert info["display_name"] == f"{v}-{d}-{s}" and info["job_type"] == v
+    p = params("wandb.mode=offline", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=30", "train.milestones=[20]",
+               "train.batch_size=128", "train.lr=0.05", "model.shortcut=projection")
+    cells = [Cell("plain", 8, 0), Cell("residual_bn", 8, 0)]
+    metrics = {c.name: train(p, c, tmp_path / c.name, digits_dir, progress=False) for c in cells}
+    runs = {info["display_name"]: (info, recs) for info, recs in map(run_info, offline_runs(tmp_path / "wb"))}
+    assert sorted(runs) == sorted(metrics)  # one run per cell, matched by name (folders sort by time, not cell)
+    for (v, d, s) in cells:
+        m = metrics[f"{v}-{d}-{s}"]
+        info, recs = runs[f"{v}-{d}-{s}"]
+        assert info["job_type"] == v
         assert info["run_group"] == "digits-30it-b128-lr0.05-projection-exp-lr"
         assert set(info["tags"]) == {v, "depth-8", "digits"}
         config = {}
@@ -60,7 +65,7 @@ def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_p
 
 
 def test_disabled_mode_writes_nothing(params, tmp_path, digits_dir):
-    train(params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10"), "plain", 8, 0,
+    train(params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10"), Cell("plain", 8, 0),
           tmp_path / "cell", digits_dir, progress=False)
     assert not (tmp_path / "wb").exists()
 
@@ -80,12 +85,12 @@ def test_run_folders_default_to_the_parent_repo_in_queued_experiments(params, tm
     assert tracking.root_dir(params("wandb.dir=null")) == tmp_path
 
 
-def test_two_process_ddp_writes_one_run(tmp_path, digits_dir):
-    env = {**os.environ, "WANDB_DIR": str(tmp_path / "wb")}
-    r = subprocess.run([sys.executable, "-m", "bench", "train", "--variant", "residual_bn", "--depth", "8", "--out",
-                        str(tmp_path / "cell"), "--data", str(digits_dir), "--no-progress", "train.max_steps=20",
-                        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "wandb.mode=offline"],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+@pytest.mark.integration
+def test_two_process_ddp_writes_one_run(tmp_path, digits_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    r = bench("train", "--variant", "residual_bn", "--depth", "8", "--out", tmp_path / "cell", "--data", digits_dir,
+              "--no-progress", "train.max_steps=20", "trainer.accelerator=cpu", "trainer.devices=2",
+              "trainer.strategy=ddp", "wandb.mode=offline", timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(offline_runs(tmp_path / "wb")) == 1
     updates = [x["config"]["update"] for x in records(offline_runs(tmp_path / "wb")[0]) if x.get("type") == "config"]

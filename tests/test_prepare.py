@@ -1,18 +1,16 @@
 """`bench prepare` on small archives in the official CIFAR layout and on generated ImageFolder trees."""
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 import torch
 
-from archives import random_cifar, write_cifar, write_imagefolder
-from bench import config, datasets
+from archives import random_cifar, write_imagefolder
+from bench import config, prepare
 from bench.data import load_prepared
-from conftest import PARAMS, ROOT
+from helpers import PARAMS
 
 
 def data_cfg(*overrides):
@@ -32,7 +30,7 @@ def cifar(tmp_path):
 def test_cifar10_archive_prepares_with_its_checksum(tmp_path, cifar):
     path, md5 = cifar
     cfg = data_cfg("data.name=cifar10", f"data.source={path}", f"data.md5={md5}", "data.val_size=20")
-    meta = datasets.prepare(cfg, tmp_path / "prepared")
+    meta = prepare.prepare(cfg, tmp_path / "prepared")
     assert meta["md5"] == md5 and meta["counts"] == {"train": 180, "val": 20, "test": 50}
     assert meta["shape"] == [3, 32, 32] and meta["classes"] == [f"class{i}" for i in range(10)]
     assert meta["flip"] and meta["pad"] == 4 and len(meta["val_indices"]) == 20
@@ -50,15 +48,15 @@ def test_cifar10_archive_prepares_with_its_checksum(tmp_path, cifar):
 def test_cifar100_archive(tmp_path):
     path = tmp_path / "cifar-100-python.tar.gz"
     md5 = random_cifar(path, "cifar100", n_train=120, n_test=30)
-    meta = datasets.prepare(data_cfg("data.name=cifar100", f"data.source={path}", f"data.md5={md5}",
+    meta = prepare.prepare(data_cfg("data.name=cifar100", f"data.source={path}", f"data.md5={md5}",
                                      "data.val_size=10"), tmp_path / "p")
     assert len(meta["classes"]) == 100 and meta["counts"]["test"] == 30
 
 
 def test_official_checksum_is_the_default(tmp_path, cifar):
     path, md5 = cifar
-    with pytest.raises(ValueError, match=f"expected md5 {datasets.CIFAR['cifar10'].md5}, got {md5}"):
-        datasets.prepare(data_cfg("data.name=cifar10", f"data.source={path}", "data.val_size=20"), tmp_path / "p")
+    with pytest.raises(ValueError, match=f"expected md5 {prepare.CIFAR['cifar10'].md5}, got {md5}"):
+        prepare.prepare(data_cfg("data.name=cifar10", f"data.source={path}", "data.val_size=20"), tmp_path / "p")
 
 
 @pytest.fixture
@@ -78,14 +76,14 @@ def assert_untouched(previous):
 def truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    return datasets.file_md5(path)
+    return prepare.file_md5(path)
 
 
 def corrupt(path):
     data = bytearray(path.read_bytes())
     data[100:400] = bytes(300)
     path.write_bytes(bytes(data))
-    return datasets.file_md5(path)
+    return prepare.file_md5(path)
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -100,14 +98,14 @@ def test_bad_cifar_archives_fail_cleanly_and_keep_previous_outputs(cifar, previo
     md5 = damage(path)
     cfg = data_cfg("data.name=cifar10", f"data.source={path}", f"data.md5={md5}", "data.val_size=20")
     with pytest.raises(ValueError, match=message):
-        datasets.prepare(cfg, previous[0])
+        prepare.prepare(cfg, previous[0])
     assert_untouched(previous)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_imagefolder_prepares_from_a_folder_and_its_archive(tmp_path, fmt):
     root = write_imagefolder(tmp_path / "images", fmt=fmt)
-    meta = datasets.prepare(data_cfg("data.name=imagefolder", f"data.source={root}", "data.val_size=3"),
+    meta = prepare.prepare(data_cfg("data.name=imagefolder", f"data.source={root}", "data.val_size=3"),
                             tmp_path / "p")
     assert meta["classes"] == ["cat", "dog", "frog"] and meta["shape"] == [3, 12, 12]
     assert meta["counts"] == {"train": 15, "val": 3, "test": 9}
@@ -118,7 +116,7 @@ def test_imagefolder_prepares_from_a_folder_and_its_archive(tmp_path, fmt):
     archive = tmp_path / "images.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(root, arcname=".")
-    again = datasets.prepare(data_cfg("data.name=imagefolder", f"data.source={archive}", f"data.md5={meta['md5']}",
+    again = prepare.prepare(data_cfg("data.name=imagefolder", f"data.source={archive}", f"data.md5={meta['md5']}",
                                       "data.val_size=3"), tmp_path / "q")
     assert again["md5"] == meta["md5"]  # the checksum is of the content, archived or not
     assert np.array_equal(np.load(tmp_path / "p/images.npz")["train_x"], np.load(tmp_path / "q/images.npz")["train_x"])
@@ -154,7 +152,7 @@ def test_bad_imagefolders_fail_cleanly_and_keep_previous_outputs(tmp_path, previ
     md5 = ["data.md5=" + "f" * 32] if "checksum" in message else []
     cfg = data_cfg("data.name=imagefolder", f"data.source={root}", "data.val_size=3", *md5)
     with pytest.raises(ValueError, match=message):
-        datasets.prepare(cfg, previous[0])
+        prepare.prepare(cfg, previous[0])
     assert_untouched(previous)
 
 
@@ -166,7 +164,7 @@ def test_bad_imagefolders_fail_cleanly_and_keep_previous_outputs(tmp_path, previ
 ])
 def test_bad_names_and_sources(tmp_path, previous, overrides, message):
     with pytest.raises(ValueError, match=message):
-        datasets.prepare(data_cfg(*overrides), previous[0])
+        prepare.prepare(data_cfg(*overrides), previous[0])
     assert_untouched(previous)
 
 
@@ -175,13 +173,13 @@ def test_interrupted_prepare_keeps_previous_outputs(previous, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(np, "savez", killed)
     with pytest.raises(KeyboardInterrupt):
-        datasets.prepare(data_cfg(), previous[0])
+        prepare.prepare(data_cfg(), previous[0])
     assert_untouched(previous)
 
 
 def test_offline_download_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="could not download http://127.0.0.1:9/cifar.tar.gz after 2 tries.*Offline"):
-        datasets.download("http://127.0.0.1:9/cifar.tar.gz", tmp_path / "cifar.tar.gz", retries=2)
+        prepare.download("http://127.0.0.1:9/cifar.tar.gz", tmp_path / "cifar.tar.gz", retries=2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -194,12 +192,11 @@ def test_stale_prepared_data_is_refused(digits_dir):
         load_prepared(digits_dir / "nope", data_cfg())
 
 
-def test_cli_prepare_wrong_md5_exits_2_and_writes_nothing(tmp_path, cifar):
+def test_cli_prepare_wrong_md5_exits_2_and_writes_nothing(cli, tmp_path, cifar):
     path, _ = cifar
-    r = subprocess.run([sys.executable, "-m", "bench", "prepare", "--out", str(tmp_path / "out"),
-                        "data.name=cifar10", f"data.source={path}", "data.md5=" + "a" * 32],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and "checksum mismatch" in r.stderr and "a" * 32 in r.stderr
+    code, _, err = cli("prepare", "--out", tmp_path / "out", "data.name=cifar10", f"data.source={path}",
+                       "data.md5=" + "a" * 32)
+    assert code == 2 and "checksum mismatch" in err and "a" * 32 in err
     assert not (tmp_path / "out").exists()
 
 

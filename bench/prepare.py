@@ -1,4 +1,4 @@
-"""`bench prepare`: a dataset source -> checksum-verified, prepared uint8 arrays plus a small meta.json.
+"""The prepare stage, `bench prepare`: a dataset source -> checksum-verified, prepared uint8 arrays plus a small meta.json.
 
 Sources are the official archive URL (downloaded with retries into data/raw/), a local file or folder,
 or a DVC-tracked file under data/raw/. The checksum is verified before anything is unpacked; a
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.config import Data
+from bench.files import atomic, replace_dir, temporary
 
 SPLIT_SEED = 0  # the validation split is drawn with this fixed seed, whatever the run's seed
 DIGITS_TEST = 360  # the last 360 digits (about 20%, the later writers) form the test split
@@ -88,15 +89,12 @@ def verify(path: Path, expected: str) -> str:
 def download(url: str, dest: Path, retries: int = 3) -> Path:
     """Fetch `url` to `dest` (atomically), retrying with back-off; a clear error when offline."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
     for attempt in range(1, retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            with urllib.request.urlopen(url, timeout=30) as r, atomic(dest, "wb") as f:
                 shutil.copyfileobj(r, f, 1 << 20)
-            os.replace(tmp, dest)
             return dest
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             if attempt == retries:
                 raise ValueError(
                     f"could not download {url} after {retries} tries ({e}). Offline? Fetch it on a machine with "
@@ -287,17 +285,13 @@ def prepare(cfg: Data, out: str | os.PathLike, raw_dir: Path = Path("data/raw"))
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp = temporary(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
         np.savez(tmp / "images.npz", train_x=raw.train_x, train_y=raw.train_y, test_x=raw.test_x, test_y=raw.test_y)
         (tmp / "meta.json").write_text(_compact_lists(json.dumps(meta, indent=1)) + "\n")
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta

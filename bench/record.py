@@ -1,0 +1,74 @@
+"""The record of one cell of the grid: its name, and the results its metrics.json holds.
+
+Every stage that writes or reads a cell's results (train, lr-sweep, report, W&B, the CLI) takes
+the names from here. Errors are fractions in [0, 1]; a value that is not finite is recorded as
+null, since JSON has no NaN.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+SPLITS = ("train", "val", "test")
+TRAIN_LOSS, TRAIN_ERROR = "train/loss", "train/error"
+VAL_LOSS, VAL_ERROR = "val/loss", "val/error"
+TEST_LOSS, TEST_ERROR = "test/loss", "test/error"
+DIVERGED, DIVERGED_STEP = "diverged", "diverged_step"  # a non-finite loss, and the step it first appeared at
+GAP = "gap"  # test error - training error: the generalisation gap
+WALL_TIME, IMAGES_PER_S = "wall_time_s", "images_per_s"
+
+
+class Cell(NamedTuple):
+    """One run of the ablation: (variant, depth, seed)."""
+
+    variant: str
+    depth: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The cell key, identical in folders, DVC stage names (train@NAME) and W&B run names."""
+        return f"{self.variant}-{self.depth}-{self.seed}"
+
+
+def finite(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def metrics(cell: Cell, dataset: str, data_md5: str, n_params: int, errors: dict, steps: int, epochs: int,
+            wall_time_s: float, images_per_s: float, diverged_step: int | None, diagnostics: dict) -> dict:
+    """A cell's metrics.json. `errors`: the split losses and errors by key (TRAIN_LOSS, ...);
+    `diagnostics`: the scalar diagnostics ("init/shattering", ...)."""
+    return {
+        "variant": cell.variant, "depth": cell.depth, "seed": cell.seed, "dataset": dataset, "data_md5": data_md5,
+        "params": n_params,
+        **{k: finite(errors.get(k)) for k in (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)},
+        "steps": steps,
+        "epochs": epochs,
+        WALL_TIME: round(wall_time_s, 2),
+        IMAGES_PER_S: finite(round(images_per_s, 1)),  # null when a resumed run had no step left
+        DIVERGED: diverged_step is not None,
+        DIVERGED_STEP: diverged_step,
+        **{k: finite(v) for k, v in diagnostics.items()},
+    }
+
+
+def gap(m: dict) -> float | None:
+    return m[TEST_ERROR] - m[TRAIN_ERROR] if m[TEST_ERROR] is not None and m[TRAIN_ERROR] is not None else None
+
+
+def path(runs: Path, cell: Cell) -> Path:
+    return runs / cell.name / "metrics.json"
+
+
+def read(runs: Path, cell: Cell) -> dict:
+    """A finished cell's metrics.json; a missing one is an error naming the cell."""
+    p = path(runs, cell)
+    if not p.exists():
+        raise ValueError(f"no results for cell {cell.name}: {p} is missing (run `dvc repro`)")
+    return json.loads(p.read_text())
