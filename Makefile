@@ -23,10 +23,10 @@ run: setup
 
 # He et al. 2016 on CIFAR-10 (Sec. 4.2), as a DVC experiment: the preset file presets/he2016.yaml over
 # params.yaml. Needs data/raw/cifar-10-python.tar.gz (see README, "Data") and a GPU; HE_SEEDS=[0] for one seed.
-# set -f: the overrides' brackets are YAML, not file patterns.
+# set -f: the overrides' brackets are YAML, not file patterns; a preset that does not apply stops here.
 HE_SEEDS ?= [0,1,2]
 he2016: setup
-	set -f; dvc exp run -n he2016 $$($(BIN)/bench preset presets/he2016.yaml --dvc) -S 'grid.seeds=$(HE_SEEDS)'
+	set -f; preset=$$($(BIN)/bench preset presets/he2016.yaml --dvc) && dvc exp run -n he2016 $$preset -S 'grid.seeds=$(HE_SEEDS)'
 
 # The CPU speed figures of the README's "Speed" table (about 12 minutes on 2 cores); on a GPU machine,
 # bash benchmarks/gpu.sh. PERF_ARGS="--cifar ../shared/data/cifar10-jpeg.tar.gz" adds bench prepare.

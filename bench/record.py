@@ -6,7 +6,6 @@ null, since JSON has no NaN.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -58,17 +57,6 @@ def metrics(cell: Cell, dataset: str, data_md5: str, n_params: int, errors: dict
     }
 
 
-def gap(m: dict) -> float | None:
-    return m[TEST_ERROR] - m[TRAIN_ERROR] if m[TEST_ERROR] is not None and m[TRAIN_ERROR] is not None else None
-
-
 def path(runs: Path, cell: Cell) -> Path:
+    """Where a cell's metrics.json is, in the folder of the grid's cells."""
     return runs / cell.name / "metrics.json"
-
-
-def read(runs: Path, cell: Cell) -> dict:
-    """A finished cell's metrics.json; a missing one is an error naming the cell."""
-    p = path(runs, cell)
-    if not p.exists():
-        raise ValueError(f"no results for cell {cell.name}: {p} is missing (run `dvc repro`)")
-    return json.loads(p.read_text())

@@ -108,13 +108,13 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
     # fit
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    wall_time_s = time.perf_counter() - start
     fit_metrics = dict(trainer.callback_metrics)
     last_row = history.rows[max(history.rows)] if history.rows else {}
 
     # test: the final weights; the final test would repeat the last epoch's test/* in history.csv
     trainer.loggers = []
     test_metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
+    wall_time_s = time.perf_counter() - start  # fit and the final test
 
     # record
     errors = {**{k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left

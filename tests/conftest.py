@@ -4,14 +4,14 @@ import pytest
 
 from bench import config
 from bench.prepare import prepare
-from helpers import PARAMS, ROOT, run
+from helpers import DIGITS, PARAMS, ROOT, run
 
 
 @pytest.fixture
 def params():
     """The repo's params.yaml, shortened to a quick CPU run."""
     def make(*overrides):
-        return config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *overrides])
+        return config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, *overrides])
     return make
 
 
@@ -19,7 +19,7 @@ def params():
 def digits_dir(tmp_path_factory):
     """The offline default dataset, prepared once by the real `bench prepare` code."""
     out = tmp_path_factory.mktemp("prepared") / "digits"
-    prepare(config.load(PARAMS).data, out)
+    prepare(config.load(PARAMS, DIGITS).data, out)
     return out
 
 

@@ -69,3 +69,22 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 def test_text_overrides_stay_text():
     p = config.load(PARAMS, ["data.md5=00000000000000000000000000000123", "data.source=null", "data.name=cifar10"])
     assert p.data.md5 == "00000000000000000000000000000123" and p.data.source is None
+
+
+def test_the_he_preset_applies_to_params_as_overrides(cli):
+    from helpers import ROOT
+
+    preset = config.preset(ROOT / "presets/he2016.yaml")
+    p = config.load(PARAMS, preset)
+    assert (p.train.max_steps, p.train.milestones, p.train.lr, p.train.weight_decay) == (64000, [32000, 48000], 0.1, 1e-4)
+    assert p.model.shortcut == "zero_pad" and p.data.md5 is None and p.grid.depths == [8, 14, 20, 32, 44, 56, 110]
+    assert all(" " not in o for o in preset)  # one shell word each, as `make he2016` passes them
+    code, out, _ = cli("preset", ROOT / "presets/he2016.yaml", "--dvc", "--params", PARAMS)
+    assert code == 0 and out.split() == [w for o in preset for w in ("-S", o)]
+
+
+def test_a_preset_that_does_not_apply_is_refused(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lrr: 0.1\n")
+    code, out, err = cli("preset", bad, "--params", PARAMS)
+    assert code == 2 and "unknown key train.lrr" in err and out == ""

@@ -4,7 +4,7 @@ import torch
 
 from bench import config, prepare
 from bench.data import DeviceLoader, Split, augment, load_prepared, local_batch_size
-from helpers import PARAMS
+from helpers import DIGITS, PARAMS
 
 
 def test_random_crop_is_a_window_of_the_padded_image():
@@ -81,7 +81,7 @@ def test_loader_normalises_with_train_statistics():
 
 
 def test_digits_dataset_is_real_and_pinned(digits_dir, tmp_path):
-    cfg = config.load(PARAMS).data
+    cfg = config.load(PARAMS, DIGITS).data
     d = load_prepared(digits_dir, cfg)
     assert d.train.x.dtype == torch.uint8 and d.shape == (1, 8, 8) and len(d.classes) == 10
     assert len(d.train.y) + len(d.val.y) == 1797 - prepare.DIGITS_TEST and len(d.test.y) == prepare.DIGITS_TEST

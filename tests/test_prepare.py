@@ -160,7 +160,8 @@ def test_bad_imagefolders_fail_cleanly_and_keep_previous_outputs(tmp_path, previ
     (["data.name=imagenet"], "unknown dataset 'imagenet'; valid datasets: digits, cifar10, cifar100, imagefolder"),
     (["data.name=cifar10", "data.source=/no/such/cifar.tar.gz"], "data.source /no/such/cifar.tar.gz does not exist"),
     (["data.name=imagefolder"], "data.source is required"),
-    (["data.val_size=5000"], "data.val_size=5000 must be between 0 and the 1437"),
+    (["data.name=digits", "data.source=null", "data.val_size=5000"],
+     f"data.val_size=5000 must be between 0 and the {1797 - prepare.DIGITS_TEST}"),  # 1,797 digits in all
 ])
 def test_bad_names_and_sources(tmp_path, previous, overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -2,7 +2,6 @@
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -12,12 +11,11 @@ import torch
 from bench import config
 from bench.record import Cell
 from bench.resume import checkpoint_to_resume, run_key
-from helpers import PARAMS, QUICK, ROOT
+from helpers import PARAMS, QUICK, ROOT, bench_argv
 
 
 def bench_train(out, data, *overrides, variant="residual_bn", depth=20):
-    cmd = [sys.executable, "-m", "bench", "train", "--variant", variant, "--depth", str(depth), "--out", str(out),
-           "--data", str(data), *QUICK, *overrides]
+    cmd = bench_argv("train", "--variant", variant, "--depth", depth, "--out", out, "--data", data, *QUICK, *overrides)
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from bench.record import Cell
 from bench.train import train
-from helpers import QUICK, bench
+from helpers import DIGITS, QUICK, bench
 
 
 def read_history(out):
@@ -51,7 +51,8 @@ def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_
     (["--variant", "plain", "--depth", "20", "data.val_size=100"], "is stale"),
 ])
 def test_cli_rejects_bad_input_before_training(cli, tmp_path, digits_dir, args, message):
-    code, _, err = cli("train", *args, "--out", tmp_path / "out", "--data", digits_dir, "wandb.mode=disabled")
+    code, _, err = cli("train", "--out", tmp_path / "out", "--data", digits_dir, "wandb.mode=disabled", *DIGITS,
+                       *args)  # the case's own overrides last: they win
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
 
@@ -66,7 +67,7 @@ def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):
 @pytest.mark.slow
 def test_readme_run_residual_bn_20(tmp_path, digits_dir):
     r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", tmp_path,
-              "--data", digits_dir, "wandb.mode=disabled")
+              "--data", digits_dir, "wandb.mode=disabled", *DIGITS)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1
 
