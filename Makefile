@@ -29,7 +29,7 @@ he2016: setup
 	set -f; preset=$$($(BIN)/bench preset presets/he2016.yaml --dvc) && dvc exp run -n he2016 $$preset -S 'grid.seeds=$(HE_SEEDS)'
 
 # The CPU speed figures of the README's "Speed" table (about 12 minutes on 2 cores); on a GPU machine,
-# bash benchmarks/gpu.sh. PERF_ARGS="--cifar ../shared/data/cifar10-jpeg.tar.gz" adds bench prepare.
+# bash benchmarks/gpu.sh. PERF_ARGS="--cifar PATH/cifar10-jpeg.tar.gz" adds bench prepare.
 perf: setup
 	$(BIN)/python benchmarks/cpu.py $(PERF_ARGS)
 

@@ -1,6 +1,6 @@
 """How the training step is made fast without changing its math: params.yaml's `speed` section.
 
-These small nets are bound by per-kernel launch and Python overhead, not by arithmetic (ANCHORS.md):
+These small nets are bound by per-kernel launch and Python overhead, not by arithmetic:
 torch.compile fuses kernels ("reduce-overhead" also replays the forward and backward as CUDA graphs),
 SGD's fused kernel updates every parameter in a few launches, channels_last suits bf16 convolutions.
 The Lightning path and `bench perf`'s bare loop both build their step from here; tests/test_perf.py

@@ -1,10 +1,10 @@
 """The CPU figures of the README's performance table: training speed, `bench prepare`, `dvc repro`.
 
-    python benchmarks/cpu.py [--cifar ../shared/data/cifar10-jpeg.tar.gz] [--out perf/cpu] [--skip-repro]
+    python benchmarks/cpu.py [--cifar PATH/cifar10-jpeg.tar.gz] [--out perf/cpu] [--skip-repro]
 
 Each measurement runs in its own process; wall time and that process's peak memory (wait4's
 ru_maxrss) are printed as they come and written to OUT/summary.json with the `bench perf` JSONs.
-Figures, not pass/fail: the targets are in issue 8 and the README.
+Figures, not pass/fail: the targets are in the README's "Speed".
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's GPU check as one prepared script, for a machine with one CUDA GPU, run from the repo root:
+# The GPU check as one prepared script, for a machine with one CUDA GPU, run from the repo root:
 #
 #   bash benchmarks/gpu.sh          # figures in ${RESULTS:-perf/gpu}: one bench perf JSON per line below
 #                                   # (and all of it packed into $OUT/gpu.tar.gz where OUT is set)
@@ -8,7 +8,7 @@
 # time limit still returns what it measured; BUDGET (seconds, default 540) skips what would not fit.
 #   1. the no-host-sync test (tests/test_perf.py, -m gpu)
 #   2. bench perf, residual_bn-56, batch 128 (He et al.'s): eager-bf16 (bf16-mixed + channels_last,
-#      the ANCHORS.md bare-loop baseline, 4,800 img/s) and compiled-bf16 (+ torch.compile
+#      a published bare-loop baseline, 4,800 img/s) and compiled-bf16 (+ torch.compile
 #      "reduce-overhead": forward and backward as CUDA graphs; the 15,000 img/s target)
 #   3. 4 concurrent copies of compiled-bf16-56: the several-runs-per-GPU figure
 #   4. depths 20 and 110 the same two ways, then eager-fp32 at 20, 56, 110
