@@ -112,11 +112,21 @@ class HistoryLogger(Logger):
         self.path = Path(path)
         self.rows: dict[int, dict] = {}
         self._dirty = False
-        if resume and self.path.exists():
+        if resume:
+            self.load()
+
+    def load(self) -> None:
+        """The rows already written, for a resumed run (the epochs after its checkpoint are then redone)."""
+        if not self.path.exists():
+            return
+        try:
             with open(self.path) as f:
                 for r in csv.DictReader(f):
                     self.rows[int(r["epoch"])] = {k: (float(v) if k not in ("epoch", "step") else int(v))
                                                   for k, v in r.items() if v != ""}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{self.path} cannot be read to resume ({type(e).__name__}: {e}); move it aside "
+                             f"to start its history afresh") from None
 
     @property
     def name(self):
@@ -140,9 +150,13 @@ class HistoryLogger(Logger):
         if "epoch" not in metrics or not any(k in metrics for k in HISTORY_KEYS[2:]):
             return
         row = self.rows.setdefault(int(metrics["epoch"]), {"epoch": int(metrics["epoch"])})
-        if TRAIN_LOSS in metrics:  # logged after the epoch's last step, at step index steps - 1
-            row["step"] = (step or 0) + 1
         row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
+        self._dirty = True
+
+    @rank_zero_only
+    def set_step(self, epoch: int, step: int) -> None:
+        """The global step at the end of training epoch `epoch` (EpochStep sets it)."""
+        self.rows.setdefault(epoch, {"epoch": epoch})["step"] = step
         self._dirty = True
 
     @rank_zero_only
@@ -160,6 +174,17 @@ class HistoryLogger(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self.save()
+
+
+class EpochStep(L.Callback):
+    """Puts the global step at each training epoch's end into the history. Not the step Lightning passes
+    its loggers: after a resume that one is off by one (31, 41, ... instead of 30, 40, ...)."""
+
+    def __init__(self, history: HistoryLogger):
+        self.history = history
+
+    def on_train_epoch_end(self, trainer, module):
+        self.history.set_step(trainer.current_epoch, trainer.global_step)
 
 
 def _fmt(v):

@@ -5,6 +5,7 @@ crosses a filesystem and two processes never write the same temporary file.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -26,6 +27,8 @@ def atomic(path: str | os.PathLike, mode: str = "w", **kw) -> Iterator[IO]:
     try:
         with open(tmp, mode, **kw) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -47,3 +50,27 @@ def replace_dir(new: Path, out: Path) -> None:
         os.replace(out, old)
     os.replace(new, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+LOCK = ".bench.lock"  # in .gitignore and .dvcignore: a run's presence, not a result
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock (flock on folder/.bench.lock, released by the OS even on kill -9) while the
+    block runs; if another process holds it, a ValueError names that process."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ValueError(f"{folder} is in use by process {f.read().strip() or '(unknown)'}: one run at a time "
+                             f"writes a folder; wait for it, or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield

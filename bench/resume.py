@@ -13,9 +13,12 @@ from pathlib import Path
 
 import torch
 
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 from bench.config import Params, sections
+from bench.files import atomic
 from bench.record import Cell
 
 # what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
@@ -39,9 +42,22 @@ def run_key(params: Params, cell: Cell, data_md5: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def set_aside(path: Path, why: str) -> Path:
+    """Rename `path` to a free name that says why (last.ckpt -> last.WHY-1.ckpt, -2, ...); never delete or overwrite."""
+    n = 1
+    while (dest := path.with_name(f"{path.stem}.{why}-{n}{path.suffix}")).exists():
+        n += 1
+    path.rename(dest)
+    return dest
+
+
 def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
-    """(ckpt_path for Trainer.fit, a message for the user); (None, None) for a fresh start."""
-    if any(out.glob("hpc_ckpt_*.ckpt")):  # SLURM requeue: Lightning picks its latest hpc checkpoint itself
+    """(ckpt_path for Trainer.fit, a message for the user); (None, None) for a fresh start.
+
+    A checkpoint that is not this run's is set aside under a name that says why, never deleted. It is
+    loaded with weights_only=False: Lightning's checkpoints hold its loop and callback states, which
+    the weights-only unpickler refuses; a cell's checkpoint is one this project wrote into its own folder."""
+    if SLURMEnvironment.detect() and any(out.glob("hpc_ckpt_*.ckpt")):  # Lightning picks its latest itself
         return None, f"resuming from the SLURM requeue checkpoint in {out}"
     last = out / "last.ckpt"
     if not last.exists():
@@ -49,12 +65,25 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
     try:
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
     except Exception as e:  # a checkpoint that cannot be read cannot be resumed
-        last.rename(last.with_suffix(".ckpt.unreadable"))
-        return None, f"set aside {last}, which cannot be read ({type(e).__name__}); starting afresh"
+        aside = set_aside(last, "unreadable")
+        return None, f"set aside {last} as {aside.name}: it cannot be read ({type(e).__name__}); starting afresh"
     if ckpt.get("hyper_parameters", {}).get("run_key") != key:  # a finished run of other params (DVC caches it)
-        last.unlink()
-        return None, f"replacing {last}: it belongs to other params, data, cell or code; starting afresh"
+        aside = set_aside(last, "other-run")
+        return None, (f"set aside {last} as {aside.name}: it belongs to other params, data, cell or code; "
+                      f"starting afresh")
     return str(last), f"resuming from {last} at step {ckpt['global_step']}"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writes, made atomic on any filesystem: the temporary file is written beside
+    the checkpoint and renamed over it (Lightning's own goes through a temporary folder elsewhere, and
+    across filesystems its move is a copy that a full disk leaves truncated)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic(path, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 @rank_zero_only

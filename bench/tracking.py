@@ -7,6 +7,7 @@ API key is read by wandb from the environment and never written by this project.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from bench.config import Params
@@ -16,8 +17,8 @@ MODES = ("online", "offline", "disabled")
 
 
 def mode(params: Params) -> str:
-    """wandb.mode, or by default online when WANDB_API_KEY is set and offline when not."""
-    m = params.wandb.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    """wandb.mode; where it is null, $WANDB_MODE; where that is unset, online when WANDB_API_KEY is set, else offline."""
+    m = params.wandb.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     if m not in MODES:
         raise ValueError(f"unknown wandb.mode {m!r}; valid modes: {', '.join(MODES)} (or null)")
     return m
@@ -63,6 +64,33 @@ def logger(params: Params, cell: Cell, dataset: str, config: dict, run_id: str |
 
     kw = run_kwargs(params, cell.name, cell.variant, [cell.variant, f"depth-{cell.depth}", dataset], config)
     return WandbLogger(save_dir=kw.pop("dir"), log_model=False, id=run_id, resume="allow" if run_id else None, **kw)
+
+
+def start(params: Params, cell: Cell, dataset: str, config: dict, run_id: str | None = None):
+    """`logger(...)` with its run started now, before training: a run that cannot start (no network, a
+    bad key) is reported and the cell trains without W&B, its results in metrics.json all the same."""
+    wandb = logger(params, cell, dataset, config, run_id)
+    if wandb is None:
+        return None
+    try:
+        wandb.experiment  # creates the run on rank 0
+        return wandb
+    except Exception as e:  # wandb raises many types: none of them may cost the training result
+        print(f"{cell.name}: W&B run could not start ({type(e).__name__}: {e}); training without W&B. "
+              f"Set wandb.mode=offline (or WANDB_MODE=offline) to record it offline.", file=sys.stderr)
+        return None
+
+
+def finish(wandb, metrics: dict, diagnostics: dict) -> None:
+    """The cell's summary and diagnostics into its W&B run, then close it; a failure is reported, not raised
+    (metrics.json is written before this)."""
+    try:
+        log_diagnostics(wandb.experiment, diagnostics)
+        wandb.experiment.summary.update(metrics)
+        wandb.experiment.finish()
+    except Exception as e:
+        print(f"W&B could not record the results ({type(e).__name__}: {e}); they are in metrics.json",
+              file=sys.stderr)
 
 
 BLOCK_COLUMNS = ("weight_grad_norm", "activation_grad_norm", "response_std", "forward_variance", "lesion_error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -17,12 +18,13 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from bench import config, models, provenance, record, resume, speed, tracking, validate
-from bench.callbacks import Diagnostics, Divergence, HistoryLogger, Throughput
+from bench.callbacks import Diagnostics, Divergence, EpochStep, HistoryLogger, Throughput
 from bench.config import Params
 from bench.data import DataModule, Dataset, load_prepared, normalise
-from bench.files import write_json
+from bench.files import locked, write_json
 from bench.module import Classifier
 from bench.record import Cell
 from bench.schedule import lr_factor
@@ -84,48 +86,69 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
     n = params.diagnostics.probe_size
     probe = Diagnostics(normalise(data.test.x[:n], data.mean, data.std), data.test.y[:n], params.diagnostics.every)
-    trainer = L.Trainer(
-        **trainer_flags(params, len(data.train.y)), logger=False, enable_progress_bar=progress, default_root_dir=out,
-        callbacks=[divergence, throughput, probe, last_checkpoint(out), *progress_bar(params, progress)],
-    )
+    history = HistoryLogger(out / "history.csv")
+    trainer = make_trainer(params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochStep(history)])
     validate.batch(params, len(data.train.y), trainer.world_size)
 
-    # build: resume the cell's own checkpoint, or start afresh
-    key = resume.run_key(params, cell, data.md5)
-    ckpt_path, message = resume.checkpoint_to_resume(out, key)
-    resuming = (message or "").startswith("resuming")
-    if message:
-        rank_zero_info(f"{cell.name}: {message}")
-    env = provenance.environment()
-    history = HistoryLogger(out / "history.csv", resume=resuming)
-    wandb = tracking.logger(params, cell, data.name, run_config(params, cell, data.md5, env),
-                            run_id=resume.wandb_run_id(out, resuming))
-    trainer.loggers = [history] + ([wandb] if wandb else [])
-    if wandb:
-        wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
-    module, dm = build(params, cell, data, run_key=key)
+    with lock(out) or nullcontext():  # one run at a time in a cell's folder
+        # build: resume the cell's own checkpoint, or start afresh
+        key = resume.run_key(params, cell, data.md5)
+        ckpt_path, message = resume.checkpoint_to_resume(out, key)
+        resuming = (message or "").startswith("resuming")
+        if message:
+            rank_zero_info(f"{cell.name}: {message}")
+        if resuming:
+            history.load()
+        env = provenance.environment()
+        wandb = tracking.start(params, cell, data.name, run_config(params, cell, data.md5, env),
+                               run_id=resume.wandb_run_id(out, resuming))
+        trainer.loggers = [history] + ([wandb] if wandb else [])
+        if wandb:
+            wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
+        module, dm = build(params, cell, data, run_key=key)
 
-    # fit
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    fit_metrics = dict(trainer.callback_metrics)
-    last_row = history.rows[max(history.rows)] if history.rows else {}
+        # fit
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        fit_metrics = dict(trainer.callback_metrics)
+        last_row = history.rows[max(history.rows)] if history.rows else {}
 
-    # test: the final weights; the final test would repeat the last epoch's test/* in history.csv
-    trainer.loggers = []
-    test_metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
-    wall_time_s = time.perf_counter() - start  # fit and the final test
+        # test: the final weights; the final test would repeat the last epoch's test/* in history.csv
+        trainer.loggers = []
+        test_metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
+        wall_time_s = time.perf_counter() - start  # fit and the final test
 
-    # record
-    errors = {**{k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
-                 for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)},
-              **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)}}
-    metrics = record.metrics(cell, data.name, data.md5, sum(p.numel() for p in module.model.parameters()), errors,
-                             trainer.global_step, trainer.current_epoch, wall_time_s, throughput.images_per_s,
-                             divergence.step, probe.scalars())
-    env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
-    write_results(out, metrics, env, history, probe.results, wandb)
+        # record
+        errors = {**{k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
+                     for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)},
+                  **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)}}
+        metrics = record.metrics(cell, data.name, data.md5, sum(p.numel() for p in module.model.parameters()),
+                                 errors, trainer.global_step, trainer.current_epoch, wall_time_s,
+                                 throughput.images_per_s, divergence.step, probe.scalars())
+        env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
+        write_results(out, metrics, env, history, probe.results)
+        if wandb:
+            tracking.finish(wandb, metrics, probe.results)
     return metrics
+
+
+def make_trainer(params: Params, train_images: int, out: Path, progress: bool, callbacks: list) -> L.Trainer:
+    """The cell's Trainer; flags Lightning cannot honour here are an error naming the trainer section."""
+    try:
+        return L.Trainer(**trainer_flags(params, train_images), logger=False, enable_progress_bar=progress,
+                         default_root_dir=out, plugins=[resume.AtomicCheckpointIO()],
+                         callbacks=[*callbacks, last_checkpoint(out), *progress_bar(params, progress)])
+    except (ValueError, TypeError, MisconfigurationException) as e:
+        tr = params.trainer
+        raise ValueError(f"Lightning cannot run trainer.accelerator={tr.accelerator}, devices={tr.devices}, "
+                         f"num_nodes={tr.num_nodes}, strategy={tr.strategy}, precision={tr.precision} on this "
+                         f"machine: {e}") from None
+
+
+@rank_zero_only
+def lock(out: Path):
+    """The cell folder's lock, held by rank 0 (None on the other ranks)."""
+    return locked(out)
 
 
 def last_checkpoint(out: Path) -> ModelCheckpoint:
@@ -134,13 +157,9 @@ def last_checkpoint(out: Path) -> ModelCheckpoint:
 
 
 @rank_zero_only
-def write_results(out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict, wandb) -> None:
-    """The cell's files, metrics.json last: a cell with a metrics.json is complete."""
+def write_results(out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict) -> None:
+    """The cell's files, metrics.json last: a cell with a metrics.json is complete (W&B comes after)."""
     history.save()
     write_json(out / "diagnostics.json", diagnostics)
-    if wandb:
-        tracking.log_diagnostics(wandb.experiment, diagnostics)
-        wandb.experiment.summary.update(metrics)
-        wandb.experiment.finish()
     write_json(out / "env.json", env)
     write_json(out / "metrics.json", metrics)

@@ -87,13 +87,15 @@ def test_history_is_rewritten_only_when_an_epoch_row_changes(tmp_path):
     from bench.callbacks import HistoryLogger
 
     log = HistoryLogger(tmp_path / "history.csv")
+    log.set_step(0, 10)  # EpochStep, at the epoch's end
     log.log_metrics({"epoch": 0, "train/loss": 2.0, "train/error": 0.5}, step=9)
     log.save()  # Lightning calls save() after every log_metrics
     (tmp_path / "history.csv").write_text("sentinel")  # a rewrite would replace this
     log.log_metrics({"epoch": 1, "train/loss_step": 1.0}, step=14)  # step-level: no epoch row changes
     log.save()
     assert (tmp_path / "history.csv").read_text() == "sentinel"
-    log.log_metrics({"epoch": 1, "train/loss": 1.5, "train/error": 0.4}, step=19)
+    log.set_step(1, 20)
+    log.log_metrics({"epoch": 1, "train/loss": 1.5, "train/error": 0.4}, step=21)  # the logger's step is not used
     log.save()
     rows = read_history(tmp_path)
     assert [r["step"] for r in rows] == ["10", "20"] and rows[1]["train/loss"] == "1.5"
