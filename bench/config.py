@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -134,7 +135,48 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ValueError(f"{where}={value!r} must be a finite number")
     return value
+
+
+# The range of every number and list in params.yaml: a value outside it is refused, naming the key and
+# the range. For a list, the rule holds for each element; "non-empty" for the list itself.
+RANGES = {
+    "grid.variants": ["non-empty"], "grid.depths": ["non-empty"], "grid.seeds": ["non-empty", ">= 0"],
+    "data.val_size": [">= 0"],
+    "train.batch_size": [">= 1"], "train.max_steps": [">= 1"], "train.lr": ["> 0"], "train.momentum": [">= 0", "< 1"],
+    "train.weight_decay": [">= 0"], "train.milestones": [">= 1"], "train.gamma": ["> 0"],
+    "train.warmup_steps": [">= 0"], "train.low_lr": ["> 0"], "train.low_lr_steps": [">= 0"],
+    "train.low_lr_min_depth": [">= 8"],
+    "trainer.num_nodes": [">= 1"], "trainer.log_every_n_steps": [">= 1"],
+    "trainer.check_val_every_n_epoch": [">= 1"],
+    "speed.eval_batch_size": [">= 1"],
+    "diagnostics.probe_size": [">= 2"], "diagnostics.every": [">= 0"],  # the probe path needs two images
+    "toy.depths": ["non-empty", ">= 1"], "toy.seeds": [">= 1"], "toy.width": [">= 1"], "toy.points": [">= 3"],
+    "lr_sweep.depth": [">= 8"], "lr_sweep.lrs": ["non-empty", "> 0"], "lr_sweep.max_steps": [">= 1"],
+}
+_WORDS = {">=": "at least", ">": "above", "<": "below", "<=": "at most"}
+_TESTS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<": lambda v, b: v < b, "<=": lambda v, b: v <= b}
+
+
+def _check_ranges(params: Params) -> None:
+    for key, rules in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(params, section), name)
+        if "non-empty" in rules and value == []:
+            raise ValueError(f"{key} is empty: it needs at least one value")
+        bounds = [r.split() for r in rules if r != "non-empty"]
+        text = " and ".join(f"{_WORDS[op]} {b}" for op, b in bounds)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not all(
+                    _TESTS[op](v, float(b)) for op, b in bounds):
+                raise ValueError(f"{key}={value!r} must be {text}" + (" (each value)" if isinstance(value, list) else ""))
+    d = params.trainer.devices  # a count (-1: all), a list of ids, or a string Lightning reads ("auto", "0,1")
+    if isinstance(d, bool) or (isinstance(d, int) and d < 1 and d != -1) or d == [] or (
+            isinstance(d, list) and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d)):
+        raise ValueError(f"trainer.devices={d!r} must be a count of at least 1 (-1: all), a non-empty list of "
+                         f"device ids (each at least 0), or a string such as auto")
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -187,11 +229,26 @@ def preset(path: str | Path) -> list[str]:
             for section, keys in raw.items() for key, value in (keys or {}).items()]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ValueError(f"params file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"params file {path} cannot be read ({type(e).__name__}: {e})") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -201,7 +258,9 @@ def _read_yaml(path: Path) -> dict:
 
 def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Params:
     """Read, override and type-check params; raise ValueError naming the first bad key or value."""
-    return _build(Params, apply_overrides(_read_yaml(Path(path)), list(overrides)), "")
+    params = _build(Params, apply_overrides(_read_yaml(Path(path)), list(overrides)), "")
+    _check_ranges(params)
+    return params
 
 
 def sections(params: Params, names) -> dict:

@@ -23,8 +23,6 @@ def check(cfg: Speed) -> None:
     if cfg.compile is not None and cfg.compile not in COMPILE_MODES:
         raise ValueError(f"speed.compile={cfg.compile!r} is not a torch.compile mode; "
                          f"use one of: {', '.join(COMPILE_MODES)}, or null for eager")
-    if cfg.eval_batch_size < 1:
-        raise ValueError(f"speed.eval_batch_size={cfg.eval_batch_size} must be at least 1")
 
 
 def memory_format(cfg: Speed) -> torch.memory_format:
