@@ -30,6 +30,8 @@ class Data:
     source: Optional[str]  # URL, local path or DVC-tracked file; null = the dataset's default
     md5: Optional[str]  # expected archive checksum; null = the official one
     val_size: int  # images held out of the training split for validation
+    max_image_pixels: int  # an image larger than this is refused before any is decoded (decompression bombs)
+    max_total_pixels: int  # and so is a dataset larger than this in all
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 # the range. For a list, the rule holds for each element; "non-empty" for the list itself.
 RANGES = {
     "grid.variants": ["non-empty"], "grid.depths": ["non-empty"], "grid.seeds": ["non-empty", ">= 0"],
-    "data.val_size": [">= 0"],
+    "data.val_size": [">= 0"], "data.max_image_pixels": [">= 1"], "data.max_total_pixels": [">= 1"],
     "train.batch_size": [">= 1"], "train.max_steps": [">= 1"], "train.lr": ["> 0"], "train.momentum": [">= 0", "< 1"],
     "train.weight_decay": [">= 0"], "train.milestones": [">= 1"], "train.gamma": ["> 0"],
     "train.warmup_steps": [">= 0"], "train.low_lr": ["> 0"], "train.low_lr_steps": [">= 0"],

@@ -43,9 +43,26 @@ def write_json(path: str | os.PathLike, obj: dict) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def recover_dir(out: Path) -> list[str]:
+    """Tidy what a killed `replace_dir` writer left beside `out`: its unfinished folder is removed, and a
+    previous `out` it had moved aside is put back where `out` is missing. Returns what was done, to say."""
+    done = []
+    for old in sorted(out.parent.glob(f".{out.name}.*.old")):
+        if not out.exists():
+            os.replace(old, out)
+            done.append(f"restored {out} from {old.name}, left by an interrupted run")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old.name}, the previous {out.name} an interrupted run had set aside")
+    for tmp in sorted(out.parent.glob(f".{out.name}.*.tmp")):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        done.append(f"removed {tmp.name}, the unfinished output of an interrupted run")
+    return done
+
+
 def replace_dir(new: Path, out: Path) -> None:
     """Swap the complete folder `new` in at `out`; the previous `out`, if any, is removed after the swap."""
-    old = temporary(out).with_suffix(".old")
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
     if out.exists():
         os.replace(out, old)
     os.replace(new, out)

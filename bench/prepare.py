@@ -7,76 +7,22 @@ swapped in whole, so a refused or interrupted prepare leaves the previous one in
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import pickle
 import re
 import shutil
-import tarfile
 import time
 import urllib.request
-import zlib
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.config import Data
-from bench.files import atomic, replace_dir, temporary
+from bench.files import atomic, recover_dir, replace_dir, temporary
+from bench.readers import CIFAR, Raw, file_md5, read_cifar, read_digits, read_imagefolder
 
 SPLIT_SEED = 0  # the validation split is drawn with this fixed seed, whatever the run's seed
-DIGITS_TEST = 360  # the last 360 digits (about 20%, the later writers) form the test split
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class Cifar:
-    """An official python-version CIFAR archive (Krizhevsky 2009)."""
-
-    url: str
-    md5: str
-    folder: str  # the archive's top folder
-    train: tuple[str, ...]  # pickles holding the training split, in order
-    test: str
-    meta: str
-    label_key: bytes
-    names_key: bytes
-
-
-CIFAR = {
-    "cifar10": Cifar("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-                     "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-                     "batches.meta", b"labels", b"label_names"),
-    "cifar100": Cifar("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-                      "cifar-100-python", ("train",), "test", "meta", b"fine_labels", b"fine_label_names"),
-}
 DATASETS = ("digits", *CIFAR, "imagefolder")
-
-
-@dataclass
-class Raw:
-    """A dataset's official splits as arrays, before the validation split is drawn."""
-
-    train_x: np.ndarray  # (N, C, H, W) uint8
-    train_y: np.ndarray  # (N,) int64
-    test_x: np.ndarray
-    test_y: np.ndarray
-    classes: list[str]
-    md5: str  # the source's checksum (the archive's, or the ImageFolder's content)
-    flip: bool  # horizontal flips suit natural images, not digits
-    pad: int  # random-crop padding in pixels
-
-
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify(path: Path, expected: str) -> str:
@@ -86,13 +32,18 @@ def verify(path: Path, expected: str) -> str:
     return actual
 
 
-def download(url: str, dest: Path, retries: int = 3) -> Path:
-    """Fetch `url` to `dest` (atomically), retrying with back-off; a clear error when offline."""
+def download(url: str, dest: Path, md5: str | None, retries: int = 3) -> Path:
+    """Fetch `url` to `dest`, retrying with back-off; a clear error when offline. The file is written under
+    a temporary name and becomes `dest` only once its md5 matches, so a bad download is never cached
+    (md5 None: an ImageFolder archive, whose content checksum is verified once it is read)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, retries + 1):
         try:
             with urllib.request.urlopen(url, timeout=30) as r, atomic(dest, "wb") as f:
                 shutil.copyfileobj(r, f, 1 << 20)
+                f.flush()
+                if md5 is not None:
+                    verify(Path(f.name), md5)  # raising here removes the temporary file: dest stays absent
             return dest
         except OSError as e:
             if attempt == retries:
@@ -113,119 +64,13 @@ def resolve_source(cfg: Data, raw_dir: Path) -> Path:
         raise ValueError(f"data.source is required for data.name={cfg.name}")
     if src.startswith(("http://", "https://")):
         dest = raw_dir / src.rsplit("/", 1)[-1]
-        return dest if dest.exists() else download(src, dest)
+        md5 = (cfg.md5 or CIFAR[cfg.name].md5) if cfg.name in CIFAR else None  # ImageFolder: of the content
+        return dest if dest.exists() else download(src, dest, md5)
     path = Path(src)
     if not path.exists():
         hint = f" (a .dvc file is there: run `dvc pull {path}.dvc`)" if Path(f"{path}.dvc").exists() else ""
         raise ValueError(f"data.source {path} does not exist{hint}")
     return path
-
-
-def read_cifar(path: Path, spec: Cifar) -> tuple[np.ndarray, ...]:
-    """Read an official CIFAR archive in memory: (train_x, train_y, test_x, test_y, class names)."""
-    wanted = {f"{spec.folder}/{n}" for n in (*spec.train, spec.test, spec.meta)}
-    found = {}
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for m in tar:
-                if m.name in wanted and m.isfile():
-                    found[m.name] = pickle.loads(tar.extractfile(m).read(), encoding="bytes")
-    except (tarfile.TarError, EOFError, zlib.error, OSError, pickle.UnpicklingError) as e:
-        raise ValueError(f"{path} is not a readable CIFAR archive ({type(e).__name__}: {e})") from None
-    missing = sorted(wanted - set(found))
-    if missing:
-        raise ValueError(f"{path} is missing {', '.join(missing)}: not an official {spec.folder} archive")
-
-    def arrays(names):
-        try:
-            x = np.concatenate([np.asarray(found[f"{spec.folder}/{n}"][b"data"], np.uint8) for n in names])
-            y = np.concatenate([np.asarray(found[f"{spec.folder}/{n}"][spec.label_key], np.int64) for n in names])
-        except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"{path}: a batch file lacks the official fields ({e})") from None
-        return x.reshape(-1, 3, 32, 32), y
-
-    classes = [c.decode() for c in found[f"{spec.folder}/{spec.meta}"][spec.names_key]]
-    return (*arrays(spec.train), *arrays([spec.test]), classes)
-
-
-def _decode(item: tuple[str, bytes]) -> np.ndarray:
-    from PIL import Image
-
-    name, data = item
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for a bad file
-        raise ValueError(f"unreadable image {name} ({e})") from None
-
-
-def _imagefolder_files(path: Path) -> dict[str, bytes]:
-    """{relative path: bytes} of every image under train/ and test/, from a folder or a tar archive."""
-    files = {}
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                files[p.relative_to(path).as_posix()] = p.read_bytes()
-        return files
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for m in tar:
-                if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES:
-                    files[m.name.removeprefix("./")] = tar.extractfile(m).read()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise ValueError(f"{path} is not a readable archive ({type(e).__name__}: {e})") from None
-    return files
-
-
-def read_imagefolder(path: Path, expected_md5: str | None) -> Raw:
-    """train/<class>/* and test/<class>/*, all of one size. The checksum is of the content: md5 over the
-    sorted relative paths and bytes, so a folder and its archive share it."""
-    files = _imagefolder_files(path)
-    h = hashlib.md5()
-    for name in sorted(files):
-        h.update(name.encode() + b"\0" + files[name])
-    md5 = h.hexdigest()
-    if expected_md5 is not None and md5 != expected_md5.lower():
-        raise ValueError(f"checksum mismatch for {path}: expected content md5 {expected_md5}, got {md5}")
-    if path.is_dir():  # empty class folders hold no files, so look at the folders themselves
-        for split in ("train", "test"):
-            for d in sorted((path / split).glob("*")) if (path / split).is_dir() else []:
-                if d.is_dir() and not any(f.startswith(f"{split}/{d.name}/") for f in files):
-                    raise ValueError(f"class folder {path / split / d.name} holds no images")
-    by_split: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
-    for name in sorted(files):
-        parts = name.split("/")
-        if len(parts) != 3 or parts[0] not in by_split:
-            raise ValueError(f"{path}: {name} is not in the train/<class>/<image> or test/<class>/<image> layout")
-        by_split[parts[0]].append((parts[1], name))
-    classes = sorted({c for c, _ in by_split["train"]})
-    test_classes = sorted({c for c, _ in by_split["test"]})
-    if not classes:
-        raise ValueError(f"{path} holds no training images under train/<class>/")
-    if test_classes != classes:
-        raise ValueError(f"{path}: test classes {test_classes} differ from train classes {classes}")
-    names = [n for s in ("train", "test") for _, n in by_split[s]]
-    with ProcessPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(_decode, ((n, files[n]) for n in names), chunksize=2048))
-    sizes = Counter(im.shape for im in images)
-    if len(sizes) > 1:
-        odd = next(n for n, im in zip(names, images) if im.shape != sizes.most_common(1)[0][0])
-        raise ValueError(f"{path}: images differ in size ({', '.join(map(str, sizes))}), e.g. {odd}")
-    x = np.stack(images).transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-    y = np.array([classes.index(c) for s in ("train", "test") for c, _ in by_split[s]], np.int64)
-    k = len(by_split["train"])
-    return Raw(x[:k], y[:k], x[k:], y[k:], classes, md5, flip=True, pad=max(1, x.shape[-1] // 8))
-
-
-def read_digits() -> Raw:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = np.rint(d.images * (255 / 16)).astype(np.uint8)[:, None]  # (1797, 1, 8, 8), 0..16 -> 0..255
-    y = d.target.astype(np.int64)
-    k = len(y) - DIGITS_TEST
-    md5 = hashlib.md5(x.tobytes() + y.tobytes()).hexdigest()
-    return Raw(x[:k], y[:k], x[k:], y[k:], [str(c) for c in range(10)], md5, flip=False, pad=1)
 
 
 def read(cfg: Data, raw_dir: Path = Path("data/raw")) -> Raw:
@@ -236,7 +81,7 @@ def read(cfg: Data, raw_dir: Path = Path("data/raw")) -> Raw:
         return read_digits()
     path = resolve_source(cfg, raw_dir)
     if cfg.name == "imagefolder":
-        return read_imagefolder(path, cfg.md5)
+        return read_imagefolder(path, cfg.md5, cfg.max_image_pixels, cfg.max_total_pixels)
     spec = CIFAR[cfg.name]
     if path.is_dir():
         raise ValueError(f"data.source {path} is a folder; {cfg.name} reads the official .tar.gz archive")
@@ -271,7 +116,10 @@ def _compact_lists(text: str) -> str:
 
 
 def prepare(cfg: Data, out: str | os.PathLike, raw_dir: Path = Path("data/raw")) -> dict:
-    """Write out/images.npz and out/meta.json for `cfg`, replacing a previous `out` only once complete."""
+    """Write out/images.npz and out/meta.json for `cfg`, replacing a previous `out` only once complete.
+    What a killed prepare left beside `out` is restored or removed first, and said."""
+    for message in recover_dir(Path(out)):
+        print(f"bench prepare: {message}", flush=True)
     raw = read(cfg, raw_dir)
     train_idx, val_idx = split_val(len(raw.train_y), cfg.val_size)
     mean, std = channel_stats(raw.train_x[train_idx])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.prepare import CIFAR, file_md5
+from bench.readers import CIFAR, file_md5
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

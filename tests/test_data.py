@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import config, prepare
+from bench import config, prepare, readers
 from bench.data import DeviceLoader, Split, augment, load_prepared, local_batch_size
 from helpers import DIGITS, PARAMS
 
@@ -84,7 +84,7 @@ def test_digits_dataset_is_real_and_pinned(digits_dir, tmp_path):
     cfg = config.load(PARAMS, DIGITS).data
     d = load_prepared(digits_dir, cfg)
     assert d.train.x.dtype == torch.uint8 and d.shape == (1, 8, 8) and len(d.classes) == 10
-    assert len(d.train.y) + len(d.val.y) == 1797 - prepare.DIGITS_TEST and len(d.test.y) == prepare.DIGITS_TEST
+    assert len(d.train.y) + len(d.val.y) == 1797 - readers.DIGITS_TEST and len(d.test.y) == readers.DIGITS_TEST
     assert len(d.val.y) == cfg.val_size
     again = load_prepared(prepare.prepare(cfg, tmp_path / "again") and tmp_path / "again", cfg)
     assert torch.equal(again.val.y, d.val.y) and torch.equal(again.train.x, d.train.x)  # pinned split

@@ -39,5 +39,5 @@ def test_local_remote_push_then_pull(repo, tmp_path):
     archive.unlink()
     shutil.rmtree(repo / ".dvc/cache")
     run("dvc pull -q data/raw/cifar-10-python.tar.gz.dvc", repo)
-    from bench.prepare import file_md5
+    from bench.readers import file_md5
     assert file_md5(archive) == md5
