@@ -212,7 +212,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ValueError(f"unknown key {section} in override {item!r}; valid sections: {', '.join(raw)}")
         if name not in raw[section]:
             raise ValueError(f"unknown key {key} in override {item!r}; valid keys: {', '.join(raw[section])}")
-        raw[section][name] = value if _is_text(section, name) and value not in ("null", "~") else yaml.safe_load(value)
+        try:
+            raw[section][name] = value if _is_text(section, name) and value not in ("null", "~") else yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: {value!r} is not a YAML value ({str(e).splitlines()[0]})") from None
     return raw
 
 

@@ -6,6 +6,7 @@ padding, horizontal flip where the dataset suits it), as in airbench; no DataLoa
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +50,23 @@ def load_prepared(path: str | Path, cfg: Data) -> Dataset:
     path = Path(path)
     if not (path / "meta.json").exists():
         raise ValueError(f"no prepared data at {path}: run `bench prepare --out {path}` (or `dvc repro prepare`)")
-    meta = json.loads((path / "meta.json").read_text())
-    stale = [f"data.{k}={getattr(cfg, k)!r} but prepared {meta[k]!r}" for k in ("name", "source", "val_size")
-             if getattr(cfg, k) != meta[k]]
+    rerun = "rerun `bench prepare` or `dvc repro prepare`"
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        stale = [f"data.{k}={getattr(cfg, k)!r} but prepared {meta[k]!r}" for k in ("name", "source", "val_size")
+                 if getattr(cfg, k) != meta[k]]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path / 'meta.json'} is not what bench prepare writes ({type(e).__name__}: {e}); "
+                         f"{rerun}") from None
     if cfg.md5 is not None and cfg.md5.lower() != meta["md5"]:
         stale.append(f"data.md5={cfg.md5!r} but prepared {meta['md5']!r}")
     if stale:
-        raise ValueError(f"prepared data at {path} is stale ({'; '.join(stale)}): rerun `bench prepare` or `dvc repro`")
-    with np.load(path / "images.npz") as z:
-        arrays = {k: torch.from_numpy(z[k]) for k in z.files}
+        raise ValueError(f"prepared data at {path} is stale ({'; '.join(stale)}): {rerun}")
+    try:
+        with np.load(path / "images.npz") as z:
+            arrays = {k: torch.from_numpy(z[k]) for k in ("train_x", "train_y", "test_x", "test_y")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path / 'images.npz'} cannot be read ({type(e).__name__}: {e}); {rerun}") from None
     val = torch.zeros(len(arrays["train_y"]), dtype=torch.bool)
     val[meta["val_indices"]] = True
     return Dataset(

@@ -30,8 +30,10 @@ def progress_line(params: Params, cell: Cell, runs: Path) -> str | None:
     k = grid.index(cell)
     done: dict[int, list[float]] = {}
     for c in grid[:k]:
-        if (path := record.path(runs, c)).exists():
-            done.setdefault(c.depth, []).append(json.loads(path.read_text())[record.WALL_TIME])
+        try:
+            done.setdefault(c.depth, []).append(json.loads(record.path(runs, c).read_text())[record.WALL_TIME])
+        except (OSError, ValueError, KeyError, TypeError):  # not finished, or unreadable: no estimate from it
+            continue
     left = ""
     if done:
         per_layer = sum(map(sum, done.values())) / sum(d * len(t) for d, t in done.items())

@@ -9,13 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from bench import record
 from bench.config import Params
-from bench.files import write_json, write_text
+from bench.files import recover_dir, replace_dir, temporary, write_json, write_text
 from bench.grid import cells
 from bench.models import VARIANTS
 from bench.plots import STYLE, save
@@ -33,7 +35,12 @@ def read(runs: Path, cell: Cell) -> dict:
     path = record.path(runs, cell)
     if not path.exists():
         raise ValueError(f"no results for cell {cell.name}: {path} is missing (run `dvc repro`)")
-    m = json.loads(path.read_text())
+    try:
+        m = json.loads(path.read_text())
+        m[TEST_ERROR], m[TRAIN_ERROR]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a cell's metrics.json ({type(e).__name__}: {e}); rerun the cell "
+                         f"(dvc repro train@{cell.name})") from None
     return {**m, GAP: m[TEST_ERROR] - m[TRAIN_ERROR] if None not in (m[TEST_ERROR], m[TRAIN_ERROR]) else None}
 
 
@@ -180,12 +187,28 @@ def environment_section(runs: Path, results: list[dict]) -> str:
 
 def report(params: Params, runs: str | Path, out: str | Path, lr_summary: str | Path | None = None,
            toy_dir: str | Path | None = None) -> dict:
-    runs, out = Path(runs), Path(out)
+    """Write the report into `out`: built whole in a folder beside it, then each of its outputs swapped in
+    (metrics.json last); what a killed report left is removed first. Other files in `out` (the toy's) stay."""
+    runs, final = Path(runs), Path(out)
     results = collect(params, runs)  # every cell must exist before anything is written
+    for message in recover_dir(final):
+        print(f"bench report: {message}", flush=True)
+    out = temporary(final)
+    try:
+        summary = _write(params, runs, out, results, lr_summary, toy_dir)
+        final.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(out.iterdir(), key=lambda p: p.name == "metrics.json"):
+            replace_dir(entry, final / entry.name) if entry.is_dir() else os.replace(entry, final / entry.name)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return summary
+
+
+def _write(params: Params, runs: Path, out: Path, results: list[dict], lr_summary, toy_dir) -> dict:
     agg = aggregate(results)
     variants, depths = list(params.grid.variants), sorted(set(params.grid.depths))
     figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True)
     plot_convergence(results, runs, figures / "convergence.png")
     plot_vs_depth(agg, variants, depths, [(TRAIN_ERROR, "final training error (%)"),
                                           (TEST_ERROR, "final test error (%)")],

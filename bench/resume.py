@@ -82,8 +82,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic(path, "wb") as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic(path, "wb") as f:
+                torch.save(checkpoint, f)
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its zip writer
+            raise OSError(f"cannot write the checkpoint {path} ({e}); the previous one, if any, is intact") from None
 
 
 @rank_zero_only
