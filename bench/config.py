@@ -254,8 +254,10 @@ def _read_yaml(path: Path) -> dict:
         raise ValueError(f"params file {path} not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"params file {path} cannot be read ({type(e).__name__}: {e})") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: what, and where
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{path} is not valid YAML: {getattr(e, 'problem', None) or e}{where}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of sections (grid, data, ...), got {raw!r}")
     return raw

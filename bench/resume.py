@@ -85,8 +85,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             with atomic(path, "wb") as f:
                 torch.save(checkpoint, f)
-        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its zip writer
-            raise OSError(f"cannot write the checkpoint {path} ({e}); the previous one, if any, is intact") from None
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError, the OSError within
+            cause = e
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            raise OSError(f"cannot write the checkpoint {path} ({cause or e}); the previous one, if any, "
+                          f"is intact") from None
 
 
 @rank_zero_only

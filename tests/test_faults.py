@@ -1,0 +1,407 @@
+"""Bad input and faults: each is refused with exit 2 and a message that names it, before any work, and
+whatever was complete before is still there, byte for byte. Then the faults a run meets midway: a full
+or read-only disk, a checkpoint that is not the run's, a crash and a resume, a killed prepare or report."""
+import io
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archives import random_cifar, write_imagefolder
+from bench import callbacks, config, files, prepare, readers, resume, tracking
+from bench.record import Cell
+from bench.train import train
+from helpers import DIGITS, PARAMS, QUICK
+
+CELL = ["--variant", "plain", "--depth", "8", "--seed", "0"]
+SENTINEL = Path("/tmp/bench-pickle-payload-ran")
+
+
+class Payload:
+    def __reduce__(self):
+        return os.system, (f"touch {SENTINEL}",)
+
+
+def cifar_members(batch=None, meta=None) -> dict[str, bytes]:
+    """An official-layout CIFAR-10 archive's members, one batch or the meta file replaced."""
+    rng = np.random.default_rng(0)
+    good = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 20))}
+    spec = readers.CIFAR["cifar10"]
+    members = {n: pickle.dumps(good) for n in (*spec.train, spec.test)}
+    members[spec.meta] = pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]})
+    if batch is not None:
+        members[spec.train[0]] = batch
+    if meta is not None:
+        members[spec.meta] = meta
+    return {f"{spec.folder}/{n}": data for n, data in members.items()}
+
+
+def write_tar(path: Path, members: dict[str, bytes], links: dict[str, tuple[str, bytes]] = (), dirs=()) -> Path:
+    """A tar.gz of `members` (name: bytes), plus links (name: (target, tar type)) and empty folders."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name in dirs:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, (target, kind) in dict(links).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+    return path
+
+
+def imagefolder_tar(ws: Path, extra: dict = (), links=(), dirs=()) -> Path:
+    root = write_imagefolder(ws / "if-src", classes=("cat", "dog"), per_class=(4, 2))
+    members = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+    return write_tar(ws / "images.tar.gz", {**members, **dict(extra)}, links, dirs)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, digits_dir):
+    """A finished cell (20 steps) and its prepared data, made once; each test works on a copy."""
+    ws = tmp_path_factory.mktemp("finished")
+    p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=20"])
+    train(p, Cell("plain", 8, 0), ws / "runs/plain-8-0", digits_dir, progress=False)
+    shutil.copytree(digits_dir, ws / "data")
+    return ws
+
+
+@pytest.fixture
+def ws(tmp_path, finished):
+    shutil.copytree(finished, tmp_path / "ws")
+    return tmp_path / "ws"
+
+
+def snapshot(ws: Path) -> dict:
+    """Every file under the workspace with its bytes (the lock file excepted: it says who ran last)."""
+    return {p.relative_to(ws).as_posix(): p.read_bytes() for p in sorted(ws.rglob("*"))
+            if p.is_file() and p.name != files.LOCK}
+
+
+def train_args(ws, *overrides):
+    return ["train", *CELL, "--out", ws / "runs/plain-8-0", "--data", ws / "data", *QUICK, "train.max_steps=20",
+            *overrides]
+
+
+def prepare_args(ws, *overrides):
+    return ["prepare", "--out", ws / "data", "--raw", ws / "raw", *overrides]
+
+
+def cifar_args(ws, members, *overrides):
+    path = write_tar(ws / "bad-cifar.tar.gz", members)
+    return prepare_args(ws, "data.name=cifar10", f"data.source={path}", f"data.md5={readers.file_md5(path)}",
+                        "data.val_size=2", *overrides)
+
+
+def dup_params(ws):
+    path = ws / "dup.yaml"
+    path.write_text(PARAMS.read_text() + "\ntrain:\n  lr: 0.2\n")
+    return train_args(ws, "--params", path)
+
+
+def corrupt(path: Path, text: str = "{not json"):
+    path.write_text(text)
+    return path
+
+
+# (id, the command's arguments from the workspace, a fragment of the message). Every row: exit 2, and the
+# workspace (the finished cell, the prepared data, the inputs) byte for byte as it was.
+BAD_INPUTS = [
+    # the cell
+    ("unknown variant", lambda ws: train_args(ws, "--variant", "resnet"), "unknown variant 'resnet'"),
+    ("depth not 6n+2", lambda ws: train_args(ws, "--depth", "21"), "depth 21 is not 6n+2"),
+    ("unknown shortcut", lambda ws: train_args(ws, "model.shortcut=option_c"), "unknown shortcut 'option_c'"),
+    # params: names, types, ranges
+    ("unknown key", lambda ws: train_args(ws, "train.lrr=0.1"), "unknown key train.lrr"),
+    ("malformed override", lambda ws: train_args(ws, "grid.depths=[20,"), "is not a YAML value"),
+    ("text for a number", lambda ws: train_args(ws, "train.lr=fast"), "train.lr: expected float"),
+    ("duplicate key", dup_params, "duplicate key 'train'"),
+    ("missing params file", lambda ws: train_args(ws, "--params", ws / "nope.yaml"), "not found"),
+    ("batch 0", lambda ws: train_args(ws, "train.batch_size=0"), "train.batch_size=0 must be at least 1"),
+    ("batch -4", lambda ws: train_args(ws, "train.batch_size=-4"), "train.batch_size=-4 must be at least 1"),
+    ("batch over the images", lambda ws: train_args(ws, "train.batch_size=5000"), "exceeds the 1293 training"),
+    ("max_steps 0", lambda ws: train_args(ws, "train.max_steps=0"), "train.max_steps=0 must be at least 1"),
+    ("max_steps -5", lambda ws: train_args(ws, "train.max_steps=-5"), "train.max_steps=-5 must be at least 1"),
+    ("lr -0.1", lambda ws: train_args(ws, "train.lr=-0.1"), "train.lr=-0.1 must be above 0"),
+    ("lr nan", lambda ws: train_args(ws, "train.lr=.nan"), "train.lr=nan must be a finite number"),
+    ("lr inf", lambda ws: train_args(ws, "train.lr=.inf"), "train.lr=inf must be a finite number"),
+    ("momentum 1", lambda ws: train_args(ws, "train.momentum=1"), "must be at least 0 and below 1"),
+    ("log every 0", lambda ws: train_args(ws, "trainer.log_every_n_steps=0"), "log_every_n_steps=0 must be at least 1"),
+    ("probe of 0", lambda ws: train_args(ws, "diagnostics.probe_size=0"), "probe_size=0 must be at least 2"),
+    ("devices 0", lambda ws: train_args(ws, "trainer.devices=0"), "trainer.devices=0 must be a count"),
+    ("empty grid", lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report", "grid.depths=[]"],
+     "grid.depths is empty"),
+    ("speed.compile", lambda ws: train_args(ws, "speed.compile=fast"), "speed.compile='fast' is not"),
+    ("wandb.mode", lambda ws: train_args(ws, "wandb.mode=cloud"), "unknown wandb.mode 'cloud'"),
+    # Lightning's flags, checked before the cell's checkpoint is looked at
+    ("precision typo", lambda ws: train_args(ws, "trainer.precision=bogus"), "Precision 'bogus' is invalid"),
+    ("no GPU", lambda ws: train_args(ws, "trainer.accelerator=gpu"), "Lightning cannot run trainer.accelerator=gpu"),
+    ("strategy typo", lambda ws: train_args(ws, "trainer.strategy=bogus"), "invalid strategy name"),
+    ("batch not dividing", lambda ws: train_args(ws, "train.batch_size=127", "trainer.devices=2",
+                                                  "trainer.strategy=ddp"), "does not divide across 2 processes"),
+    # files
+    ("stale data", lambda ws: train_args(ws, "data.val_size=100"), "is stale"),
+    ("no prepared data", lambda ws: train_args(ws, "--data", ws / "nothing"), "no prepared data at"),
+    ("--out is a file", lambda ws: train_args(ws, "--out", ws / "runs/plain-8-0/metrics.json"), "is a file"),
+    ("meta.json invalid", lambda ws: train_args(ws, "--data", shutil.copytree(ws / "data", ws / "d2")) if corrupt(
+        ws / "data/meta.json") else None, "meta.json is not what bench prepare writes"),
+    ("images.npz truncated", lambda ws: train_args(ws) if corrupt(ws / "data/images.npz", "PK") else None,
+     "images.npz cannot be read"),
+    ("history.csv invalid on resume", lambda ws: train_args(ws) if corrupt(
+        ws / "runs/plain-8-0/history.csv", "epoch,step\nx,y\n") else None, "history.csv cannot be read to resume"),
+    ("metrics.json invalid", lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report", *DIGITS,
+                                         "grid.variants=[plain]", "grid.depths=[8]", "grid.seeds=[0]"]
+     if corrupt(ws / "runs/plain-8-0/metrics.json") else None, "is not a cell's metrics.json"),
+    ("a cell missing", lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report"], "no results for cell"),
+    # archives
+    ("wrong md5", lambda ws: prepare_args(ws, "data.name=cifar10", f"data.source={ws / 'c.tar.gz'}",
+                                          "data.md5=" + "a" * 32) if random_cifar(ws / "c.tar.gz") else None,
+     "checksum mismatch"),
+    ("pickle payload", lambda ws: cifar_args(ws, cifar_members(batch=pickle.dumps({b"data": Payload()}))),
+     "refusing posix.system"),
+    ("pickle naming a missing module", lambda ws: cifar_args(ws, cifar_members(
+        batch=b"cnosuch\nthing\n.")),  # protocol 0: the global nosuch.thing
+     "refusing nosuch.thing"),
+    ("labels out of range", lambda ws: cifar_args(ws, cifar_members(batch=pickle.dumps(
+        {b"data": np.zeros((20, 3072), np.uint8), b"labels": [12] * 20}))), "..12 for 10 classes"),
+    ("fewer labels than images", lambda ws: cifar_args(ws, cifar_members(batch=pickle.dumps(
+        {b"data": np.zeros((20, 3072), np.uint8), b"labels": [1] * 19}))), "the official layout is (N, 3072) and (N,)"),
+    ("meta without names", lambda ws: cifar_args(ws, cifar_members(meta=pickle.dumps({b"other": []}))),
+     "lacks its class names"),
+    ("symlink in a tar", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
+                                                 f"data.source={imagefolder_tar(ws, links={'train/cat/x.png': ('/etc/passwd', tarfile.SYMTYPE)})}"),
+     "is a symbolic link"),
+    ("'..' class in a tar", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
+                                                    f"data.source={imagefolder_tar(ws, extra={'train/../x.png': b'x'})}"),
+     "is not in the train/<class>/<image>"),
+    ("empty class in a tar", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
+                                                     f"data.source={imagefolder_tar(ws, dirs=['train/bird'])}"),
+     "train/bird holds no images"),
+    ("image over the pixel budget", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
+                                                            f"data.source={imagefolder_tar(ws)}",
+                                                            "data.max_image_pixels=100"),
+     "is 12 x 12 pixels, over data.max_image_pixels=100"),
+    ("dataset over the pixel budget", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
+                                                              f"data.source={imagefolder_tar(ws)}",
+                                                              "data.max_total_pixels=1000"),
+     "over data.max_total_pixels=1000"),
+]
+
+
+@pytest.mark.parametrize("name, args, message", BAD_INPUTS, ids=[r[0] for r in BAD_INPUTS])
+def test_bad_input_exits_2_naming_it_and_changes_nothing(cli, ws, name, args, message):
+    argv = args(ws)  # builds the row's inputs in the workspace
+    before = snapshot(ws)
+    code, _, err = cli(*argv)
+    assert code == 2, err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err  # one line
+    assert snapshot(ws) == before
+    assert not SENTINEL.exists()  # no pickled payload ran
+
+
+def test_a_symlink_in_an_imagefolder_folder_is_refused_as_in_its_tar(tmp_path):
+    root = write_imagefolder(tmp_path / "images")
+    (root / "train/cat/link.png").symlink_to(root / "train/cat/000.png")
+    cfg = config.load(PARAMS, ["data.name=imagefolder", f"data.source={root}", "data.val_size=1"]).data
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        prepare.prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hard_link_in_a_tar_reads_like_the_file_in_the_folder(tmp_path):
+    root = write_imagefolder(tmp_path / "images", classes=("cat", "dog"), per_class=(3, 1))
+    shutil.copy(root / "train/cat/000.png", root / "train/dog/copy.png")  # in the folder: a plain file
+    members = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))
+               if p.name != "copy.png"}
+    archive = write_tar(tmp_path / "images.tar.gz", members, {"train/dog/copy.png": ("train/cat/000.png", tarfile.LNKTYPE)})
+    cfg = lambda src: config.load(PARAMS, ["data.name=imagefolder", f"data.source={src}", "data.val_size=1"]).data  # noqa: E731
+    assert prepare.prepare(cfg(root), tmp_path / "a")["md5"] == prepare.prepare(cfg(archive), tmp_path / "b")["md5"]
+
+
+def test_a_checkpoint_of_other_params_is_set_aside_never_deleted(cli, ws):
+    cell = ws / "runs/plain-8-0"
+    first = (cell / "last.ckpt").read_bytes()
+    assert cli(*train_args(ws, "train.lr=0.02"))[0] == 0  # other params: the finished checkpoint is not resumed
+    second = (cell / "last.ckpt").read_bytes()
+    assert cli(*train_args(ws, "train.lr=0.03"))[0] == 0
+    assert (cell / "last.other-run-1.ckpt").read_bytes() == first  # both kept, none overwritten
+    assert (cell / "last.other-run-2.ckpt").read_bytes() == second
+
+
+def test_unreadable_checkpoints_are_set_aside_one_by_one(tmp_path):
+    for n in (1, 2):
+        (tmp_path / "last.ckpt").write_bytes(b"not a checkpoint %d" % n)
+        path, message = resume.checkpoint_to_resume(tmp_path, "key")
+        assert path is None and f"last.unreadable-{n}.ckpt" in message
+    assert (tmp_path / "last.unreadable-1.ckpt").read_bytes() == b"not a checkpoint 1"
+    assert (tmp_path / "last.unreadable-2.ckpt").read_bytes() == b"not a checkpoint 2"
+
+
+def test_no_slurm_resume_is_claimed_outside_slurm(tmp_path, monkeypatch):
+    for k in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(k)
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")  # Lightning resumes these only under SLURM
+    assert resume.checkpoint_to_resume(tmp_path, "key") == (None, None)
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(cli, ws):
+    before = snapshot(ws)
+    with files.locked(ws / "runs/plain-8-0"):
+        code, _, err = cli(*train_args(ws, "train.lr=0.02"))
+    assert code == 2 and f"in use by process {os.getpid()}" in err
+    assert snapshot(ws) == before
+
+
+def test_history_steps_after_a_resume_are_those_of_an_uninterrupted_run(tmp_path, digits_dir, monkeypatch):
+    p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=60"])
+    whole = train(p, Cell("plain", 8, 0), tmp_path / "whole", digits_dir, progress=False)
+    end_of_epoch = callbacks.Divergence.on_train_epoch_end
+
+    def crash_at_epoch_2(self, trainer, module):
+        end_of_epoch(self, trainer, module)
+        if trainer.current_epoch == 2:
+            raise RuntimeError("crash")
+
+    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", crash_at_epoch_2)
+    with pytest.raises(RuntimeError, match="crash"):
+        train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir, progress=False)
+    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", end_of_epoch)
+    resumed = train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir, progress=False)
+    steps = [(tmp_path / d / "history.csv").read_text().splitlines() for d in ("whole", "crashed")]
+    assert [r.split(",")[1] for r in steps[1]] == [r.split(",")[1] for r in steps[0]] == \
+        ["step", "10", "20", "30", "40", "50", "60"]
+    assert resumed["steps"] == whole["steps"] == 60
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.2 MB tmpfs: room for one checkpoint of plain-8 and its temporary copy, not much more (root only)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_exits_2_and_keeps_the_last_checkpoint(cli, ws, small_disk):
+    cell = small_disk / "plain-8-0"
+    shutil.copytree(ws / "runs/plain-8-0", cell)
+    before = (cell / "last.ckpt").read_bytes()
+    (small_disk / "fill").write_bytes(b"\0" * (1200 * 1024 - sum(p.stat().st_size for p in cell.iterdir()) - 300_000))
+    code, _, err = cli(*train_args(ws, "--out", cell, "train.max_steps=40"))  # resumes, then the disk fills up
+    assert code == 2 and "No space left on device" in err, err
+    kept = sorted(cell.glob("*.ckpt"))
+    assert [k.read_bytes() == before for k in kept].count(True) == 1  # the finished checkpoint, intact
+    assert not list(cell.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_read_only_disk_exits_2_and_changes_nothing(cli, ws, small_disk):
+    shutil.copytree(ws / "runs/plain-8-0", small_disk / "plain-8-0")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    before = snapshot(small_disk)
+    code, _, err = cli(*train_args(ws, "--out", small_disk / "plain-8-0", "train.lr=0.02"))
+    assert code == 2 and "Read-only file system" in err, err
+    assert snapshot(small_disk) == before
+
+
+def test_what_a_killed_prepare_left_is_restored_or_removed(ws, capsys):
+    data, old, tmp = ws / "data", ws / ".data.424242.old", ws / ".data.424242.tmp"
+    os.replace(data, old)  # killed between its two renames: no data/, the previous copy set aside
+    tmp.mkdir()  # and an unfinished copy
+    cfg = config.load(PARAMS, [*DIGITS, "data.val_size=5000"]).data  # a prepare that is then refused
+    with pytest.raises(ValueError, match="data.val_size=5000"):
+        prepare.prepare(cfg, data)
+    said = capsys.readouterr().out
+    assert "restored" in said and ".data.424242.tmp" in said
+    assert (data / "meta.json").exists() and not old.exists() and not tmp.exists()
+
+
+def test_decoding_workers_end_with_a_killed_prepare(tmp_path):
+    script = ("from concurrent.futures import ProcessPoolExecutor\nimport os, time\nfrom bench import readers\n"
+              "pool = ProcessPoolExecutor(2, initializer=readers._die_with_parent)\n"
+              "print(*pool.map(os.getpid, [None] * 0) or [], flush=True)\n"
+              "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+              "print(' '.join(map(str, pids)), flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert pids
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() and "Z" not in
+                                         Path(f"/proc/{p}/stat").read_text().split()[2] for p in pids):
+        time.sleep(0.05)
+    assert not [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+
+
+def test_a_download_is_cached_only_once_its_checksum_matches(tmp_path):
+    class HTML(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html>a login page, not an archive</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), HTML)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz"
+    cfg = config.load(PARAMS, ["data.name=cifar10", f"data.source={url}", "data.val_size=2"]).data
+    try:
+        for _ in range(2):  # the same clear error each time: nothing bad was kept
+            with pytest.raises(ValueError, match="checksum mismatch"):
+                prepare.prepare(cfg, tmp_path / "out", tmp_path / "raw")
+            assert list((tmp_path / "raw").iterdir()) == []
+    finally:
+        server.shutdown()
+
+
+def test_what_a_killed_report_left_is_removed(ws, capsys):
+    from bench.report import report
+
+    (ws / ".report.424242.tmp").mkdir()
+    p = config.load(PARAMS, [*DIGITS, "grid.variants=[plain]", "grid.depths=[8]", "grid.seeds=[0]"])
+    report(p, ws / "runs", ws / "report")
+    assert ".report.424242.tmp" in capsys.readouterr().out and not (ws / ".report.424242.tmp").exists()
+    assert (ws / "report/report.md").exists() and (ws / "report/metrics.json").exists()
+
+
+def test_the_environment_s_wandb_mode_wins_over_the_key(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert tracking.mode(config.load(PARAMS, ["wandb.mode=null"])) == "offline"
+
+
+@pytest.mark.integration
+def test_a_wandb_run_that_cannot_start_costs_no_result(cli, ws, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: refused at once
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "8")
+    monkeypatch.setenv("WANDB_DIR", str(ws / "wb"))
+    out = ws / "runs/online"
+    code, said, err = cli("train", *CELL, "--out", out, "--data", ws / "data", "--no-progress",
+                          "trainer.accelerator=cpu", *DIGITS, "train.max_steps=10", "wandb.mode=online")
+    assert code == 0, err
+    assert "W&B run could not start" in err and "test error" in said
+    assert (out / "metrics.json").exists()
