@@ -18,7 +18,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 from bench.config import Params, sections
-from bench.files import atomic
+from bench.files import atomic, write_text
 from bench.record import Cell
 
 # what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
@@ -101,5 +101,5 @@ def wandb_run_id(out: Path, resuming: bool) -> str:
         return path.read_text().strip()
     run_id = secrets.token_hex(4)
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(run_id + "\n")
+    write_text(path, run_id + "\n")
     return run_id
