@@ -204,6 +204,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("name, args, message", BAD_INPUTS, ids=[r[0] for r in BAD_INPUTS])
 def test_bad_input_exits_2_naming_it_and_changes_nothing(cli, ws, name, args, message):
+    SENTINEL.unlink(missing_ok=True)
     argv = args(ws)  # builds the row's inputs in the workspace
     before = snapshot(ws)
     code, _, err = cli(*argv)
