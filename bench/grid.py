@@ -31,9 +31,10 @@ def progress_line(params: Params, cell: Cell, runs: Path) -> str | None:
     done: dict[int, list[float]] = {}
     for c in grid[:k]:
         try:
-            done.setdefault(c.depth, []).append(json.loads(record.path(runs, c).read_text())[record.WALL_TIME])
+            seconds = float(json.loads(record.path(runs, c).read_text())[record.WALL_TIME])
         except (OSError, ValueError, KeyError, TypeError):  # not finished, or unreadable: no estimate from it
             continue
+        done.setdefault(c.depth, []).append(seconds)
     left = ""
     if done:
         per_layer = sum(map(sum, done.values())) / sum(d * len(t) for d, t in done.items())

@@ -184,3 +184,18 @@ def test_report_names_a_missing_cell(tmp_path):
     with pytest.raises(ValueError, match="no results for cell plain-20-0"):
         report(params, tmp_path / "runs", tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+def test_the_progress_line_estimates_from_finished_cells_only(tmp_path):
+    from bench.grid import progress_line
+    from bench.record import Cell
+
+    p = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[8]", "grid.seeds=[0, 1]"])
+    runs = tmp_path / "runs"
+    assert progress_line(p, Cell("residual_bn", 8, 0), runs) == "cell 3/4 residual_bn-8-0"  # nothing finished yet
+    (runs / "plain-8-1").mkdir(parents=True)
+    (runs / "plain-8-1/metrics.json").write_text("{half written")  # a cell of the grid running beside this one
+    assert progress_line(p, Cell("residual_bn", 8, 0), runs) == "cell 3/4 residual_bn-8-0"
+    (runs / "plain-8-0").mkdir()
+    (runs / "plain-8-0/metrics.json").write_text('{"wall_time_s": 30}')
+    assert progress_line(p, Cell("residual_bn", 8, 0), runs).endswith("about 1m00s of training left in the grid")
