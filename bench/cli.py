@@ -107,9 +107,18 @@ def cmd_toy(args, params) -> int:
     return 0
 
 
+def stage_params_only(args) -> None:
+    """grid and slurm run dvc.yaml's stages, which read params.yaml: another --params would train cells that
+    dvc.lock then records under params.yaml's values."""
+    if Path(args.params) != Path("params.yaml"):
+        raise ValueError(f"bench {args.command} runs dvc.yaml's train stage, which reads params.yaml, not "
+                         f"{args.params}: edit params.yaml, or run an experiment with `dvc exp run -S key=value`")
+
+
 def cmd_grid(args, params) -> int:
     from bench.launcher import launch
 
+    stage_params_only(args)
     if args.workers_per_gpu < 1:
         raise ValueError("--workers-per-gpu must be at least 1")
     results = launch(params, args.workers_per_gpu, args.gpus.split(",") if args.gpus else None, args.logs)
@@ -119,6 +128,7 @@ def cmd_grid(args, params) -> int:
 def cmd_slurm(args, params) -> int:
     from bench.slurm import write
 
+    stage_params_only(args)
     root = args.root or str(Path.cwd())
     paths = write(params, args.out, root, time=args.time, partition=args.partition, account=args.account,
                   cpus_per_gpu=args.cpus_per_gpu, max_parallel=args.max_parallel)

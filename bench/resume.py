@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from bench.config import Params, sections
 from bench.files import atomic, write_text
@@ -42,13 +43,28 @@ def run_key(params: Params, cell: Cell, data_md5: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@rank_zero_only
 def set_aside(path: Path, why: str) -> Path:
-    """Rename `path` to a free name that says why (last.ckpt -> last.WHY-1.ckpt, -2, ...); never delete or overwrite."""
+    """Rename `path` to a free name that says why (last.ckpt -> last.WHY-1.ckpt, -2, ...); never delete or
+    overwrite. A requeue checkpoint loses Lightning's "hpc_ckpt_" prefix, so that Lightning never picks it.
+    Rank 0 renames (None elsewhere); the other ranks, started together by srun, decide alike from what they
+    read, before or after the rename: neither resumes."""
+    stem = path.stem.replace("hpc_ckpt_", "hpc-ckpt-")
     n = 1
-    while (dest := path.with_name(f"{path.stem}.{why}-{n}{path.suffix}")).exists():
+    while (dest := path.with_name(f"{stem}.{why}-{n}{path.suffix}")).exists():
         n += 1
     path.rename(dest)
     return dest
+
+
+def _key(path: Path) -> str | None:
+    """The run key a checkpoint was written under; raises if it cannot be read."""
+    return torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {}).get("run_key")
+
+
+def requeue_checkpoints(out: Path) -> list[Path]:
+    """Lightning's SLURM requeue checkpoints in `out`, latest last."""
+    return sorted(out.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
 
 
 def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
@@ -57,8 +73,17 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
     A checkpoint that is not this run's is set aside under a name that says why, never deleted. It is
     loaded with weights_only=False: Lightning's checkpoints hold its loop and callback states, which
     the weights-only unpickler refuses; a cell's checkpoint is one this project wrote into its own folder."""
-    if SLURMEnvironment.detect() and any(out.glob("hpc_ckpt_*.ckpt")):  # Lightning picks its latest itself
-        return None, f"resuming from the SLURM requeue checkpoint in {out}"
+    if SLURMEnvironment.detect() and (requeue := requeue_checkpoints(out)):  # Lightning resumes the latest itself
+        try:
+            own = _key(requeue[-1]) == key
+        except Exception:
+            own = False
+        if own:
+            return None, f"resuming from the SLURM requeue checkpoint {requeue[-1]}"
+        for p in requeue:  # params, data or code changed while the job waited: start afresh
+            set_aside(p, "other-run")
+        rank_zero_info(f"set aside {', '.join(p.name for p in requeue)}: SLURM requeue checkpoints of other "
+                       f"params, data, cell or code; starting afresh")
     last = out / "last.ckpt"
     if not last.exists():
         return None, None
@@ -66,10 +91,10 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
     except Exception as e:  # a checkpoint that cannot be read cannot be resumed
         aside = set_aside(last, "unreadable")
-        return None, f"set aside {last} as {aside.name}: it cannot be read ({type(e).__name__}); starting afresh"
+        return None, f"set aside {last} as {aside and aside.name}: it cannot be read ({type(e).__name__}); starting afresh"
     if ckpt.get("hyper_parameters", {}).get("run_key") != key:  # a finished run of other params (DVC caches it)
         aside = set_aside(last, "other-run")
-        return None, (f"set aside {last} as {aside.name}: it belongs to other params, data, cell or code; "
+        return None, (f"set aside {last} as {aside and aside.name}: it belongs to other params, data, cell or code; "
                       f"starting afresh")
     return str(last), f"resuming from {last} at step {ckpt['global_step']}"
 

@@ -113,9 +113,11 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
         fit_metrics = dict(trainer.callback_metrics)
         last_row = history.rows[max(history.rows)] if history.rows else {}
 
-        # test: the final weights; the final test would repeat the last epoch's test/* in history.csv
+        # test: the final weights, saved as last.ckpt and named, so that under SLURM Lightning does not load
+        # its requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has test/* already
+        trainer.save_checkpoint(out / "last.ckpt")
         trainer.loggers = []
-        test_metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
+        test_metrics = trainer.test(module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False)[0]
         wall_time_s = time.perf_counter() - start  # fit and the final test
 
         # record

@@ -199,6 +199,9 @@ def test_lightning_detects_slurm_and_requeue_checkpoints_are_resumed(tmp_path, m
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     env = trainer._accelerator_connector.cluster_environment
     assert isinstance(env, SLURMEnvironment) and env.auto_requeue and SLURMEnvironment.job_id() == 4242
-    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")  # what Lightning saves on SIGUSR1 before requeueing
+    torch.save({"hyper_parameters": {"run_key": "any"}, "global_step": 5}, tmp_path / "hpc_ckpt_1.ckpt")  # on SIGUSR1
     path, message = checkpoint_to_resume(tmp_path, "any")
     assert path is None and "SLURM requeue checkpoint" in message  # None: Lightning picks hpc_ckpt_N itself
+    path, message = checkpoint_to_resume(tmp_path, "other params")  # changed while the job waited in the queue
+    assert (path, message) == (None, None) and not list(tmp_path.glob("hpc_ckpt_*"))
+    assert (tmp_path / "hpc-ckpt-1.other-run-1.ckpt").exists()  # set aside, under a name Lightning never picks
