@@ -101,7 +101,7 @@ def render(params: Params, root: str, out: str | Path = "slurm", time: str = "24
     )
     submit = (
         "#!/bin/bash\n# Submit the grid as a job array, then the commit job once every cell has succeeded.\n"
-        "set -euo pipefail\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\ncd " + shlex.quote(root) + "\n"
+        "set -euo pipefail\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\ncd " + shlex.quote(root) + "\nsource .venv/bin/activate\n"
         "dvc repro prepare  # on the login node: verifies and prepares the data once\n"
         "jid=$(sbatch --parsable \"$here/grid.sbatch\")\n"
         "sbatch --dependency=afterok:${jid} \"$here/commit.sbatch\"\n"
