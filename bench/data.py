@@ -115,7 +115,8 @@ class DeviceLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, mean, std, *, train: bool, pad=0, flip=False,
-                 seed=0, rank=0, world_size=1, epoch=lambda: 0, memory_format=torch.contiguous_format):
+                 seed=0, rank=0, world_size=1, epoch=lambda: 0, step=lambda: 0,
+                 memory_format=torch.contiguous_format):
         self.split, self.batch_size, self.train = split, batch_size, train
         self.memory_format = memory_format
         self.pad, self.flip, self.seed, self.rank, self.world_size = pad, flip, seed, rank, world_size
@@ -123,6 +124,7 @@ class DeviceLoader:
         self.mean = torch.tensor(mean, device=dev)  # on the device once, not per batch
         self.std = torch.tensor(std, device=dev)
         self.epoch = epoch  # () -> current epoch, so a resumed run continues the same permutations
+        self.step = step  # () -> optimizer steps taken, so a run resumed mid-epoch skips the batches done
 
     def _indices(self) -> torch.Tensor:
         n = len(self.split.y)
@@ -144,11 +146,16 @@ class DeviceLoader:
         # augmentation drawn from (seed, epoch, rank): ranks differ, and a run resumed at an epoch
         # boundary replays exactly what the uninterrupted run would have drawn
         g = torch.Generator(device).manual_seed((self.seed * 100_003 + self.epoch()) * 1_009 + self.rank)
-        for i in range(0, len(idx), self.batch_size):
+        # resumed mid-epoch (a SLURM requeue checkpoint): the batches this epoch already stepped on are drawn,
+        # keeping the augmentation's generator in step, and not served again
+        skip = max(0, self.step() - self.epoch() * len(self)) if self.train else 0
+        for n, i in enumerate(range(0, len(idx), self.batch_size)):
             j = idx[i : i + self.batch_size]
             x = self.split.x[j]
             if self.train:
                 x = augment(x, self.pad, self.flip, g)
+            if n < skip:
+                continue
             yield normalise(x, self.mean, self.std).contiguous(memory_format=self.memory_format), self.split.y[j]
 
 
@@ -173,18 +180,19 @@ class DataModule(L.LightningDataModule):
             self._on_device[name] = Split(s.x.to(device), s.y.to(device))
 
     def loader(self, split: Split, train: bool, batch_size: int, rank: int = 0, world_size: int = 1,
-               epoch=lambda: 0) -> DeviceLoader:
+               epoch=lambda: 0, step=lambda: 0) -> DeviceLoader:
         """A DeviceLoader over `split` (on its device) with this data's augmentation, statistics and memory format."""
         d = self.dataset
         return DeviceLoader(
             split, batch_size if train else self.eval_batch_size, d.mean, d.std, train=train,
             pad=d.pad if self.augment else 0, flip=d.flip and self.augment, seed=self.seed,
-            rank=rank, world_size=world_size, epoch=epoch, memory_format=self.memory_format,
+            rank=rank, world_size=world_size, epoch=epoch, step=step, memory_format=self.memory_format,
         )
 
     def _loader(self, name: str, train: bool) -> DeviceLoader:
         return self.loader(self._on_device[name], train, self.batch_size, self.trainer.global_rank,
-                           self.trainer.world_size, epoch=lambda: self.trainer.current_epoch)
+                           self.trainer.world_size, epoch=lambda: self.trainer.current_epoch,
+                           step=lambda: self.trainer.global_step)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # made on the device already: skip Lightning's walk over the batch each step

@@ -85,3 +85,27 @@ def test_a_requeued_cell_records_its_final_weights_not_the_requeue_checkpoint(tm
     for k in ("test/error", "test/loss", "train/loss"):  # the final weights' results, as uninterrupted
         assert requeued[k] == pytest.approx(whole[k], rel=1e-6), k
     assert json.loads((cell / "metrics.json").read_text())["test/error"] == requeued["test/error"]
+
+
+def test_a_cell_requeued_mid_epoch_ends_like_an_uninterrupted_run(tmp_path, digits_dir, monkeypatch):
+    """Lightning saves its requeue checkpoint on SIGUSR1, mid-epoch: the resumed run skips the batches done."""
+    p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40",
+                             "trainer.deterministic=true"])
+    whole = train(p, Cell("residual_bn", 8, 0), tmp_path / "whole", digits_dir, progress=False)
+    cell = tmp_path / "requeued"
+    batch_end = callbacks.Divergence.on_train_batch_end
+
+    def preempted_at_step_15(self, trainer, module, outputs, batch, batch_idx):
+        batch_end(self, trainer, module, outputs, batch, batch_idx)
+        if trainer.global_step == 15:  # in the middle of the second epoch (10 steps each)
+            trainer.save_checkpoint(cell / "hpc_ckpt_1.ckpt")
+            raise RuntimeError("preempted")
+
+    monkeypatch.setattr(callbacks.Divergence, "on_train_batch_end", preempted_at_step_15)
+    with pytest.raises(RuntimeError, match="preempted"):
+        train(p, Cell("residual_bn", 8, 0), cell, digits_dir, progress=False)
+    monkeypatch.setattr(callbacks.Divergence, "on_train_batch_end", batch_end)
+    fake_slurm(monkeypatch)
+    requeued = train(p, Cell("residual_bn", 8, 0), cell, digits_dir, progress=False)
+    for k in ("steps", "test/error", "test/loss", "train/loss", "val/loss", "end/shattering"):
+        assert requeued[k] == pytest.approx(whole[k], rel=1e-6), k
