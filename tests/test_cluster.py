@@ -53,3 +53,101 @@ def test_the_grid_as_a_job_array_then_its_commit_job(cluster, repo):
     status = run("dvc status --json", repo).stdout
     assert "train@" not in status and json.loads(status or "{}") == {}  # every stage recorded, nothing to run
     assert (repo / "report/report.md").exists()
+
+
+def checkpoint_step(path) -> int:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+    except Exception:  # not there yet
+        return -1
+
+
+def preempt(cluster, repo, job: str, cell: str, after_step: int = 30) -> None:
+    """SIGUSR1 to the job's steps once the cell has a checkpoint at `after_step`, as SLURM sends it before the
+    time limit: Lightning saves its requeue checkpoint and requeues the job. Returns once it waits in the queue."""
+    folder = repo / "runs" / cell
+    deadline = time.time() + 300
+    while checkpoint_step(folder / "last.ckpt") < after_step:
+        assert time.time() < deadline and cluster.state(job) in ("PENDING", "RUNNING", "CONFIGURING"), cluster.logs()
+        time.sleep(0.2)
+    assert cluster.state(job) == "RUNNING", "the cell ended before it could be preempted: make it longer"
+    cluster.run("scancel", "--signal=USR1", job)
+    deadline = time.time() + 120
+    while not (list(folder.glob("hpc_ckpt_*.ckpt")) and cluster.state(job) in ("PENDING", "REQUEUED")):
+        assert time.time() < deadline, (cluster.state(job), cluster.logs())
+        time.sleep(0.2)
+
+
+def release(cluster, job: str) -> None:
+    """Start the requeued job now, not after SLURM's hold."""
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+
+
+def log_of(repo, job: str) -> str:
+    return "".join(p.read_text() for p in (repo / "slurm/logs").glob(f"*-{job}*.out"))
+
+
+def local_run(repo, cell: str, *overrides) -> dict:
+    """The same cell trained in one process outside SLURM, for reference."""
+    variant, depth, seed = cell.rsplit("-", 2)
+    out = repo / "reference" / cell
+    run(["bench", "train", "--variant", variant, "--depth", depth, "--seed", seed, "--out", out, "--data",
+         "data/prepared", "--no-progress", *overrides], repo)
+    return json.loads((out / "metrics.json").read_text())
+
+
+LONG = {"grid": {"variants": ["residual_bn"], "depths": [8], "seeds": [0]},
+        "train": {"max_steps": 600, "milestones": [400]}, "trainer": {"deterministic": True}}
+
+
+def test_a_preempted_cell_is_requeued_and_ends_like_an_uninterrupted_run(cluster, repo):
+    set_params(repo, **LONG)
+    run("bench slurm --cpus-per-gpu 1 --time 00:10:00", repo)
+    job = submit(cluster, repo, "ddp_cell.sbatch", "residual_bn", "8", "0")
+    preempt(cluster, repo, job, "residual_bn-8-0")
+    release(cluster, job)
+    assert cluster.wait(job, timeout=300)[job] == "COMPLETED", log_of(repo, job)
+    assert "resuming from the SLURM requeue checkpoint" in log_of(repo, job)
+    requeued = json.loads((repo / "runs/residual_bn-8-0/metrics.json").read_text())
+    whole = local_run(repo, "residual_bn-8-0")
+    for k in ("steps", "train/loss", "test/loss", "test/error", "end/shattering"):
+        assert requeued[k] == pytest.approx(whole[k], rel=1e-6), k
+
+
+def test_a_requeued_cell_whose_params_changed_trains_afresh_and_says_why(cluster, repo):
+    set_params(repo, **LONG)
+    run("bench slurm --cpus-per-gpu 1 --time 00:10:00", repo)
+    job = submit(cluster, repo, "ddp_cell.sbatch", "residual_bn", "8", "0")
+    preempt(cluster, repo, job, "residual_bn-8-0")
+    set_params(repo, train={"lr": 0.02})  # edited while the job waits in the queue
+    release(cluster, job)
+    assert cluster.wait(job, timeout=300)[job] == "COMPLETED", log_of(repo, job)
+    log = log_of(repo, job)
+    assert "set aside hpc_ckpt_" in log and "other params" in log
+    assert list((repo / "runs/residual_bn-8-0").glob("hpc-ckpt-*.other-run-1.ckpt"))
+    requeued = json.loads((repo / "runs/residual_bn-8-0/metrics.json").read_text())
+    fresh = local_run(repo, "residual_bn-8-0")  # params.yaml now has lr 0.02
+    for k in ("steps", "train/loss", "test/loss", "test/error"):
+        assert requeued[k] == pytest.approx(fresh[k], rel=1e-6), k
+
+
+def test_ddp_under_srun_writes_one_result_like_one_process(cluster, repo):
+    # no BN and no augmentation: 2 processes see the same 128 images per step as 1 (as test_scale's DDP test)
+    set_params(repo, grid={"variants": ["residual"], "depths": [8], "seeds": [0]},
+               train={"max_steps": 20, "augment": False},
+               trainer={"devices": 2, "strategy": "ddp", "deterministic": True},
+               wandb={"mode": "offline", "dir": str(repo / "wb")})
+    run("bench slurm --cpus-per-gpu 1 --time 00:10:00", repo)
+    ddp = (repo / "slurm/ddp_cell.sbatch").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in ddp and "--gres" not in ddp
+    job = submit(cluster, repo, "ddp_cell.sbatch", "residual", "8", "0")
+    assert cluster.wait(job, timeout=300)[job] == "COMPLETED", log_of(repo, job)
+    two = json.loads((repo / "runs/residual-8-0/metrics.json").read_text())
+    assert json.loads((repo / "runs/residual-8-0/env.json").read_text())["world_size"] == 2
+    assert log_of(repo, job).count("wrote ") == 1  # rank 0 reports
+    assert len(list((repo / "wb/wandb").glob("offline-run-*"))) == 1
+    one = local_run(repo, "residual-8-0", "trainer.devices=1", "trainer.strategy=auto", "wandb.mode=disabled")
+    assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-3)
+    assert two["train/loss"] == pytest.approx(one["train/loss"], rel=1e-3)
