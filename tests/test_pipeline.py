@@ -4,6 +4,7 @@ import dataclasses
 import json
 import re
 import shlex
+import time
 
 import pytest
 import yaml
@@ -199,3 +200,34 @@ def test_the_progress_line_estimates_from_finished_cells_only(tmp_path):
     (runs / "plain-8-0").mkdir()
     (runs / "plain-8-0/metrics.json").write_text('{"wall_time_s": 30}')
     assert progress_line(p, Cell("residual_bn", 8, 0), runs).endswith("about 1m00s of training left in the grid")
+
+
+@pytest.mark.integration
+def test_dvc_s_own_queue_runs_two_experiments_and_loses_nothing(repo):
+    set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0]},
+               train={"max_steps": 10, "milestones": [5]}, wandb={"mode": "offline"}, trainer={"accelerator": "cpu"},
+               **SMALL)
+    run("git add -A && git commit -qm init", repo)
+    for lr in ("0.02", "0.03"):
+        run(f"dvc exp run --queue -S train.lr={lr} -n lr{lr.replace('.', '')}", repo)
+    run("dvc queue start -j 2", repo)
+    deadline = time.time() + 600
+    while "Queued" in (q := run("dvc queue status", repo).stdout) or "Running" in q:
+        assert time.time() < deadline, q
+        time.sleep(2)
+    assert q.count("Success") == 2, q
+    shown = json.loads(run("dvc exp show --json", repo).stdout)
+    text = json.dumps(shown)
+    for name, lr in (("lr002", 0.02), ("lr003", 0.03)):
+        assert name in text and f'"lr": {lr}' in text
+    assert text.count('"test/error"') >= 4  # both experiments' cells, with their metrics
+    # each cell's W&B run outlived the temporary workspace: 2 experiments x (2 cells + the report run)
+    assert len(list((repo / "wandb").glob("offline-run-*"))) == 6
+    run("dvc exp apply lr002", repo)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.02
+    metrics = json.loads((repo / "runs/plain-8-0/metrics.json").read_text())
+    assert metrics["steps"] == 10
+    run("dvc queue stop", repo, check=False)
+    time.sleep(3)
+    left = run(f"pgrep -f 'dvc.*queue|celery|dvc-task' -a || true", repo).stdout
+    assert str(repo) not in left and "dvc exp" not in left, left  # no worker left behind
