@@ -39,3 +39,23 @@ def set_params(repo, **sections):
     for section, values in sections.items():
         p[section].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def crash_after_epoch(monkeypatch, epoch: int, run) -> None:
+    """`run()` (a training) crashing at the end of training epoch `epoch`, after that epoch's checkpoint:
+    a kill or a preemption, in this process. The crash is undone afterwards."""
+    import pytest
+
+    from bench import callbacks
+
+    end_of_epoch = callbacks.Divergence.on_train_epoch_end
+
+    def crash(self, trainer, module):
+        end_of_epoch(self, trainer, module)
+        if trainer.current_epoch == epoch:
+            raise RuntimeError("crashed")
+
+    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", crash)
+    with pytest.raises(RuntimeError, match="crashed"):
+        run()
+    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", end_of_epoch)

@@ -1,7 +1,6 @@
 """On a real one-node SLURM cluster (tests/cluster.py): the grid as a job array and its commit job,
 preemption and requeue, DDP under srun, and a requeued cell whose params changed meanwhile."""
 import json
-import os
 import time
 
 import pytest

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from archives import random_cifar, write_imagefolder
-from bench import callbacks, config, files, prepare, readers, resume, tracking
+from bench import config, files, prepare, readers, resume, tracking
 from bench.record import Cell
 from bench.train import train
-from helpers import DIGITS, PARAMS, QUICK
+from helpers import DIGITS, PARAMS, QUICK, crash_after_epoch
 
 CELL = ["--variant", "plain", "--depth", "8", "--seed", "0"]
 SENTINEL = Path("/tmp/bench-pickle-payload-ran")
@@ -271,17 +271,8 @@ def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(cli, ws):
 def test_history_steps_after_a_resume_are_those_of_an_uninterrupted_run(tmp_path, digits_dir, monkeypatch):
     p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=60"])
     whole = train(p, Cell("plain", 8, 0), tmp_path / "whole", digits_dir, progress=False)
-    end_of_epoch = callbacks.Divergence.on_train_epoch_end
-
-    def crash_at_epoch_2(self, trainer, module):
-        end_of_epoch(self, trainer, module)
-        if trainer.current_epoch == 2:
-            raise RuntimeError("crash")
-
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", crash_at_epoch_2)
-    with pytest.raises(RuntimeError, match="crash"):
-        train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir, progress=False)
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", end_of_epoch)
+    crash_after_epoch(monkeypatch, 2, lambda: train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir,
+                                                     progress=False))
     resumed = train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir, progress=False)
     steps = [(tmp_path / d / "history.csv").read_text().splitlines() for d in ("whole", "crashed")]
     assert [r.split(",")[1] for r in steps[1]] == [r.split(",")[1] for r in steps[0]] == \

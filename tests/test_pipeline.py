@@ -229,5 +229,5 @@ def test_dvc_s_own_queue_runs_two_experiments_and_loses_nothing(repo):
     assert metrics["steps"] == 10
     run("dvc queue stop", repo, check=False)
     time.sleep(3)
-    left = run(f"pgrep -f 'dvc.*queue|celery|dvc-task' -a || true", repo).stdout
+    left = run("pgrep -f 'dvc.*queue|celery|dvc-task' -a || true", repo).stdout
     assert str(repo) not in left and "dvc exp" not in left, left  # no worker left behind

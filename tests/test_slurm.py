@@ -9,7 +9,7 @@ from bench import callbacks, config
 from bench.record import Cell
 from bench.slurm import render, write
 from bench.train import train
-from helpers import DIGITS, PARAMS, ROOT
+from helpers import DIGITS, PARAMS, ROOT, crash_after_epoch
 
 
 def scripts(*overrides, **kw):
@@ -66,17 +66,8 @@ def test_a_requeued_cell_records_its_final_weights_not_the_requeue_checkpoint(tm
     p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40",
                              "trainer.deterministic=true"])
     whole = train(p, Cell("plain", 8, 0), tmp_path / "whole", digits_dir, progress=False)
-    end_of_epoch = callbacks.Divergence.on_train_epoch_end
-
-    def preempted_after_epoch_1(self, trainer, module):
-        end_of_epoch(self, trainer, module)
-        if trainer.current_epoch == 1:
-            raise RuntimeError("preempted")
-
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", preempted_after_epoch_1)
-    with pytest.raises(RuntimeError, match="preempted"):
-        train(p, Cell("plain", 8, 0), tmp_path / "requeued", digits_dir, progress=False)
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", end_of_epoch)
+    crash_after_epoch(monkeypatch, 1, lambda: train(p, Cell("plain", 8, 0), tmp_path / "requeued", digits_dir,
+                                                     progress=False))
     cell = tmp_path / "requeued"
     (cell / "last.ckpt").rename(cell / "hpc_ckpt_1.ckpt")  # what Lightning saves on SIGUSR1, at step 20
     fake_slurm(monkeypatch)
