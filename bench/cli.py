@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = load_params(args)
         command, command_cells, reads_speed, reads_wandb = COMMANDS[args.command]
-        validate.run(params, command_cells(args, params), speed=reads_speed, wandb=reads_wandb)
+        validate.run(params, command_cells(args, params), check_speed=reads_speed, check_wandb=reads_wandb)
         return command(args, params)
     except (ValueError, OSError) as e:  # OSError: a full or read-only disk, an --out that is a file, ...
         parser.exit(2, f"bench {args.command}: error: {e}\n")

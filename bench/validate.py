@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from bench import models, tracking
-from bench import speed as speed_rules
+from bench import models, speed, tracking
 from bench.config import Params
 from bench.data import local_batch_size
 from bench.record import Cell
 
 
-def run(params: Params, cells: Iterable[Cell] = (), speed: bool = False, wandb: bool = False) -> None:
+def run(params: Params, cells: Iterable[Cell] = (), check_speed: bool = False, check_wandb: bool = False) -> None:
     """The cells, and the `speed` section and the W&B mode where the command reads them (a command checks
     only the params it reads, so that dvc.yaml can declare exactly those); raise ValueError naming the first bad one."""
     for cell in dict.fromkeys((c.variant, c.depth) for c in cells):
         models.check(*cell, params.model.shortcut)
-    if speed:
-        speed_rules.check(params.speed)
-    if wandb:
+    if check_speed:
+        speed.check(params.speed)
+    if check_wandb:
         tracking.mode(params)
 
 
