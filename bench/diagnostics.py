@@ -104,6 +104,32 @@ def gradient_autocorrelation(grads: torch.Tensor, max_lag: int) -> torch.Tensor:
     )
 
 
+def gradient_correlations(grads: torch.Tensor) -> torch.Tensor:
+    """The correlation matrix of gradients at distinct inputs: C[i, j] = <g_i, g_j> / (|g_i| |g_j|).
+
+    Balduzzi et al. 2017's correlation E[g(x) g(x')] / sqrt(E[g(x)^2] E[g(x')^2]) over random
+    weights, estimated by averaging over the gradient's coordinates (uncentred: at initialisation a
+    gradient coordinate has mean 0 over the weights). A linear model, whose gradient is the same at
+    every input, gives 1 everywhere; independent white-noise gradients give about 0 off the diagonal.
+    A zero gradient has no direction: its row and column are NaN. `grads`: (points, D). Returns (points, points).
+    """
+    g = grads.reshape(len(grads), -1).double()
+    norms = g.norm(dim=1)
+    unit = g / norms.unsqueeze(1)  # NaN rows where a gradient is exactly 0
+    return unit @ unit.T
+
+
+def mean_off_diagonal(c: torch.Tensor) -> float:
+    """Mean of a correlation matrix off its diagonal: the average correlation between distinct inputs."""
+    n = len(c)
+    return ((c.sum() - c.diagonal().sum()) / (n * n - n)).item()
+
+
+def correlation_by_distance(c: torch.Tensor) -> torch.Tensor:
+    """Mean correlation between inputs k steps apart along the path, k = 0 .. points - 1 (k = 0 is 1)."""
+    return torch.stack([c.diagonal(k).mean() for k in range(len(c))])
+
+
 def shattering_score(grads: torch.Tensor) -> float:
     """Lag-1 gradient correlation, one number per model: 1 = smooth gradients, 0 = shattered (white noise)."""
     return gradient_autocorrelation(grads, 1)[0].item()

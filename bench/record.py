@@ -17,6 +17,8 @@ TEST_LOSS, TEST_ERROR = "test/loss", "test/error"
 DIVERGED, DIVERGED_STEP = "diverged", "diverged_step"  # a non-finite loss, and the step it first appeared at
 GAP = "gap"  # test error - training error: the generalisation gap
 WALL_TIME, IMAGES_PER_S = "wall_time_s", "images_per_s"
+NUM_CLASSES = "num_classes"  # chance error is 1 - 1/num_classes
+TRAIN_IMAGES, TEST_IMAGES = "train_images", "test_images"  # the training set's size; the test error's n
 
 
 class Cell(NamedTuple):
@@ -39,13 +41,14 @@ def finite(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def metrics(cell: Cell, dataset: str, data_md5: str, n_params: int, errors: dict, steps: int, epochs: int,
-            wall_time_s: float, images_per_s: float, diverged_step: int | None, diagnostics: dict) -> dict:
+def metrics(cell: Cell, dataset: str, data_md5: str, num_classes: int, train_images: int, test_images: int,
+            n_params: int, errors: dict,
+            steps: int, epochs: int, wall_time_s: float, images_per_s: float, diverged_step: int | None, diagnostics: dict) -> dict:
     """A cell's metrics.json. `errors`: the split losses and errors by key (TRAIN_LOSS, ...);
     `diagnostics`: the scalar diagnostics ("init/shattering", ...)."""
     return {
         "variant": cell.variant, "depth": cell.depth, "seed": cell.seed, "dataset": dataset, "data_md5": data_md5,
-        "params": n_params,
+        NUM_CLASSES: num_classes, TRAIN_IMAGES: train_images, TEST_IMAGES: test_images, "params": n_params,
         **{k: finite(errors.get(k)) for k in (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)},
         "steps": steps,
         "epochs": epochs,

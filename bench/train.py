@@ -124,7 +124,8 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
         errors = {**{k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
                      for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)},
                   **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)}}
-        metrics = record.metrics(cell, data.name, data.md5, sum(p.numel() for p in module.model.parameters()),
+        metrics = record.metrics(cell, data.name, data.md5, len(data.classes), len(data.train.y), len(data.test.y),
+                                 sum(p.numel() for p in module.model.parameters()),
                                  errors, trainer.global_step, trainer.current_epoch, wall_time_s,
                                  throughput.images_per_s, divergence.step, probe.scalars())
         env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
