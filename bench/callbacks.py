@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from bench import diagnostics
+from bench import diagnostics, probe
 from bench.files import atomic
 from bench.record import TEST_ERROR, TEST_LOSS, TRAIN_ERROR, TRAIN_LOSS, VAL_ERROR, VAL_LOSS
 
@@ -194,16 +194,20 @@ def _fmt(v):
 
 
 class Diagnostics(L.Callback):
-    """The pathology diagnostics (bench.diagnostics.measure) on a fixed probe batch: at initialisation,
-    every `every` epochs (0: never), and at the end of training; results in `self.results[when]`.
+    """The pathology diagnostics (bench.probe.measure) on a fixed probe batch: at initialisation, every
+    `every` epochs (0: never), and at the end of training; results in `self.results[when]`, beside
+    `self.results["probe"]`, which records the probe's images.
 
     At initialisation BN's running statistics are still (0, 1), so a copy of the model is measured
     with its BN calibrated on the probe (diagnostics.calibrate_bn). Every rank measures (SyncBatchNorm
     may communicate); only rank 0 writes.
     """
 
-    def __init__(self, probe_x: torch.Tensor, probe_y: torch.Tensor, every: int = 0):
-        self.probe, self.every, self.results = (probe_x, probe_y), every, {}
+    def __init__(self, probe_x: torch.Tensor, probe_y: torch.Tensor, num_classes: int, pairs: int, points: int,
+                 every: int = 0, record: dict | None = None):
+        self.probe, self.every = (probe_x, probe_y), every
+        self.settings = dict(num_classes=num_classes, pairs=pairs, points=points)
+        self.results = {"probe": record or {}}
 
     def _measure(self, module, when: str, calibrate: bool = False) -> None:
         import copy
@@ -212,7 +216,7 @@ class Diagnostics(L.Callback):
         model = module.model
         if calibrate:
             model = diagnostics.calibrate_bn(copy.deepcopy(model), x)
-        self.results[when] = diagnostics.measure(model, x, y)
+        self.results[when] = probe.measure(model, x, y, **self.settings)
 
     def on_fit_start(self, trainer, module):
         if not trainer.ckpt_path:  # a resumed run was measured at its real initialisation already
@@ -229,10 +233,10 @@ class Diagnostics(L.Callback):
     def scalars(self) -> dict:
         """{'init/shattering': ..., 'end/grad_ratio': ..., ...} for metrics.json and the W&B summary."""
         return {f"{when}/{k}": r[k] for when, r in self.results.items() if when in ("init", "end")
-                for k in diagnostics.SCALARS}
+                for k in probe.SCALARS}
 
     def state_dict(self):
         return {"results": self.results}
 
     def load_state_dict(self, state):
-        self.results = state["results"]
+        self.results = {**state["results"], "probe": self.results["probe"]}

@@ -37,6 +37,7 @@ class Data:
 @dataclass(frozen=True)
 class Model:
     shortcut: str  # projection (option B) | zero_pad (option A)
+    zero_init_residual: bool  # start each residual branch at zero (its last BN scale, or conv without BN)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,15 @@ class Speed:
     compile: Optional[str]  # torch.compile mode for the network in training; null: eager
     channels_last: bool  # NHWC memory format for the network and its inputs
     eval_batch_size: int  # validation and test batches, per process; the results do not depend on it
+    threads: int  # CPU threads per process (torch.set_num_threads); a CPU result's bits depend on it
 
 
 @dataclass(frozen=True)
 class Diagnostics:
-    probe_size: int  # the first N test images form the fixed probe batch
+    probe_size: int  # test images in the fixed probe batch, stratified by class
+    probe_seed: int  # which images: the same for every cell
+    pairs: int  # image pairs whose connecting paths measure shattering
+    points: int  # input points along each path
     every: int  # also measure every N epochs; 0: only at initialisation and at the end
 
 
@@ -153,8 +158,9 @@ RANGES = {
     "train.low_lr_min_depth": [">= 8"],
     "trainer.num_nodes": [">= 1"], "trainer.log_every_n_steps": [">= 1"],
     "trainer.check_val_every_n_epoch": [">= 1"],
-    "speed.eval_batch_size": [">= 1"],
-    "diagnostics.probe_size": [">= 2"], "diagnostics.every": [">= 0"],  # the probe path needs two images
+    "speed.eval_batch_size": [">= 1"], "speed.threads": [">= 1"],
+    "diagnostics.probe_size": [">= 2"], "diagnostics.probe_seed": [">= 0"], "diagnostics.pairs": [">= 1"],
+    "diagnostics.points": [">= 3"], "diagnostics.every": [">= 0"],
     "toy.depths": ["non-empty", ">= 1"], "toy.seeds": [">= 1"], "toy.width": [">= 1"], "toy.points": [">= 3"],
     "lr_sweep.depth": [">= 8"], "lr_sweep.lrs": ["non-empty", "> 0"], "lr_sweep.max_steps": [">= 1"],
 }
@@ -174,6 +180,10 @@ def _check_ranges(params: Params) -> None:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not all(
                     _TESTS[op](v, float(b)) for op, b in bounds):
                 raise ValueError(f"{key}={value!r} must be {text}" + (" (each value)" if isinstance(value, list) else ""))
+    dg = params.diagnostics
+    if 2 * dg.pairs > dg.probe_size:
+        raise ValueError(f"diagnostics.pairs={dg.pairs} needs {2 * dg.pairs} probe images, but diagnostics.probe_size="
+                         f"{dg.probe_size}: each pair is two distinct images of the probe")
     d = params.trainer.devices  # a count (-1: all), a list of ids, or a string Lightning reads ("auto", "0,1")
     if isinstance(d, bool) or (isinstance(d, int) and d < 1 and d != -1) or d == [] or (
             isinstance(d, list) and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d)):

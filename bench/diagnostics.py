@@ -1,6 +1,6 @@
-"""Measurements of the pathologies the suite compares: shattered gradients (Balduzzi et al. 2017),
-vanishing/exploding signals (He et al. 2016, Fig. 7), block lesions (Veit et al. 2016) and BatchNorm's
-train/eval gap (Ioffe & Szegedy 2015).
+"""Measurements of the pathologies the suite compares: vanishing/exploding gradients and signals (He
+et al. 2016, Fig. 7), block lesions (Veit et al. 2016) and BatchNorm's train/eval gap (Ioffe & Szegedy
+2015). Shattered gradients are bench.shattering's; bench.probe runs them all on a cell's probe batch.
 
 Pure torch functions over a `bench.models` network (they address `model.blocks`) and tensors. Each one
 leaves the model as it found it: train/eval flags, BN running statistics, parameters and `.grad`.
@@ -18,7 +18,7 @@ _BN = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d and SyncBatchNorm
 
 
 @contextmanager
-def _mode(model: nn.Module, train: bool):
+def mode(model: nn.Module, train: bool):
     """Put `model` in train or eval mode for the block; restore every submodule's own flag after."""
     flags = [m.training for m in model.modules()]
     model.train(train)
@@ -36,7 +36,7 @@ def batch_statistics(model: nn.Module):
     bns = [m for m in model.modules() if isinstance(m, _BN)]
     saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in bns]
     try:
-        with _mode(model, True):
+        with mode(model, True):
             yield model
     finally:
         with torch.no_grad():
@@ -58,7 +58,7 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # None = cumulative average over the batches below
-    with _mode(model, True):
+    with mode(model, True):
         for chunk in x.split(batch_size):
             model(chunk)
     for m, momentum in zip(bns, momenta):
@@ -66,84 +66,25 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn
     return model
 
 
-# --- Shattered gradients (Balduzzi et al. 2017) ---------------------------------------------------
-
-def input_gradients_along_path(
-    model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, target: int, points: int = 256, batch_size: int = 64
-) -> torch.Tensor:
-    """d logit_target / d input at `points` inputs x0 + a (x1 - x0), a equally spaced on [0, 1].
-
-    The 1-D path between two images plays the role of the paper's scalar input line (Sec. 2). Eval
-    mode, so each point's gradient is that of a fixed function, not coupled to the others through BN.
-    Returns (points, C*H*W).
-    """
-    alphas = torch.linspace(0, 1, points, device=x0.device).view(-1, *[1] * x0.dim())  # (points, 1, 1, 1)
-    path = x0 + alphas * (x1 - x0)  # (points, C, H, W)
-    grads = []
-    with _mode(model, False):
-        for chunk in path.split(batch_size):
-            chunk = chunk.detach().requires_grad_()
-            # samples are independent in eval mode, so the gradient of the sum is each sample's own
-            (g,) = torch.autograd.grad(model(chunk)[:, target].sum(), chunk)
-            grads.append(g.flatten(1))
-    return torch.cat(grads)
-
-
-def gradient_autocorrelation(grads: torch.Tensor, max_lag: int) -> torch.Tensor:
-    """Correlation between the gradients at points i and i + lag, for lag = 1 .. max_lag.
-
-    The Pearson correlation between the stacked gradients g_1..g_{n-lag} and g_{1+lag}..g_n, pooled
-    over i and over the gradient's coordinates. For scalar gradients (the paper's toy) this is the
-    lagged autocorrelation of the signal dy/dx, Balduzzi et al. Fig. 2: about 1 for brown noise
-    (a random walk), 0 for white noise. A constant, non-scalar gradient (a linear model) scores 1.
-    `grads`: (points, D) or (points,). Returns (max_lag,).
-    """
-    g = grads.reshape(len(grads), -1).double()  # (points, D)
-    return torch.stack(
-        [torch.corrcoef(torch.stack([g[:-lag].flatten(), g[lag:].flatten()]))[0, 1] for lag in range(1, max_lag + 1)]
-    )
-
-
-def gradient_correlations(grads: torch.Tensor) -> torch.Tensor:
-    """The correlation matrix of gradients at distinct inputs: C[i, j] = <g_i, g_j> / (|g_i| |g_j|).
-
-    Balduzzi et al. 2017's correlation E[g(x) g(x')] / sqrt(E[g(x)^2] E[g(x')^2]) over random
-    weights, estimated by averaging over the gradient's coordinates (uncentred: at initialisation a
-    gradient coordinate has mean 0 over the weights). A linear model, whose gradient is the same at
-    every input, gives 1 everywhere; independent white-noise gradients give about 0 off the diagonal.
-    A zero gradient has no direction: its row and column are NaN. `grads`: (points, D). Returns (points, points).
-    """
-    g = grads.reshape(len(grads), -1).double()
-    norms = g.norm(dim=1)
-    unit = g / norms.unsqueeze(1)  # NaN rows where a gradient is exactly 0
-    return unit @ unit.T
-
-
-def mean_off_diagonal(c: torch.Tensor) -> float:
-    """Mean of a correlation matrix off its diagonal: the average correlation between distinct inputs."""
-    n = len(c)
-    return ((c.sum() - c.diagonal().sum()) / (n * n - n)).item()
-
-
-def correlation_by_distance(c: torch.Tensor) -> torch.Tensor:
-    """Mean correlation between inputs k steps apart along the path, k = 0 .. points - 1 (k = 0 is 1)."""
-    return torch.stack([c.diagonal(k).mean() for k in range(len(c))])
-
-
-def shattering_score(grads: torch.Tensor) -> float:
-    """Lag-1 gradient correlation, one number per model: 1 = smooth gradients, 0 = shattered (white noise)."""
-    return gradient_autocorrelation(grads, 1)[0].item()
-
-
 # --- Vanishing / exploding signals ----------------------------------------------------------------
 
-def block_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Per block, the norm of d loss / d (its parameters) and d loss / d (its output), for one batch.
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN where the denominator is 0 or either is not finite: never inf from a 0/0."""
+    if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator == 0:
+        return math.nan
+    return numerator / denominator
 
-    Loss: mean cross-entropy. BN uses the batch's statistics, as in the SGD step these gradients
-    would drive, with running statistics left untouched. `ratio` = first block's weight-gradient
-    norm / last block's: far from 1 means vanishing (< 1) or exploding (> 1) gradients.
-    Returns {"weight": [...], "activation": [...], "ratio": float}; `.grad` is not touched.
+
+def block_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Per block, for one batch: the RMS per element of d loss / d (its output), and ||dW|| / ||W|| over
+    its parameters (the relative step SGD would take, without the learning rate).
+
+    The activation-gradient RMS is the backward signal itself, comparable between blocks of different
+    widths; a weight-gradient norm is not (it grows with the number of weights). `ratio` = first
+    block's activation-gradient RMS / last block's: above 1 the gradient grows towards the input
+    (exploding), below 1 it shrinks (vanishing). A loss saturated at 0 has no gradient: the ratio is
+    then NaN and `saturated` is true. Loss: mean cross-entropy; BN on the batch's statistics, as in
+    the SGD step these gradients would drive, with running statistics left untouched; `.grad` untouched.
     """
     outputs = []  # each block's output activation, still in the graph
     hooks = [b.register_forward_hook(lambda m, args, out: outputs.append(out)) for b in model.blocks]
@@ -156,11 +97,15 @@ def block_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
         for h in hooks:
             h.remove()
     activation, rest = grads[: len(outputs)], list(grads[len(outputs):])
-    weight = []
+    relative = []
     for ps in params:
         block_grads, rest = rest[: len(ps)], rest[len(ps):]
-        weight.append(torch.sqrt(sum(g.pow(2).sum() for g in block_grads)).item())
-    return {"weight": weight, "activation": [g.norm().item() for g in activation], "ratio": weight[0] / weight[-1] if weight[-1] else math.inf}
+        norm = lambda ts: torch.sqrt(sum(t.double().pow(2).sum() for t in ts)).item()
+        relative.append(ratio(norm(block_grads), norm(ps)))
+    rms = [g.double().pow(2).mean().sqrt().item() for g in activation]
+    first_over_last = ratio(rms[0], rms[-1])
+    return {"activation_rms": rms, "relative_weight": relative, "ratio": first_over_last,
+            "saturated": math.isnan(first_over_last)}
 
 
 @torch.no_grad()
@@ -171,7 +116,7 @@ def _outputs(model: nn.Module, x: torch.Tensor, modules: list[nn.Module]) -> lis
         m.register_forward_hook(lambda mod, args, out, i=i: seen.__setitem__(i, out)) for i, m in enumerate(modules)
     ]
     try:
-        with _mode(model, False):
+        with mode(model, False):
             model(x)
     finally:
         for h in hooks:
@@ -179,14 +124,27 @@ def _outputs(model: nn.Module, x: torch.Tensor, modules: list[nn.Module]) -> lis
     return [seen[i] for i in range(len(modules))]
 
 
-def response_stds(model: nn.Module, x: torch.Tensor) -> list[float]:
-    """Std of each block's response, He et al. 2016 Fig. 7: f(x) after its last BN, before the addition.
+def layers_3x3(model: nn.Module) -> list[nn.Module]:
+    """Where each 3x3 conv layer's response is read: its BN (or, without BN, the Identity after the conv;
+    Fixup's multiplier after a branch's last conv). The stem first, then conv1 and conv2 of each block."""
+    return [model.stem[1], *(m for b in model.blocks for m in (b.bn1, b.bn2))]
 
-    Read at `block.bn2` (an Identity without BN, so then conv2's output), over all elements of the
-    batch. Eval mode, as for a trained model at test time; on an untrained BN net run `calibrate_bn`
-    first, else BN is the identity.
+
+def response_stds(model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Std of every 3x3 layer's response, He et al. 2016 Fig. 7: after BN, before the nonlinearity or the
+    addition, over all elements of the batch, in layer order.
+
+    Eval mode, as for a trained model at test time; on an untrained BN net run `calibrate_bn` first,
+    else BN is the identity. The paper's ordering (residual responses smaller than plain ones) needs
+    BN's learned scales to have moved from 1: see `bn_scale_change`.
     """
-    return [r.std().item() for r in _outputs(model, x, [b.bn2 for b in model.blocks])]
+    return [r.std().item() for r in _outputs(model, x, layers_3x3(model))]
+
+
+def bn_scale_change(model: nn.Module) -> float | None:
+    """Mean |gamma - 1| over every BN scale: how far training moved BN's scales (None without BN)."""
+    gammas = [m.weight.detach().flatten() for m in model.modules() if isinstance(m, _BN) and m.weight is not None]
+    return (torch.cat(gammas) - 1).abs().mean().item() if gammas else None
 
 
 def forward_variance(model: nn.Module, x: torch.Tensor) -> list[float]:
@@ -214,8 +172,7 @@ class _Deleted(nn.Module):
 
 def deletable(block: nn.Module) -> bool:
     """A residual block always is (its shortcut carries the signal); a plain block only if it keeps the shape."""
-    keeps_shape = block.conv1.stride == (1, 1) and block.conv1.in_channels == block.conv2.out_channels
-    return block.skip or keeps_shape
+    return block.skip or not downsampling(block)
 
 
 @contextmanager
@@ -236,14 +193,22 @@ def _error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) 
     return wrong / len(y)
 
 
-def lesion_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> dict:
+def downsampling(block: nn.Module) -> bool:
+    """A block that changes the shape (stride or channels): its shortcut, not the identity, carries the signal."""
+    return block.conv1.stride != (1, 1) or block.conv1.in_channels != block.conv2.out_channels
+
+
+def lesion_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chance: float, batch_size: int = 500) -> dict:
     """Test error of the intact model and with each block deleted in turn (Veit et al. 2016, Sec. 4).
 
     Residual blocks lose their branch and keep the skip; plain blocks become the identity, except
-    those that change shape (downsampling), which cannot be deleted: None. Eval mode. Increases are
-    over the deletable blocks. Returns {"intact", "per_block", "mean_increase", "max_increase"}.
+    those that change shape, which cannot be deleted: None. Eval mode. The increases over the intact
+    error are summarised apart for the downsampling blocks, whose shortcut is a projection or a
+    subsampling: deleting their branch costs more, and it would dominate a single maximum. A model
+    whose intact error is at chance (at least 90% of `chance`) has nothing to lose: `at_chance` is
+    then true and its increases say nothing about robustness.
     """
-    with _mode(model, False):
+    with mode(model, False):
         intact = _error(model, x, y, batch_size)
         per_block = []
         for i, block in enumerate(model.blocks):
@@ -252,12 +217,16 @@ def lesion_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
                 continue
             with deleted(model, i):
                 per_block.append(_error(model, x, y, batch_size))
-    increases = [e - intact for e in per_block if e is not None]
+    down = [downsampling(b) for b in model.blocks]
+
+    def increases(in_down: bool) -> list[float]:
+        return [e - intact for e, d in zip(per_block, down) if e is not None and d == in_down]
+
+    mean = lambda v: sum(v) / len(v) if v else None
     return {
-        "intact": intact,
-        "per_block": per_block,
-        "mean_increase": sum(increases) / len(increases) if increases else None,
-        "max_increase": max(increases) if increases else None,
+        "intact": intact, "per_block": per_block, "downsampling": down, "at_chance": intact >= 0.9 * chance,
+        "mean_increase": mean(increases(False)), "max_increase": max(increases(False), default=None),
+        "downsampling_mean_increase": mean(increases(True)),
     }
 
 
@@ -270,41 +239,6 @@ def train_vs_eval_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
     """
     with batch_statistics(model):
         train = _error(model, x, y, batch_size)
-    with _mode(model, False):
+    with mode(model, False):
         evaluated = _error(model, x, y, batch_size)
     return {"train_mode": train, "eval_mode": evaluated}
-
-
-# --- All of them on one probe set -----------------------------------------------------------------
-
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int = 128) -> dict:
-    """Every diagnostic above on a fixed probe batch (x: (N, C, H, W) normalised, y: (N,)).
-
-    Shattering along the path from probe image 0 to image 1 (target: image 0's class). Returns the
-    scalar summaries and the per-block lists, JSON-ready.
-    """
-    grads = input_gradients_along_path(model, x[0], x[1], int(y[0]), points)
-    norms = block_gradient_norms(model, x, y)
-    variance = forward_variance(model, x)
-    lesion = lesion_errors(model, x, y)
-    bn = train_vs_eval_error(model, x, y)
-    return {
-        "shattering": shattering_score(grads),
-        "autocorrelation": gradient_autocorrelation(grads, 8).tolist(),
-        "grad_ratio": norms["ratio"],
-        "weight_grad_norm": norms["weight"],
-        "activation_grad_norm": norms["activation"],
-        "response_std": response_stds(model, x),
-        "forward_variance": variance,
-        "variance_growth": (variance[-1] / variance[0]) ** (1 / max(1, len(variance) - 1)) if variance[0] else None,
-        "lesion_error": lesion["per_block"],
-        "intact_error": lesion["intact"],
-        "lesion_mean_increase": lesion["mean_increase"],
-        "lesion_max_increase": lesion["max_increase"],
-        "bn_train_mode_error": bn["train_mode"],
-        "bn_eval_mode_error": bn["eval_mode"],
-    }
-
-
-SCALARS = ("shattering", "grad_ratio", "variance_growth", "intact_error", "lesion_mean_increase",
-           "lesion_max_increase", "bn_train_mode_error", "bn_eval_mode_error")

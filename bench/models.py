@@ -2,7 +2,8 @@
 
 Depth 6n + 2: a 3x3 stem, three stages of n basic blocks (16/32/64 channels, stride 2 between
 stages), global average pooling and a linear head. A variant is a pair of switches, (skip,
-batchnorm), so plain and residual nets differ only in h(x) = f(x) + x. No Lightning here.
+batchnorm), so plain and residual nets differ only in h(x) = f(x) + x; `residual_fixup` is the
+residual net without BN under an initialisation that respects depth (Fixup). No Lightning here.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ VARIANTS = {  # name: (skip connection, batch normalisation)
     "plain_bn": (False, True),
     "residual": (True, False),
     "residual_bn": (True, True),
+    "residual_fixup": (True, False),  # `residual`, initialised by Fixup (Zhang et al. 2019): see fixup_init
 }
+DEPTH_AWARE = {"residual_fixup"}  # the variants whose initialisation depends on depth
 SHORTCUTS = ("projection", "zero_pad")  # He et al.'s option B (1x1 conv) and option A (parameter-free)
 WIDTHS = (16, 32, 64)  # channels of the three stages, on 32/16/8 px maps for CIFAR
 NormLayer = Callable[[int], nn.Module]  # channels -> norm module, e.g. nn.BatchNorm2d; None: no normalisation
@@ -98,7 +101,8 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """stem -> blocks (3 stages x n, flat and in order) -> global average pool -> head."""
 
-    def __init__(self, variant: str, depth: int, shortcut: str, num_classes: int, in_channels: int):
+    def __init__(self, variant: str, depth: int, shortcut: str, num_classes: int, in_channels: int,
+                 zero_init_residual: bool = False):
         super().__init__()
         n = check(variant, depth, shortcut)
         skip, bn = VARIANTS[variant]
@@ -119,14 +123,55 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if variant in DEPTH_AWARE:
+            fixup_init(self.blocks)
+        elif zero_init_residual:
+            zero_last_layers(self.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
         x = self.blocks(self.stem(x))
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def build_model(
-    variant: str, depth: int, shortcut: str = "projection", num_classes: int = 10, in_channels: int = 3
-) -> nn.Module:
-    """The CIFAR ResNet (or its plain twin) of `depth` = 6n + 2 layers; raises ValueError on bad values."""
-    return CifarResNet(variant, depth, shortcut, num_classes, in_channels)
+@torch.no_grad()
+def zero_last_layers(blocks: nn.Sequential) -> None:
+    """Zero the last layer of each residual branch: its BN's scale (torchvision's `zero_init_residual`),
+    or without BN its conv. f(x) = 0, so each residual block starts as the identity, h(x) = x (up to the
+    final ReLU): the argument for residual learning, as an initialisation. Plain blocks are left alone."""
+    for b in blocks:
+        if b.skip:
+            nn.init.zeros_(b.bn2.weight if isinstance(b.bn2, nn.BatchNorm2d) else b.conv2.weight)
+
+
+@torch.no_grad()
+def fixup_init(blocks: nn.Sequential) -> None:
+    """Fixup (Zhang et al. 2019, Sec. 3) for basic blocks (m = 2 layers per branch) without BN: the
+    branch's first conv He-initialised and scaled by L^(-1/(2m-2)) = L^(-1/2), L the number of
+    residual branches, and its last conv zeroed, so that the stream's variance no longer doubles per
+    block. Fixup also adds scalar biases, which the no-BN convs' own biases play here, and a scalar
+    multiplier per branch (`FixupScale`); it zeroes the classifier as well, which is kept at its
+    default here so that gradients at initialisation can be measured."""
+    scale = len(blocks) ** -0.5
+    for b in blocks:
+        b.conv1.weight.mul_(scale)
+        nn.init.zeros_(b.conv2.weight)
+        b.bn2 = FixupScale()  # the branch's output, the "response", after the multiplier
+
+
+class FixupScale(nn.Module):
+    """Fixup's scalar multiplier at the end of a residual branch, initialised at 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def build_model(variant: str, depth: int, shortcut: str = "projection", num_classes: int = 10, in_channels: int = 3,
+                zero_init_residual: bool = False) -> nn.Module:
+    """The CIFAR ResNet (or its plain twin) of `depth` = 6n + 2 layers; raises ValueError on bad values.
+
+    `zero_init_residual`: start every residual branch at zero (`zero_last_layers`); He et al. do not."""
+    return CifarResNet(variant, depth, shortcut, num_classes, in_channels, zero_init_residual)

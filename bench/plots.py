@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 STYLE = {"plain": ("tab:red", "plain"), "plain_bn": ("tab:orange", "plain + BN"),
-         "residual": ("tab:blue", "residual"), "residual_bn": ("tab:green", "residual + BN")}
+         "residual": ("tab:blue", "residual"), "residual_bn": ("tab:green", "residual + BN"),
+         "residual_fixup": ("tab:purple", "residual, Fixup init")}
 DPI = 110
 
 

@@ -56,7 +56,7 @@ def metrics(cell: Cell, dataset: str, data_md5: str, num_classes: int, train_ima
         IMAGES_PER_S: finite(round(images_per_s, 1)),  # null when a resumed run had no step left
         DIVERGED: diverged_step is not None,
         DIVERGED_STEP: diverged_step,
-        **{k: finite(v) for k, v in diagnostics.items()},
+        **{k: v if isinstance(v, bool) else finite(v) for k, v in diagnostics.items()},
     }
 
 

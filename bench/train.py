@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -26,6 +27,7 @@ from bench.config import Params
 from bench.data import DataModule, Dataset, load_prepared, normalise
 from bench.files import locked, write_json
 from bench.module import Classifier
+from bench.probe import indices as probe_indices
 from bench.record import Cell
 from bench.schedule import lr_factor
 
@@ -33,7 +35,9 @@ from bench.schedule import lr_factor
 def build(params: Params, cell: Cell, data: Dataset, run_key: str = "") -> tuple[Classifier, DataModule]:
     """The LightningModule and DataModule of one cell; the same for `bench train` and `bench perf`."""
     L.seed_everything(cell.seed, workers=True, verbose=False)  # the initial weights depend on the seed only
-    net = models.build_model(cell.variant, cell.depth, params.model.shortcut, len(data.classes), data.shape[0])
+    torch.set_num_threads(params.speed.threads)  # a CPU reduction's order, and so its bits, depends on it
+    net = models.build_model(cell.variant, cell.depth, params.model.shortcut, len(data.classes), data.shape[0],
+                             params.model.zero_init_residual)
     net = speed.prepare(net, params.speed)
     t = params.train
     optimizer = partial(speed.sgd, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
@@ -84,8 +88,7 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
     # check: the data, the Trainer's flags and the batch, before any file of the cell is touched
     data = load_prepared(data_dir, params.data)
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
-    n = params.diagnostics.probe_size
-    probe = Diagnostics(normalise(data.test.x[:n], data.mean, data.std), data.test.y[:n], params.diagnostics.every)
+    probe = make_probe(params, data)
     history = HistoryLogger(out / "history.csv")
     trainer = make_trainer(params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochStep(history)])
     validate.batch(params, len(data.train.y), trainer.world_size)
@@ -133,6 +136,17 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
         if wandb:
             tracking.finish(wandb, metrics, probe.results)
     return metrics
+
+
+def make_probe(params: Params, data: Dataset) -> Diagnostics:
+    """The diagnostics callback on the cell's probe: the same class-stratified test images for every cell."""
+    d = params.diagnostics
+    idx = torch.tensor(probe_indices(data.test.y, d.probe_size, d.probe_seed))
+    y = data.test.y[idx]
+    record = {"seed": d.probe_seed, "size": len(idx), "indices": idx.tolist(),
+              "class_counts": torch.bincount(y, minlength=len(data.classes)).tolist()}
+    return Diagnostics(normalise(data.test.x[idx], data.mean, data.std), y, len(data.classes), d.pairs, d.points,
+                       d.every, record)
 
 
 def make_trainer(params: Params, train_images: int, out: Path, progress: bool, callbacks: list) -> L.Trainer:

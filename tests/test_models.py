@@ -102,3 +102,31 @@ def test_zero_pad_shortcut_subsamples_and_pads_channels():
     assert s.shape == (2, 32, 4, 4) and not list(block.shortcut.parameters())
     assert torch.equal(s[:, 8:24], x[:, :, ::2, ::2])
     assert s[:, :8].abs().sum() == 0 and s[:, 24:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("variant", ["residual", "residual_bn"])
+def test_zero_init_residual_makes_every_residual_block_the_identity(variant):
+    torch.manual_seed(0)
+    model = build_model(variant, 14, in_channels=1, zero_init_residual=True).eval()
+    x = F.relu(torch.randn(4, 16, 8, 8))  # a block's input is post-ReLU
+    for b in model.blocks[:2]:  # identity-shortcut blocks: h(x) = relu(0 + x) = x
+        assert torch.equal(b(x), x)
+    plain = build_model(variant.replace("residual", "plain"), 14, in_channels=1, zero_init_residual=True)
+    assert all(b.conv2.weight.abs().sum() > 0 for b in plain.blocks)  # plain blocks are left alone
+
+
+def test_fixup_scales_the_first_conv_zeroes_the_last_and_keeps_the_stream_at_every_depth():
+    naive = build_model("residual", 56, in_channels=1)
+    torch.manual_seed(0)
+    fixup = build_model("residual_fixup", 56, in_channels=1)
+    assert all(torch.count_nonzero(b.conv2.weight) == 0 for b in fixup.blocks)
+    assert all(float(b.bn2.scale) == 1.0 for b in fixup.blocks)  # Fixup's scalar multiplier, learned
+    torch.manual_seed(0)
+    reference = build_model("residual", 56, in_channels=1)
+    ratio = (fixup.blocks[0].conv1.weight.std() / reference.blocks[0].conv1.weight.std()).item()
+    assert ratio == pytest.approx(27 ** -0.5, rel=1e-5)  # L^(-1/2), L = 27 residual branches
+    x = torch.randn(64, 1, 8, 8)
+    from bench.diagnostics import forward_variance
+    stream = forward_variance(fixup, x)
+    assert stream[8] == pytest.approx(stream[0]) and stream[26] == pytest.approx(stream[18])  # identity within a stage
+    assert forward_variance(naive, x)[8] > 10 * forward_variance(naive, x)[0]  # He init: about doubles per block
