@@ -27,7 +27,8 @@ from bench.record import Cell
 RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")
 # the code a cell's result depends on: the train stage's code deps in dvc.yaml, less speed.py for the
 # same reason (tests/test_pipeline.py keeps the two lists equal)
-RUN_CODE = ("models", "module", "data", "schedule", "callbacks", "train", "diagnostics", "resume", "record")
+RUN_CODE = ("models", "module", "data", "schedule", "callbacks", "train", "diagnostics", "shattering", "probe", "resume",
+            "record")
 
 
 def code_hash(package: Path = Path(__file__).parent) -> str:

@@ -1,87 +1,174 @@
 """`bench toy`: Balduzzi et al. 2017's toy setting, the reference for shattered gradients.
 
-Scalar input, 256 points on [-2, 2], fully connected width 200, He init, BN: the lag-1 correlation of
-dy/dx along the line vs depth, plain vs residual. The paper: plain nets decay like 2^-L (white noise),
-residual nets like 1/sqrt(L) (brown noise).
+The net (Sec. 2 of the paper): a scalar input x at `points` equally spaced values on [-2, 2], `depth`
+fully connected ReLU layers of width 200, He init, BN, plain or residual, a scalar output y = v . h_L.
+Two measures of how shattered dy/dx is at initialisation, one number per net each:
+
+correlation -- the statistic the paper's curves describe (Thm. 1: 2^-L for plain nets; Thm. 3: 1/sqrt(L)
+    for resnets with BN, its rescaling factor beta = 1 as here): the correlation over the random weights
+    between the gradients at two distinct inputs,
+        R(i, j) = E[f'(x_i) f'(x_j)] / sqrt(E[f'(x_i)^2] E[f'(x_j)^2]).
+    f'(x) = v . J(x), with J(x) = d h_L / d x in R^width the Jacobian of the last hidden layer, and the
+    readout v ~ N(0, 2/width I) is independent of J, so E_v[f'(x_i) f'(x_j)] = (2/width) <J(x_i), J(x_j)>:
+    the expectation over v is exact and R(i, j) = cos(J(x_i), J(x_j)) for one draw of the hidden weights,
+    whose sums over the `width` units stand in for the expectation over them (the paper's proof sums over
+    independent paths through the units). The theorems take the activation patterns at x_i and x_j to be
+    independent; along the line near neighbours share theirs, so the statistic is R averaged over all
+    pairs i != j of the points (the typical pair, not the nearest): one number per net, spread over seeds.
+lag1 -- the lag-1 autocorrelation of one net's signal dy/dx along the line (the paper's Fig. 2 ACF at
+    lag 1): how alike the gradients at neighbouring points 4/(points-1) apart are. A different quantity:
+    it stays near 1 until the gradient shatters at the points' own spacing, so the paper's curves do not
+    apply to it.
 """
 from __future__ import annotations
 
 import math
 import statistics
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.func import jvp
 
 from bench import plots
 from bench.config import Toy
-from bench.diagnostics import shattering_score
 from bench.files import write_json
+from bench.shattering import gradient_correlations, mean_off_diagonal, shattering_score
+
+FAMILIES = ("plain", "residual")
+STATISTICS = ("correlation", "lag1")
 
 
-def toy_shattering(
-    depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0, batchnorm: bool = True
-) -> torch.Tensor:
-    """dy/dx of the paper's toy net at `points` equally spaced scalar inputs on [-2, 2]; returns (points,).
+def he(n_in: int, n_out: int, g: torch.Generator) -> torch.Tensor:
+    """He et al. 2015: Gaussian weights with std sqrt(2 / fan_in), so ReLU layers keep the signal's scale."""
+    return torch.randn(n_in, n_out, generator=g, dtype=torch.float64) * math.sqrt(2 / n_in)
 
-    Balduzzi et al. 2017, Sec. 2: fully connected, width 200, ReLU, He init, scalar input and output.
-    h_0 = x w + b, then `depth` layers of layer(h) = W relu(BN(h)): plain h <- layer(h), residual
-    h <- h + layer(h); y = v . h. BN normalises over the points as a batch (no affine, as at init),
-    its statistics held fixed when differentiating, so dy/dx is each point's own derivative. The
-    input bias (N(0, 1)) puts ReLU kinks inside [-2, 2]; without it the net is positively
-    homogeneous and dy/dx only takes two values. The paper's white-noise (plain) vs brown-noise
-    (residual) result is with BN; without BN most units never switch along the line and both
-    families stay smooth for longer.
+
+def init_weights(depth: int, width: int, seed: int) -> dict:
+    """The toy net's weights: input layer (w, b), `depth` hidden layers, readout v; one seed, one net.
+
+    The input bias b ~ N(0, 1) puts ReLU kinks inside [-2, 2] when there is no BN (with BN the centring
+    removes it); without it the net is positively homogeneous and dy/dx only takes two values.
     """
     g = torch.Generator().manual_seed(seed)
+    w, b = he(1, width, g), torch.randn(width, generator=g, dtype=torch.float64)
+    layers = [he(width, width, g) for _ in range(depth)]
+    return {"w": w, "b": b, "layers": layers, "v": he(width, 1, g)}
 
-    def he(n_in: int, n_out: int) -> torch.Tensor:  # He et al. 2015: std sqrt(2 / fan_in)
-        return torch.randn(n_in, n_out, generator=g) * math.sqrt(2 / n_in)
 
-    x = torch.linspace(-2, 2, points).unsqueeze(1).requires_grad_()  # (points, 1)
-    h = x @ he(1, width) + torch.randn(width, generator=g)  # (points, width)
-    for _ in range(depth):
-        z = h
-        if batchnorm:
-            mean, var = z.mean(0).detach(), z.var(0, unbiased=False).detach()  # (width,), fixed statistics
-            z = (z - mean) / torch.sqrt(var + 1e-5)
-        z = F.relu(z) @ he(width, width)
+def batch_norm(z: torch.Tensor) -> torch.Tensor:
+    """Normalise over the points as a batch (no affine, as at init). The statistics are held fixed
+    (detached), so the derivative at a point is that of a fixed function, not coupled to the others."""
+    mean, var = z.mean(0).detach(), z.var(0, unbiased=False).detach()
+    return (z - mean) / torch.sqrt(var + 1e-5)
+
+
+def last_hidden(x: torch.Tensor, weights: dict, residual: bool, batchnorm: bool = True,
+                activation: Callable = F.relu) -> torch.Tensor:
+    """h_L at inputs x (points, 1): h_0 = x w + b, then layer(h) = W act(BN(h)), plain h <- layer(h) or
+    residual h <- h + layer(h). Returns (points, width)."""
+    h = x @ weights["w"] + weights["b"]
+    for W in weights["layers"]:
+        z = activation(batch_norm(h) if batchnorm else h) @ W
         h = h + z if residual else z
-    y = h @ he(width, 1)  # (points, 1)
-    (dydx,) = torch.autograd.grad(y.sum(), x)
-    return dydx.squeeze(1)
+    return h
+
+
+def inputs(points: int) -> torch.Tensor:
+    """The paper's line: `points` equally spaced scalar inputs on [-2, 2], as a batch (points, 1)."""
+    return torch.linspace(-2, 2, points, dtype=torch.float64).unsqueeze(1)
+
+
+def toy_jacobian(depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0,
+                 batchnorm: bool = True, activation: Callable = F.relu) -> tuple[torch.Tensor, torch.Tensor]:
+    """J(x) = d h_L / d x at every point, (points, width), and dy/dx = J v, (points,).
+
+    Forward mode: one pass with tangent dx = 1 at every point carries each point's own derivative
+    (the BN statistics are constants), where reverse mode would need one backward pass per unit.
+    """
+    weights = init_weights(depth, width, seed)
+    x = inputs(points)
+    _, jacobian = jvp(lambda t: last_hidden(t, weights, residual, batchnorm, activation), (x,), (torch.ones_like(x),))
+    return jacobian, (jacobian @ weights["v"]).squeeze(1)
+
+
+def toy_shattering(depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0,
+                   batchnorm: bool = True) -> torch.Tensor:
+    """dy/dx of the toy net along the line, (points,): the one signal whose lag-1 autocorrelation is `lag1`."""
+    return toy_jacobian(depth, residual, width, points, seed, batchnorm)[1]
+
+
+def correlation(jacobian: torch.Tensor) -> float:
+    """Mean over pairs i != j of R(i, j) = cos(J(x_i), J(x_j)): the correlation between dy/dx at distinct
+    inputs, in expectation over the readout v. 1 for a linear net (J the same at every input)."""
+    return mean_off_diagonal(gradient_correlations(jacobian))
+
+
+def measure(depth: int, residual: bool, width: int, points: int, seed: int) -> dict:
+    """Both statistics for one net: {"correlation": R averaged over distinct pairs, "lag1": lag-1 ACF}."""
+    jacobian, dydx = toy_jacobian(depth, residual, width, points, seed)
+    return {"correlation": correlation(jacobian), "lag1": shattering_score(dydx)}
 
 
 def run(cfg: Toy) -> dict:
-    """{'plain': {depth: [score per seed]}, 'residual': {...}}."""
-    return {family: {d: [shattering_score(toy_shattering(d, family == "residual", cfg.width, cfg.points, seed))
-                         for seed in range(cfg.seeds)] for d in cfg.depths}
-            for family in ("plain", "residual")}
+    """{family: {depth: {"correlation": [per seed], "lag1": [per seed]}}} for family in plain, residual."""
+    results = {}
+    for family in FAMILIES:
+        results[family] = {}
+        for depth in cfg.depths:
+            nets = [measure(depth, family == "residual", cfg.width, cfg.points, seed) for seed in range(cfg.seeds)]
+            results[family][depth] = {s: [net[s] for net in nets] for s in STATISTICS}
+    return results
+
+
+def paper(depths: list[int]) -> dict:
+    """Balduzzi et al.'s correlation at depth L: 2^-L for plain nets, 1/sqrt(L) for resnets with BN."""
+    return {"plain": [2.0 ** -d for d in depths], "residual": [d ** -0.5 for d in depths]}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std over seeds (std 0 for one seed)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def panel(ax, results: dict, statistic: str, colours: dict) -> None:
+    """One statistic vs depth, mean +- std over seeds, per family; depth on a log2 axis."""
+    for family, colour in colours.items():
+        depths = sorted(results[family])
+        means, stds = zip(*(mean_std(results[family][d][statistic]) for d in depths))
+        ax.errorbar(depths, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{family} + BN (measured)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("depth L (fully connected layers)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.grid(alpha=0.3)
 
 
 def plot(results: dict, path: Path) -> None:
+    """Left: the paper's statistic with its 2^-L and 1/sqrt(L); right: lag-1 autocorrelation, no theory."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colours = {"plain": plots.STYLE["plain_bn"][0], "residual": plots.STYLE["residual_bn"][0]}  # BN nets
-    for family, colour in colours.items():
-        depths = sorted(results[family])
-        means = [statistics.fmean(results[family][d]) for d in depths]
-        stds = [statistics.stdev(results[family][d]) if len(results[family][d]) > 1 else 0 for d in depths]
-        ax.errorbar(depths, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{family} (BN)")
+    colours = {"plain": plots.STYLE["plain_bn"][0], "residual": plots.STYLE["residual_bn"][0]}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    panel(left, results, "correlation", colours)
     depths = sorted(results["plain"])
-    ax.plot(depths, [2.0 ** -d for d in depths], ":", color=colours["plain"], label="$2^{-L}$ (paper, plain)")
-    ax.plot(depths, [d ** -0.5 for d in depths], ":", color=colours["residual"], label=r"$1/\sqrt{L}$ (paper, residual)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("depth L (fully connected layers)")
-    ax.set_ylabel("lag-1 correlation of dy/dx")
-    ax.set_title("Shattered gradients, Balduzzi et al. 2017 toy setting")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    curves = paper(depths)
+    left.plot(depths, curves["plain"], ":", color=colours["plain"], label="$2^{-L}$ (paper, plain)")
+    left.plot(depths, curves["residual"], ":", color=colours["residual"], label=r"$1/\sqrt{L}$ (paper, resnet + BN)")
+    left.set_ylabel("correlation of dy/dx at distinct inputs\n(mean over pairs, over random readout)")
+    left.set_title("Correlation between gradients at distinct inputs")
+    panel(right, results, "lag1", colours)
+    right.set_ylabel("lag-1 autocorrelation of dy/dx along the line")
+    right.set_title("Neighbouring points only (no theory curve)")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+    fig.suptitle("Shattered gradients, Balduzzi et al. 2017 toy setting (mean ± std over seeds)")
     plots.save(fig, path)
 
 
 def toy(cfg: Toy, out: str | Path) -> dict:
+    """Run the toy experiment; write toy.json ({family: {depth: {statistic: [per seed]}}}) and the figure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = run(cfg)

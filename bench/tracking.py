@@ -93,16 +93,21 @@ def finish(wandb, metrics: dict, diagnostics: dict) -> None:
               file=sys.stderr)
 
 
-BLOCK_COLUMNS = ("weight_grad_norm", "activation_grad_norm", "response_std", "forward_variance", "lesion_error")
+BLOCK_COLUMNS = ("activation_grad_rms", "relative_weight_grad", "forward_variance", "lesion_error")
 
 
 def log_diagnostics(run, results: dict) -> None:
-    """Per-block diagnostics as one W&B Table per moment (init, end, ...), to plot against the block index."""
+    """The per-block diagnostics as one W&B Table per moment (init, end, ...), to plot against the block
+    index, and the response std of every 3x3 layer as another (a layer index: two per block, the stem first)."""
     import wandb
 
     for when, r in results.items():
-        rows = [[i, *(r[c][i] for c in BLOCK_COLUMNS)] for i in range(len(r["weight_grad_norm"]))]
-        run.log({f"diagnostics/{when}": wandb.Table(columns=["block", *BLOCK_COLUMNS], data=rows)})
+        if when == "probe":  # which images, not a measurement
+            continue
+        rows = [[i, *(r[c][i] for c in BLOCK_COLUMNS)] for i in range(len(r["activation_grad_rms"]))]
+        run.log({f"diagnostics/{when}": wandb.Table(columns=["block", *BLOCK_COLUMNS], data=rows),
+                 f"diagnostics/{when}_response_std": wandb.Table(
+                     columns=["layer", "response_std"], data=list(enumerate(r["response_std"])))})
 
 
 def offline_runs(params: Params) -> list[Path]:

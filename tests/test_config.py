@@ -8,7 +8,18 @@ from helpers import PARAMS
 def test_default_params_load_typed():
     p = config.load(PARAMS)
     assert isinstance(p.train.lr, float) and isinstance(p.train.max_steps, int)
-    assert 56 in p.grid.depths and set(p.grid.variants) == {"plain", "plain_bn", "residual", "residual_bn"}
+    assert 56 in p.grid.depths and p.grid.variants == ["plain", "plain_bn", "residual", "residual_bn", "residual_fixup"]
+    assert len(p.grid.seeds) == 3 and p.trainer.deterministic and p.speed.threads == 1  # mean ± std, repeatable
+
+
+def test_he_preset_trains_on_all_50k_with_option_a():
+    he = config.load(PARAMS, config.preset(PARAMS.parent / "presets" / "he2016.yaml"))
+    assert he.data.val_size == 0 and he.model.shortcut == "zero_pad" and he.train.max_steps == 64000
+
+
+def test_shattering_pairs_must_fit_in_the_probe():
+    with pytest.raises(ValueError, match="diagnostics.pairs=200 needs 400 probe images"):
+        config.load(PARAMS, ["diagnostics.pairs=200"])
 
 
 def test_overrides_are_parsed_as_yaml():

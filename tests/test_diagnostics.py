@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from bench import diagnostics as D
+from bench import shattering as S
 from bench.models import build_model
-from bench.toy import toy_shattering
 
 
 def bn_buffers(model):
@@ -30,32 +30,21 @@ def zero_branches(model):
 def test_linear_model_gradient_is_constant_along_the_path_so_its_correlation_is_one():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-    g = D.input_gradients_along_path(model, torch.randn(3, 8, 8), torch.randn(3, 8, 8), target=4, points=100)
+    g = S.input_gradients_along_path(model, torch.randn(3, 8, 8), torch.randn(3, 8, 8), target=4, points=100)
     assert g.shape == (100, 3 * 8 * 8)
     assert torch.allclose(g, model[1].weight[4].expand_as(g))  # d logit_4 / dx = W[4] everywhere
-    assert D.gradient_autocorrelation(g, 5) == pytest.approx([1.0] * 5)
-    assert D.shattering_score(g) == pytest.approx(1.0)
+    assert S.gradient_autocorrelation(g, 5) == pytest.approx([1.0] * 5)
+    assert S.shattering_score(g) == pytest.approx(1.0)
 
 
 def test_autocorrelation_separates_white_from_brown_noise():
     torch.manual_seed(0)
     white = torch.randn(4096)
     brown = white.cumsum(0)  # a random walk: Balduzzi et al.'s "brown noise"
-    assert abs(D.shattering_score(white)) < 0.05
-    assert D.shattering_score(brown) > 0.95
-    acf = D.gradient_autocorrelation(brown, 10)
+    assert abs(S.shattering_score(white)) < 0.05
+    assert S.shattering_score(brown) > 0.95
+    acf = S.gradient_autocorrelation(brown, 10)
     assert (acf[1:] < acf[:-1]).all()  # correlation falls with the lag
-
-
-def test_toy_plain_net_shatters_with_depth_residual_net_does_not():
-    """Balduzzi et al. 2017, Fig. 2: plain nets' gradients turn to white noise, resnets' stay brown."""
-    def lag1(depth, residual):
-        return sum(D.shattering_score(toy_shattering(depth, residual, seed=s)) for s in range(3)) / 3
-
-    assert toy_shattering(3, residual=False).shape == (256,)
-    plain_shallow, plain_deep, residual_deep = lag1(4, False), lag1(30, False), lag1(30, True)
-    assert plain_shallow > 0.8 and plain_deep < 0.2  # plain: correlation lost with depth
-    assert residual_deep > 0.6  # residual: keeps most of it at the same depth
 
 
 # --- vanishing / exploding ---
@@ -77,17 +66,20 @@ def test_response_std_is_zero_for_a_zeroed_branch(variant):
     model = build_model(variant, 14, in_channels=1)
     x = torch.randn(8, 1, 8, 8)
     assert all(s > 0 for s in D.response_stds(model, x))
-    assert D.response_stds(zero_branches(model), x) == [0.0] * len(model.blocks)
+    zeroed = D.response_stds(zero_branches(model), x)  # the stem, then conv1 and conv2 of each block
+    assert zeroed[2::2] == [0.0] * len(model.blocks) and all(s > 0 for s in zeroed[1::2])
 
 
 def test_response_std_is_the_std_of_the_branch_output():
     torch.manual_seed(0)
     model = build_model("plain", 14, in_channels=1).eval()
     x = torch.randn(8, 1, 8, 8)
-    expected, h = [], model.stem(x)
     with torch.no_grad():
+        expected = [model.stem[1](model.stem[0](x)).std().item()]  # the stem's conv, before its ReLU
+        h = model.stem(x)
+        h = torch.relu(h)
         for b in model.blocks:
-            expected.append(b.residual(h).std().item())
+            expected += [b.conv1(h).std().item(), b.residual(h).std().item()]  # before each ReLU
             h = b(h)
     assert D.response_stds(model, x) == pytest.approx(expected, rel=1e-5)
 
@@ -128,15 +120,16 @@ def test_forward_variance_of_a_residual_stack_matches_its_analytic_growth():
     assert math.exp(sum(log_growth) / seeds) == pytest.approx(3.0, rel=0.05)
 
 
-def test_block_gradient_norms_one_entry_per_block_finite_ratio_and_no_side_effects():
+def test_block_gradients_one_entry_per_block_finite_ratio_and_no_side_effects():
     torch.manual_seed(0)
     model = build_model("residual_bn", 14, in_channels=1)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     before = bn_buffers(model)
-    out = D.block_gradient_norms(model, x, y)
-    assert len(out["weight"]) == len(out["activation"]) == len(model.blocks) == 6
-    assert all(math.isfinite(n) and n > 0 for n in out["weight"] + out["activation"])
-    assert out["ratio"] == pytest.approx(out["weight"][0] / out["weight"][-1]) and math.isfinite(out["ratio"])
+    out = D.block_gradients(model, x, y)
+    assert len(out["relative_weight"]) == len(out["activation_rms"]) == len(model.blocks) == 6
+    assert all(math.isfinite(n) and n > 0 for n in out["relative_weight"] + out["activation_rms"])
+    rms = out["activation_rms"]
+    assert out["ratio"] == pytest.approx(rms[0] / rms[-1]) and math.isfinite(out["ratio"]) and not out["saturated"]
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in bn_buffers(model).items())
     assert model.training  # mode restored
@@ -148,9 +141,9 @@ def test_lesion_of_a_residual_net_with_zero_branches_changes_nothing():
     torch.manual_seed(0)
     model = zero_branches(build_model("residual", 14, in_channels=1))
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
-    out = D.lesion_errors(model, x, y)
+    out = D.lesion_errors(model, x, y, chance=0.9)
     assert out["per_block"] == [out["intact"]] * 6
-    assert out["mean_increase"] == out["max_increase"] == 0
+    assert out["mean_increase"] == out["max_increase"] == out["downsampling_mean_increase"] == 0
 
 
 def test_lesion_skips_plain_downsampling_blocks_and_restores_the_model():
@@ -158,7 +151,7 @@ def test_lesion_skips_plain_downsampling_blocks_and_restores_the_model():
     model = build_model("plain", 14, in_channels=1).eval()
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
     blocks, logits = list(model.blocks), model(x)
-    out = D.lesion_errors(model, x, y)
+    out = D.lesion_errors(model, x, y, chance=0.9)
     assert [e is None for e in out["per_block"]] == [False, False, True, False, True, False]  # n = 2 per stage
     assert list(model.blocks) == blocks and torch.equal(model(x), logits)
     with D.deleted(model, 1):  # a real deletion changes the function
@@ -180,17 +173,3 @@ def test_train_vs_eval_error_differ_with_bn_on_shifted_inputs_and_running_stats_
         assert (out["train_mode"] > 0) == differ
         assert all(torch.equal(before[k], v) for k, v in bn_buffers(model).items())
         assert not model.training
-
-
-def test_bench_toy_writes_its_figure_and_numbers(tmp_path):
-    import json
-
-    from bench import config
-    from bench.toy import toy
-    from helpers import PARAMS
-
-    results = toy(config.load(PARAMS, ["toy.depths=[1, 32]", "toy.seeds=2"]).toy, tmp_path)
-    saved = json.loads((tmp_path / "toy.json").read_text())
-    assert set(saved) == {"plain", "residual"} and len(saved["plain"]["32"]) == 2
-    assert (tmp_path / "toy_shattering.png").stat().st_size > 10_000
-    assert sum(results["plain"][32]) < sum(results["residual"][32])

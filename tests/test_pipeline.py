@@ -148,8 +148,8 @@ def test_aggregation_mean_std_and_diverged_cells():
     r = agg["residual_bn", 20]["test/error"]
     assert r["n"] == 3 and r["mean"] == pytest.approx(0.09) and r["std"] == pytest.approx(0.01)  # sample std
     assert fmt_cell(agg["residual_bn", 20]) == "9.00 ± 1.00 (n=3)"
-    assert agg["plain", 20]["diverged"] == 1 and fmt_cell(agg["plain", 20]) == "30.00 (n=2, 1 diverged)"
-    assert fmt_cell(agg["plain", 56]) == "diverged (n=1)" and agg["plain", 56]["diverged_steps"] == [7]
+    assert agg["plain", 20]["diverged"] == 1 and fmt_cell(agg["plain", 20]) == "30.00 (n=1; 1/2 diverged)"
+    assert fmt_cell(agg["plain", 56]) == "diverged (1/1)" and agg["plain", 56]["diverged_steps"] == [7]
     assert agg["residual_bn", 20]["gap"]["mean"] == pytest.approx(-0.01)
 
 
@@ -174,10 +174,10 @@ def test_report_from_hand_made_cells(tmp_path):
                 write_cell(runs, cell(v, d, s, 0.1 + 0.01 * s, diverged=(v == "plain" and d == 56)))
     summary = report(params, runs, tmp_path / "report")
     md = (tmp_path / "report/report.md").read_text()
-    assert "| 56 | diverged (n=2) | 10.50 ± 0.71 (n=2) | 6.97 | 6.61 |" in md  # He et al. and akamaster beside
+    assert "| 56 | diverged (2/2) | 10.50 ± 0.71 (n=2) | 6.97 (single run) | 6.61 |" in md  # He et al., akamaster
     assert summary["diverged"] == 2 and summary["test/error/residual_bn-20"] == pytest.approx(0.105)
     rows = list(csv.DictReader(open(tmp_path / "report/error_vs_depth.csv")))
-    assert rows[1]["depth"] == "56" and rows[1]["plain"] == "" and float(rows[1]["residual_bn"]) == pytest.approx(10.5)
+    assert rows[1]["depth"] == "56" and rows[1]["plain"] == "NaN" and float(rows[1]["residual_bn"]) == pytest.approx(10.5)
 
 
 def test_report_names_a_missing_cell(tmp_path):

@@ -31,7 +31,22 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
         assert -1 <= m[f"{when}/shattering"] <= 1 and m[f"{when}/grad_ratio"] > 0
     assert m["end/intact_error"] < 0.5 and m["end/lesion_max_increase"] >= 0
     blocks = json.loads((tmp_path / "diagnostics.json").read_text())
-    assert set(blocks) == {"init", "end"} and len(blocks["end"]["response_std"]) == 3  # depth 8: 3 blocks
+    assert set(blocks) == {"probe", "init", "end"} and len(blocks["end"]["response_std"]) == 7  # stem + 2 x 3 blocks
+    assert blocks["probe"]["size"] == p.diagnostics.probe_size and len(blocks["probe"]["indices"]) == 256
+    assert max(blocks["probe"]["class_counts"]) - min(blocks["probe"]["class_counts"]) <= 1  # stratified
+
+
+def test_the_default_run_is_bitwise_repeatable_on_the_cpu(params, tmp_path, digits_dir):
+    """trainer.deterministic and speed.threads in params.yaml: the same cell twice gives the same bits,
+    timings aside, so that a fresh clone reproduces the committed results exactly."""
+    p = params("train.max_steps=40", "train.milestones=[20]")
+    assert p.trainer.deterministic and p.speed.threads == 1
+    a, b = tmp_path / "a", tmp_path / "b"
+    ma, mb = (train(p, Cell("plain_bn", 8, 1), out, digits_dir, progress=False) for out in (a, b))
+    timing = {"wall_time_s", "images_per_s"}
+    assert {k: v for k, v in ma.items() if k not in timing} == {k: v for k, v in mb.items() if k not in timing}
+    for name in ("history.csv", "diagnostics.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
 
 
 def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_dir):

@@ -1,0 +1,70 @@
+"""The report's noise: each run's test error with its 95 % Wilson interval, which differences between cells are
+within the noise (bench.stats), and which runs are at chance level.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+from bench.record import DIVERGED, DIVERGED_STEP, NUM_CLASSES, TEST_ERROR, TEST_IMAGES, TRAIN_ERROR
+from bench.stats import NOISE_DEFINITION, difference_noise, error_interval, within_noise
+
+AT_CHANCE = 0.9  # a final training error >= 0.9 x chance error: the net has not learnt (near enough to chance)
+
+
+def chance_error(num_classes: int | None) -> float | None:
+    """The error of a guess: 1 - 1/classes (90 % on CIFAR-10); None where the cell did not record its classes."""
+    return 1 - 1 / num_classes if num_classes else None
+
+
+def at_chance(m: dict) -> bool:
+    """A run whose final training error is at chance level: it has not learnt, so its small gap means nothing."""
+    chance = chance_error(m.get(NUM_CLASSES))
+    return bool(chance) and not m[DIVERGED] and m[TRAIN_ERROR] is not None and m[TRAIN_ERROR] >= AT_CHANCE * chance
+
+
+def fmt_run(m: dict) -> str:
+    """One run's test error (%) and its 95 % Wilson interval from the test set's size."""
+    if m[DIVERGED] or m[TEST_ERROR] is None:
+        return f"diverged at step {m[DIVERGED_STEP]}" if m[DIVERGED] else "–"
+    ci = error_interval(m[TEST_ERROR], m.get(TEST_IMAGES))
+    text = f"{100 * m[TEST_ERROR]:.2f}" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
+    return text + (" at chance" if at_chance(m) else "")
+
+
+def runs_table(results: list[dict], variants: list[str], depths: list[int]) -> str:
+    """One row per variant x depth, one column per seed."""
+    seeds = sorted({m["seed"] for m in results})
+    by_cell = {(m["variant"], m["depth"], m["seed"]): m for m in results}
+    rows = ["| cell | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|" + "---|" * (len(seeds) + 1)]
+    for d in depths:
+        for v in variants:
+            runs = [fmt_run(by_cell[v, d, s]) if (v, d, s) in by_cell else "" for s in seeds]
+            rows.append(f"| {v}-{d} | " + " | ".join(runs) + " |")
+    return "\n".join(rows)
+
+
+def noise_stats(a: dict) -> dict:
+    return {**a[TEST_ERROR], "test_images": a[TEST_IMAGES]}
+
+
+def fmt_close(name: str, close: tuple[float, float]) -> str:
+    return f"{name}: Δ {100 * close[0]:+.2f}, noise ± {100 * close[1]:.2f}"
+
+
+def noise_section(agg: dict, variants: list[str], depths: list[int]) -> str:
+    """The comparisons whose difference is within the noise: every pair of variants at each depth, and each
+    variant's neighbouring depths."""
+    pairs = [(f"depth {d}: {v} vs {w}", agg[v, d], agg[w, d]) for d in depths for v, w in combinations(variants, 2)
+             if (v, d) in agg and (w, d) in agg]
+    pairs += [(f"{v}: depth {d} vs {e}", agg[v, d], agg[v, e]) for v in variants for d, e in zip(depths, depths[1:])
+              if (v, d) in agg and (v, e) in agg]
+    measured = [(name, a, b) for name, a, b in pairs if difference_noise(noise_stats(a), noise_stats(b)) is not None]
+    close = [(name + (" (at chance)" if a["at_chance"] or b["at_chance"] else ""), c) for name, a, b in measured
+             if (c := within_noise(noise_stats(a), noise_stats(b)))]
+    lines = [f"- {fmt_close(name, c)}" for name, c in close] or (["- none of the measured comparisons."] if measured
+                                                                 else [])
+    if len(measured) < len(pairs):
+        lines.append(f"- {len(pairs) - len(measured)} of {len(pairs)} comparisons unmeasured: one seed and no "
+                     f"recorded test set size, or every seed diverged.")
+    return (NOISE_DEFINITION + " Compared: every pair of variants at each depth, and each variant at neighbouring "
+            "depths of the grid; listed: those within the noise, in percentage points.\n\n" + "\n".join(lines) + "\n")
