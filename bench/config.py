@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -223,7 +224,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if name not in raw[section]:
             raise ValueError(f"unknown key {key} in override {item!r}; valid keys: {', '.join(raw[section])}")
         try:
-            raw[section][name] = value if _is_text(section, name) and value not in ("null", "~") else yaml.safe_load(value)
+            raw[section][name] = value if _is_text(section, name) and value not in ("null", "~") else _yaml(value)
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: {value!r} is not a YAML value ({str(e).splitlines()[0]})") from None
     return raw
@@ -245,7 +246,9 @@ def preset(path: str | Path) -> list[str]:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently)."""
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently),
+    and reading every float a person writes as a float: YAML 1.1 (PyYAML) reads 1e-3 and 1E-4 as strings,
+    since its floats need a dot; YAML 1.2's do not."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -257,9 +260,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_UniqueKeyLoader.add_implicit_resolver(  # after 1.1's own: an exponent without a dot (1e-3, 2E4, -1.5e+2 is 1.1's)
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = _yaml(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"params file {path} not found") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -99,3 +99,13 @@ def test_a_preset_that_does_not_apply_is_refused(cli, tmp_path):
     bad.write_text("train:\n  lrr: 0.1\n")
     code, out, err = cli("preset", bad, "--params", PARAMS)
     assert code == 2 and "unknown key train.lrr" in err and out == ""
+
+
+@pytest.mark.parametrize("text,value", [("1e-3", 1e-3), ("1E-4", 1e-4), (".5", 0.5), ("5.", 5.0), ("2e+2", 200.0),
+                                        ("1.5e-3", 1.5e-3), ("0.05", 0.05), ("3", 3.0)])
+def test_every_float_a_person_writes_is_a_float_in_overrides_and_in_params_yaml(tmp_path, text, value):
+    """YAML 1.1 reads 1e-3 as a string; params.yaml and `key=value` overrides read it as the float it is."""
+    assert config.load(PARAMS, [f"train.lr={text}"]).train.lr == value
+    written = tmp_path / "params.yaml"
+    written.write_text(PARAMS.read_text().replace("weight_decay: 0.0001", f"weight_decay: {text}"))
+    assert config.load(written).train.weight_decay == value
