@@ -23,11 +23,23 @@ EVAL_SPLITS = ("val", "test")  # the validation loop's two loaders, in order
 
 class Classifier(L.LightningModule):
     """`optimizer`: parameters -> torch optimizer; `lr_factor`: step -> lr multiplier (LambdaLR);
-    `training_forward`: the network's forward for training steps, e.g. compiled (default: the network)."""
+    `training_forward`: the network's forward for training steps, e.g. compiled (default: the network).
 
-    def __init__(self, model: nn.Module, num_classes: int, optimizer: Callable[[Iterable], torch.optim.Optimizer],
-                 lr_factor: Callable[[int], float], training_forward: Callable | None = None, run_key: str = ""):
+    `architecture` (bench.models.build_model's arguments) and `data` (classes, normalisation mean and
+    std) are saved in the checkpoint, so that it describes itself: `Classifier.load_from_checkpoint(path)`
+    rebuilds the network from them when no `model` is given, for inference (no optimizer needed)."""
+
+    def __init__(self, model: nn.Module | None = None, num_classes: int = 0,
+                 optimizer: Callable[[Iterable], torch.optim.Optimizer] | None = None,
+                 lr_factor: Callable[[int], float] | None = None, training_forward: Callable | None = None,
+                 run_key: str = "", architecture: dict | None = None, data: dict | None = None):
         super().__init__()
+        if model is None:
+            if architecture is None:
+                raise ValueError("Classifier needs a model, or the architecture that a bench checkpoint records")
+            from bench.models import build_model
+
+            model = build_model(**architecture)
         self.model, self.make_optimizer, self.lr_factor = model, optimizer, lr_factor
         self._train_forward = training_forward or model.__call__  # a function: not in the state dict
         self.save_hyperparameters(ignore=["model", "optimizer", "lr_factor", "training_forward"])

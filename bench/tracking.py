@@ -63,7 +63,9 @@ def logger(params: Params, cell: Cell, dataset: str, config: dict, run_id: str |
     from lightning.pytorch.loggers import WandbLogger
 
     kw = run_kwargs(params, cell.name, cell.variant, [cell.variant, f"depth-{cell.depth}", dataset], config)
-    return WandbLogger(save_dir=kw.pop("dir"), log_model=False, id=run_id, resume="allow" if run_id else None, **kw)
+    wandb = WandbLogger(save_dir=kw.pop("dir"), log_model=False, id=run_id, resume="allow" if run_id else None, **kw)
+    wandb._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which wandb 0.31 warns has no effect
+    return wandb
 
 
 def start(params: Params, cell: Cell, dataset: str, config: dict, run_id: str | None = None):
@@ -123,4 +125,12 @@ def sync_lines(params: Params) -> str:
     listing = "\n".join(f"  {p}" for p in runs)
     return (f"{len(runs)} offline W&B runs under {root_dir(params) / 'wandb'}:\n{listing}\n"
             f"Upload them (needs WANDB_API_KEY or `wandb login`):\n"
-            f"  wandb sync --include-offline {root_dir(params) / 'wandb'}/offline-run-*")
+            f"  {sync_command(params)}\n"
+            f"Or look at one without an account, in the terminal:\n"
+            f"  wandb leet {runs[-1]}                   (its curves)\n"
+            f"  wandb leet inspect --summary {runs[-1]}   (its final metrics)")
+
+
+def sync_command(params: Params) -> str:
+    """The upload command for the offline runs, as the pinned wandb reads it (offline runs are included by default)."""
+    return f"wandb sync --yes {root_dir(params) / 'wandb'}/offline-run-*"

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from bench import config, models, provenance, record, resume, speed, tracking, validate
+from bench import config, models, provenance, quiet, record, resume, speed, tracking, validate
 from bench.callbacks import Diagnostics, Divergence, EpochStep, HistoryLogger, Throughput
 from bench.config import Params
 from bench.data import DataModule, Dataset, load_prepared, normalise
@@ -36,13 +36,16 @@ def build(params: Params, cell: Cell, data: Dataset, run_key: str = "") -> tuple
     """The LightningModule and DataModule of one cell; the same for `bench train` and `bench perf`."""
     L.seed_everything(cell.seed, workers=True, verbose=False)  # the initial weights depend on the seed only
     torch.set_num_threads(params.speed.threads)  # a CPU reduction's order, and so its bits, depends on it
-    net = models.build_model(cell.variant, cell.depth, params.model.shortcut, len(data.classes), data.shape[0],
-                             params.model.zero_init_residual)
+    architecture = dict(variant=cell.variant, depth=cell.depth, shortcut=params.model.shortcut,
+                        num_classes=len(data.classes), in_channels=data.shape[0],
+                        zero_init_residual=params.model.zero_init_residual)
+    net = models.build_model(**architecture)
     net = speed.prepare(net, params.speed)
     t = params.train
     optimizer = partial(speed.sgd, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
     module = Classifier(net, len(data.classes), optimizer, partial(lr_factor, cfg=t, depth=cell.depth),
-                        speed.training_forward(net, params.speed), run_key=run_key)
+                        speed.training_forward(net, params.speed), run_key=run_key, architecture=architecture,
+                        data={"name": data.name, "classes": data.classes, "mean": data.mean, "std": data.std})
     return module, DataModule(data, t.batch_size, t.augment, cell.seed, params.speed)
 
 
@@ -85,6 +88,7 @@ def run_config(params: Params, cell: Cell, data_md5: str, env: dict) -> dict:
 def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os.PathLike = "data/prepared",
           progress: bool = True) -> dict:
     out = Path(out)
+    quiet.silence()
     # check: the data, the Trainer's flags and the batch, before any file of the cell is touched
     data = load_prepared(data_dir, params.data)
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
@@ -112,15 +116,16 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
 
         # fit
         start = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=False)  # the cell's own checkpoint
         fit_metrics = dict(trainer.callback_metrics)
         last_row = history.rows[max(history.rows)] if history.rows else {}
 
         # test: the final weights, saved as last.ckpt and named, so that under SLURM Lightning does not load
         # its requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has test/* already
-        trainer.save_checkpoint(out / "last.ckpt")
+        trainer.save_checkpoint(out / "last.ckpt", weights_only=False)
         trainer.loggers = []
-        test_metrics = trainer.test(module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False)[0]
+        test_metrics = trainer.test(module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False,
+                                    weights_only=False)[0]
         wall_time_s = time.perf_counter() - start  # fit and the final test
 
         # record

@@ -34,6 +34,23 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     assert set(blocks) == {"probe", "init", "end"} and len(blocks["end"]["response_std"]) == 7  # stem + 2 x 3 blocks
     assert blocks["probe"]["size"] == p.diagnostics.probe_size and len(blocks["probe"]["indices"]) == 256
     assert max(blocks["probe"]["class_counts"]) - min(blocks["probe"]["class_counts"]) <= 1  # stratified
+    check_checkpoint_loads_alone(tmp_path / "last.ckpt", digits_dir, p, m)
+
+
+def check_checkpoint_loads_alone(ckpt, data_dir, p, m):
+    """One line loads a trained cell for inference: the checkpoint names its architecture and normalisation;
+    its error on the test split is the recorded one."""
+    import torch
+
+    from bench.data import load_prepared, normalise
+    from bench.module import Classifier
+
+    net = Classifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    assert net.hparams.architecture["variant"] == "residual_bn" and len(net.hparams.data["classes"]) == 10
+    test = load_prepared(data_dir, p.data).test
+    with torch.no_grad():
+        logits = net(normalise(test.x, net.hparams.data["mean"], net.hparams.data["std"]))
+    assert (logits.argmax(1) != test.y).float().mean().item() == pytest.approx(m["test/error"], abs=1e-6)
 
 
 def test_the_default_run_is_bitwise_repeatable_on_the_cpu(params, tmp_path, digits_dir):

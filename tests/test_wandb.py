@@ -62,6 +62,21 @@ def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_p
         assert summary["test/error"] == pytest.approx(m["test/error"]) and summary["diverged"] is False
     everything = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
     assert SECRET.encode() not in everything
+    check_printed_commands(p, tmp_path)
+
+
+def check_printed_commands(p, tmp_path):
+    """The lines `bench wandb` prints work as printed with the pinned wandb: the sync line (dry run: it parses
+    and finds both runs, uploading nothing) and the offline viewer's summary."""
+    lines = tracking.sync_lines(p).splitlines()
+    sync = next(line.strip() for line in lines if line.strip().startswith("wandb sync"))
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_MODE": "offline"}
+    r = subprocess.run(f"{sync} --dry-run", shell=True, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert all(run.name in r.stdout + r.stderr for run in offline_runs(tmp_path / "wb"))
+    summary = next(line.split("(")[0].strip() for line in lines if "leet inspect --summary" in line)
+    r = subprocess.run(summary, shell=True, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "test/error" in r.stdout, r.stdout + r.stderr
 
 
 def test_disabled_mode_writes_nothing(params, tmp_path, digits_dir):
@@ -108,3 +123,17 @@ def test_report_spec_builds_offline(params):
     assert [pl.y for pl in grids[1].panels] == [["train/error"], ["test/error"], ["gap"]]
     assert all(pl.groupby == "config.cell.depth" for g in grids[:2] for pl in g.panels)
     assert grids[2].panels[0].x.name == "cell.depth"
+
+
+def test_a_cell_prints_none_of_the_per_cell_noise(tmp_path, digits_dir):
+    """bench.quiet drops Lightning's tip and device lines and the checkpoint reload lines, and wandb is not
+    handed the `anonymous` setting it warns about; the cell's own result line still prints."""
+    from helpers import DIGITS, run
+
+    r = run([str(BIN / "bench"), "train", "--variant", "plain", "--depth", "8", "--seed", "0", "--data", digits_dir,
+             "--out", tmp_path / "cell", "--no-progress", "wandb.mode=offline", f"wandb.dir={tmp_path / 'wb'}",
+             "train.max_steps=10", *DIGITS])
+    out = r.stdout + r.stderr
+    for noise in ("Tip", "GPU available", "anonymous", "weights_only", "Restoring states", "srun"):
+        assert noise not in out, noise
+    assert "plain-8-0: test error" in out
