@@ -209,18 +209,18 @@ class Diagnostics(L.Callback):
         self.settings = dict(num_classes=num_classes, pairs=pairs, points=points)
         self.results = {"probe": record or {}}
 
-    def _measure(self, module, when: str, calibrate: bool = False) -> None:
+    def _measure(self, module, when: str, init: bool = False) -> None:
         import copy
 
         x, y = (t.to(module.device) for t in self.probe)
         model = module.model
-        if calibrate:
+        if init:
             model = diagnostics.calibrate_bn(copy.deepcopy(model), x)
-        self.results[when] = probe.measure(model, x, y, **self.settings)
+        self.results[when] = probe.measure(model, x, y, **self.settings, lesions=not init)  # untrained: at chance
 
     def on_fit_start(self, trainer, module):
         if not trainer.ckpt_path:  # a resumed run was measured at its real initialisation already
-            self._measure(module, "init", calibrate=True)
+            self._measure(module, "init", init=True)
 
     def on_train_epoch_end(self, trainer, module):
         if self.every and (trainer.current_epoch + 1) % self.every == 0:

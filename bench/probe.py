@@ -47,13 +47,17 @@ def _json(v):
     return v
 
 
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, pairs: int, points: int) -> dict:
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, pairs: int, points: int,
+            lesions: bool = True) -> dict:
     """Every diagnostic on the probe batch (x: (N, C, H, W) normalised, y: (N,)): the scalar summaries of
-    SCALARS and the per-block and per-layer lists, JSON-ready (NaN as null)."""
+    SCALARS and the per-block and per-layer lists, JSON-ready (NaN as null). `lesions=False` skips the
+    lesions (one evaluation of the probe per block), which say nothing about an untrained net: null."""
     grads = diagnostics.block_gradients(model, x, y)
     shatter = shattering.shattering(model, x, y, pairs, points)
     variance = diagnostics.forward_variance(model, x)
-    lesion = diagnostics.lesion_errors(model, x, y, chance=1 - 1 / num_classes)
+    lesion = (diagnostics.lesion_errors(model, x, y, chance=1 - 1 / num_classes) if lesions else
+              dict.fromkeys(("intact", "per_block", "downsampling", "at_chance", "mean_increase", "max_increase",
+                             "downsampling_mean_increase")))
     bn = diagnostics.train_vs_eval_error(model, x, y)
     return _json({
         "grad_ratio": grads["ratio"],

@@ -30,6 +30,7 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     for when in ("init", "end"):  # the pathology diagnostics, at initialisation and after training
         assert -1 <= m[f"{when}/shattering"] <= 1 and m[f"{when}/grad_ratio"] > 0
     assert m["end/intact_error"] < 0.5 and m["end/lesion_max_increase"] >= 0
+    assert m["init/intact_error"] is None  # no lesions of an untrained net: it is at chance
     blocks = json.loads((tmp_path / "diagnostics.json").read_text())
     assert set(blocks) == {"probe", "init", "end"} and len(blocks["end"]["response_std"]) == 7  # stem + 2 x 3 blocks
     assert blocks["probe"]["size"] == p.diagnostics.probe_size and len(blocks["probe"]["indices"]) == 256

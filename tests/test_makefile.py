@@ -1,0 +1,43 @@
+"""The Makefile's set-up and clean-up, as a user runs them: `make clean` keeps everything git tracks, and the
+torch build's index can be chosen."""
+import shutil
+import subprocess
+
+import pytest
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make, git")
+
+
+def sh(cmd, cwd):
+    return subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True, timeout=120)
+
+
+def test_make_clean_removes_what_is_generated_and_keeps_what_git_tracks(tmp_path):
+    clone = tmp_path / "clone"
+    assert sh(f"git clone -q {ROOT} {clone}", tmp_path).returncode == 0
+    for name in ("Makefile", ".gitignore"):  # this checkout's, committed or not
+        shutil.copy(ROOT / name, clone / name)
+    sh("git -c user.name=t -c user.email=t@t commit -qam 'this checkout'", clone)
+    cell = next(p for p in (clone / "runs").iterdir() if (p / "metrics.json").exists())
+    generated = [cell / "last.ckpt", clone / "runs_lr" / "plain-20-lr0.1" / "metrics.json",
+                 clone / "logs" / "grid" / "x.log", clone / "dvc_plots" / "index.html", clone / ".venv" / "marker"]
+    for path in generated:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("generated")
+    r = sh("make clean", clone)
+    assert r.returncode == 0, r.stderr
+    assert not any(p.exists() for p in generated)
+    assert (cell / "metrics.json").exists()
+    assert sh("git status --porcelain", clone).stdout == ""  # every tracked file is still there, unchanged
+
+
+def test_the_torch_index_can_be_chosen_and_the_default_is_pypi(tmp_path):
+    default = sh(f"make -n -B VENV={tmp_path / 'v'} setup", ROOT).stdout
+    assert "torch==2.13.0" in default and "--index-url" not in default
+    url = "https://download.pytorch.org/whl/cu126"
+    cuda = sh(f"make -n -B VENV={tmp_path / 'v'} TORCH_INDEX={url} setup", ROOT).stdout
+    torch_line = next(line for line in cuda.splitlines() if "torch==" in line)
+    assert f"--index-url {url}" in torch_line
+    assert all("--index-url" not in line for line in cuda.splitlines() if "-e" in line)  # the rest from PyPI
