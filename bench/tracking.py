@@ -106,7 +106,8 @@ def log_diagnostics(run, results: dict) -> None:
     for when, r in results.items():
         if when == "probe":  # which images, not a measurement
             continue
-        rows = [[i, *(r[c][i] for c in BLOCK_COLUMNS)] for i in range(len(r["activation_grad_rms"]))]
+        n = len(r["activation_grad_rms"])
+        rows = [[i, *((r[c] or [None] * n)[i] for c in BLOCK_COLUMNS)] for i in range(n)]  # no lesions at init
         run.log({f"diagnostics/{when}": wandb.Table(columns=["block", *BLOCK_COLUMNS], data=rows),
                  f"diagnostics/{when}_response_std": wandb.Table(
                      columns=["layer", "response_std"], data=list(enumerate(r["response_std"])))})
