@@ -1,10 +1,13 @@
 # Two commands do all the set-up: `make run` (the main job) and `make test` (the tests).
 # Each creates or refreshes .venv first. TORCH pins the wheel installed before the package, so pip
-# never resolves torch itself (a loose torch requirement can pull a multi-GB CUDA build); on a GPU
-# machine, install the CUDA build you want with e.g. `make TORCH="torch==2.13.0" run`.
+# never resolves torch itself (a loose torch requirement can pull a multi-GB CUDA build). On a GPU
+# machine, TORCH_INDEX names the index of the CUDA build you want, e.g. for CUDA 12.6:
+#   make TORCH_INDEX=https://download.pytorch.org/whl/cu126 run
+# Empty (the default): PyPI's torch, which is the CPU build on a machine without CUDA.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)  # so that dvc stages find `bench`
 
@@ -14,11 +17,15 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# `make run`: the out-of-date train cells JOBS at a time by `bench grid` (JOBS processes sharing the CPU cores, or
+# JOBS per GPU; a failed cell stops here, its log named), then `dvc repro` for the rest (sweep, toy, report).
+JOBS ?= 2
 run: setup
+	$(BIN)/bench grid --jobs $(JOBS)
 	dvc repro
 
 # He et al. 2016 on CIFAR-10 (Sec. 4.2), as a DVC experiment: the preset file presets/he2016.yaml over
@@ -40,5 +47,8 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m "not gpu" --durations=15 $(PYTEST_ARGS)
 
+# Only what is generated and git-ignored: checkpoints, logs, scratch runs, plots, the venv. Results git tracks
+# (runs/*/metrics.json, report/, ...) stay; W&B run folders (wandb/) stay too: they are records.
 clean:
-	rm -rf $(VENV) runs
+	git clean -fdXq -- runs runs_lr logs dvc_plots slurm
+	rm -rf $(VENV)

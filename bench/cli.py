@@ -55,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     ty.add_argument("--out", default="report/toy", help="output folder (default: report/toy)")
 
     g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", overrides=False)
-    g.add_argument("--workers-per-gpu", type=int, default=1, help="concurrent cells per GPU, or CPU processes")
+    g.add_argument("-j", "--jobs", "--workers-per-gpu", dest="jobs", type=int, default=1,
+                   help="cells trained at once on each GPU, or CPU processes without a GPU (default: 1)")
+    g.add_argument("--no-forkserver", action="store_true",
+                   help="start each cell as a `bench train` process of its own, rather than forked from a server "
+                        "that has done the imports (a few seconds more per cell)")
     g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
     g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")
 
@@ -119,9 +123,10 @@ def cmd_grid(args, params) -> int:
     from bench.launcher import launch
 
     stage_params_only(args)
-    if args.workers_per_gpu < 1:
-        raise ValueError("--workers-per-gpu must be at least 1")
-    results = launch(params, args.workers_per_gpu, args.gpus.split(",") if args.gpus else None, args.logs)
+    if args.jobs < 1:
+        raise ValueError("--jobs must be at least 1")
+    results = launch(params, args.jobs, args.gpus.split(",") if args.gpus else None, args.logs,
+                     main=None if args.no_forkserver else main)  # main: each cell forked, its imports done
     return 1 if any(r["returncode"] for r in results) else 0
 
 

@@ -4,20 +4,35 @@ DVC's repo lock forbids concurrent `dvc repro` in one workspace, and small nets 
 idle. So the launcher asks DVC which cells are out of date, runs exactly the commands dvc.yaml
 declares for them outside DVC, several at a time, then `dvc commit`s those stages: dvc.lock records
 the results as if `dvc repro` had made them, and a later `dvc repro` has nothing to redo for them.
+
+Given bench's main function (`bench grid` passes it), each cell is a fresh process forked from a
+forkserver that has already imported what every cell imports (torch, Lightning, W&B, bench): those
+imports are most of a small cell's start-up, paid here once per grid instead of once per cell. The
+server does nothing but import, so a cell's process is the one `bench train` would be, minus the import
+time. Without it (`bench grid --no-forkserver`), each cell is a `bench train` process of its own.
 """
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from multiprocessing import forkserver
 from pathlib import Path
 
 from bench.config import Params
 from bench.grid import cells
 from bench.record import Cell
 from bench.stages import executable, stage_command
+
+# What a cell imports before its first step, imported once by the forkserver. wandb.init imports W&B's
+# launch package on every run (about half a second); Lightning's W&B logger is imported when the run starts.
+PRELOAD = ["bench.cli", "bench.train", "lightning.pytorch.loggers.wandb", "wandb", "wandb.sdk.launch.inputs.internal"]
 
 
 def dvc(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
@@ -42,47 +57,199 @@ def slots(workers_per_gpu: int, gpus: list[str] | None) -> list[str | None]:
     return [g for g in gpus for _ in range(workers_per_gpu)] or [None] * workers_per_gpu
 
 
-def run_cell(cell: Cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str]) -> dict:
-    """One cell, by the train stage's own command, with its output in log_dir/<cell>.log."""
-    name = cell.name
+def cell_env(threads: int, gpu: str | None = None) -> dict[str, str]:
+    """A cell's environment: this one, with its share of the CPU threads and its GPU."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def in_process_argv(cmd: list[str]) -> list[str] | None:
+    """The arguments of `cmd` if it runs bench's own script (the forkserver can run it in-process), else None."""
+    program = executable("bench")
+    return cmd[len(program):] if cmd[:len(program)] == program and len(program) == 1 else None
+
+
+Main = Callable[[list[str]], int]  # bench's command line: its arguments in, its exit code out
+
+
+def run_cell(cell: Cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str],
+             main: Main | None = None) -> dict:
+    """One cell, by the train stage's own command, with its output in log_dir/<cell>.log: forked from the
+    forkserver and run by `main` where given, else as a program of its own."""
     cmd = [*stage_command(cell), "--no-progress", *overrides]
+    log, env = log_dir / f"{cell.name}.log", cell_env(threads, gpu)
     start = time.time()
-    with open(log_dir / f"{name}.log", "w") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    return {"cell": name, "gpu": gpu, "returncode": code, "start": start, "end": time.time()}
+    argv = in_process_argv(cmd) if main else None
+    code = forked(main, cmd, argv, env, log) if argv is not None else spawned(cmd, env, log)
+    return {"cell": cell.name, "gpu": gpu, "returncode": code, "start": start, "end": time.time()}
+
+
+def spawned(cmd: list[str], env: dict[str, str], log: Path) -> int:
+    """`cmd` as a new program: its own interpreter, its own imports."""
+    with open(log, "w") as out:
+        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def forked(main: Main, cmd: list[str], argv: list[str], env: dict[str, str], log: Path) -> int:
+    """`main(argv)` in a process forked from the forkserver; its exit code (-N: killed by signal N)."""
+    p = multiprocessing.get_context("forkserver").Process(target=cell_main, args=(main, cmd, argv, env, str(log)))
+    p.start()
+    p.join()
+    return p.exitcode
+
+
+def start_forkserver(env: dict[str, str]) -> None:
+    """Start the forkserver (once per process) in the cells' environment: OpenMP and OpenBLAS size their
+    thread pools from OMP_NUM_THREADS when torch and numpy are loaded, which happens in the server."""
+    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    with environ(env):
+        forkserver.ensure_running()
+
+
+@contextmanager
+def environ(env: dict[str, str]):
+    """os.environ replaced by `env` for the block (a process started in it inherits `env`), then restored."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def cell_main(main: Main, cmd: list[str], argv: list[str], env: dict[str, str], log: str) -> None:
+    """A cell's process, fresh from the forkserver: the environment, command line and output streams a
+    `bench train` process of its own would have, then bench's main, whose return value is the exit code."""
+    redirect_output(log)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = cmd  # W&B records the command line; Lightning's DDP re-runs it for the other ranks
+    import torch
+
+    # OpenMP read OMP_NUM_THREADS when the server loaded torch, and a server started by an earlier launch in
+    # this process may have had another value: torch's threads as this cell's environment says
+    torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    code = 1  # what an exception leaves: W&B then ends an unfinished run as failed, as its exit hook would
+    try:
+        code = main(argv)
+    finally:
+        finish_wandb(code)
+    sys.exit(code)
+
+
+def redirect_output(log: str) -> None:
+    """stdout and stderr into `log` at the file-descriptor level, so that C libraries and subprocesses
+    (W&B's service) write there too; line-buffered, so the log is current while the cell runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout.reconfigure(line_buffering=True)
+
+
+def finish_wandb(exit_code: int) -> None:
+    """What W&B does at interpreter exit, which a multiprocessing child skips: end the run, stop its service."""
+    import wandb
+
+    wandb.teardown(exit_code)
+
+
+def duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def estimate(cell: Cell, finished: dict[Cell, float]) -> float | None:
+    """A cell's duration: the mean of the finished cells of its depth, else of all finished cells scaled by
+    depth (time per step grows about linearly with it); None before any cell has finished."""
+    same = [t for c, t in finished.items() if c.depth == cell.depth]
+    if same:
+        return sum(same) / len(same)
+    return sum(finished.values()) / sum(c.depth for c in finished) * cell.depth if finished else None
+
+
+def time_left(queue: list[Cell], running: dict[Cell, float], finished: dict[Cell, float], workers: int,
+              now: float) -> float | None:
+    """When the last cell should end: the queue handed out in order to the first free worker, as launch does."""
+    left = [estimate(c, finished) for c in [*running, *queue]]
+    if None in left:
+        return None
+    free = sorted([max(0.0, t - (now - start)) for t, start in zip(left, running.values())]
+                  + [0.0] * (workers - len(running)))
+    for t in left[len(running):]:
+        free[0] += t
+        free.sort()
+    return max(free)
+
+
+def report(r: dict, k: int, n: int, log_dir: Path, left: float | None) -> None:
+    """The cell's progress line; a failed cell's last log lines, so the error shows where the run stopped."""
+    log = log_dir / f"{r['cell']}.log"
+    took = f"in {r['end'] - r['start']:.0f} s"
+    state = f"done {took}" if r["returncode"] == 0 else f"FAILED {took} (exit {r['returncode']}; log: {log})"
+    eta = f"; about {duration(left)} left" if left and k < n else ""
+    print(f"[{k}/{n}] {r['cell']} {state}{eta}", flush=True)
+    if r["returncode"]:
+        tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+        print("".join(f"    {line}\n" for line in tail), end="", flush=True)
 
 
 def launch(params: Params, workers_per_gpu: int, gpus: list[str] | None = None, log_dir: str | Path = "logs/grid",
-           overrides: list[str] = (), commit: bool = True) -> list[dict]:
-    """Run the out-of-date cells on every slot, then `dvc commit` the ones that succeeded."""
+           overrides: list[str] = (), commit: bool = True, main: Main | None = None) -> list[dict]:
+    """Run the out-of-date cells on every slot, then `dvc commit` the ones that succeeded. `main`: bench's
+    main function, to run the cells forked from the forkserver (see the module's docstring); as in any
+    multiprocessing program, a script that passes it needs an `if __name__ == "__main__":` guard."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     dvc("repro", "prepare", capture=False)
-    todo = stale_cells(params)
+    # deepest (longest) first: the cells left at the end are short, so no worker idles long while one finishes
+    todo = sorted(stale_cells(params), key=lambda c: -c.depth)
     workers = slots(workers_per_gpu, gpus)
     print(f"{len(todo)} of {len(cells(params))} cells to train, {len(workers)} at a time "
           f"({'GPUs ' + ','.join(sorted(set(workers))) if workers[0] is not None else 'CPU processes'}); "
           f"logs in {log_dir}/", flush=True)
     threads = max(1, (os.cpu_count() or 1) // len(workers))
-    results, free = [], list(workers)
+    if todo and main:
+        start_forkserver(cell_env(threads))
+    results = run_all(todo, workers, log_dir, threads, list(overrides), main)
+    ok = [f"train@{r['cell']}" for r in results if r["returncode"] == 0]
+    failed = [r["cell"] for r in results if r["returncode"]]
+    if commit and ok:
+        dvc("commit", "--force", *ok)
+        rest = "" if failed else "; `dvc repro` now runs only what remains (sweep, toy, report)"
+        print(f"recorded {len(ok)} cells in dvc.lock{rest}")
+    if failed:  # last, so that it is what a user sees where the run stopped
+        print(f"{len(failed)} of {len(todo)} cells failed: " + ", ".join(f"{log_dir}/{c}.log" for c in failed))
+    return results
+
+
+def run_all(todo: list[Cell], workers: list[str | None], log_dir: Path, threads: int, overrides: list[str],
+            main: Main | None) -> list[dict]:
+    """The cells in order, each on the first free worker; a progress line as each ends."""
+    results, free, queue = [], list(workers), list(todo)
+    running: dict[Cell, float] = {}
+    finished: dict[Cell, float] = {}
     with ThreadPoolExecutor(len(workers)) as pool:
         pending = {}
-        queue = list(todo)
         while queue or pending:
             while queue and free:
                 cell, gpu = queue.pop(0), free.pop(0)
-                pending[pool.submit(run_cell, cell, gpu, log_dir, threads, list(overrides))] = gpu
+                running[cell] = time.time()
+                job = pool.submit(run_cell, cell, gpu, log_dir, threads, overrides, main)
+                pending[job] = (cell, gpu)
             done = next(as_completed(pending))
-            free.append(pending.pop(done))
+            cell, gpu = pending.pop(done)
+            free.append(gpu)
             r = done.result()
             results.append(r)
-            state = "done" if r["returncode"] == 0 else f"FAILED (exit {r['returncode']}, see {log_dir}/{r['cell']}.log)"
-            print(f"[{len(results)}/{len(todo)}] {r['cell']} {state} in {r['end'] - r['start']:.0f} s", flush=True)
-    ok = [f"train@{r['cell']}" for r in results if r["returncode"] == 0]
-    if commit and ok:
-        dvc("commit", "--force", *ok)
-        print(f"recorded {len(ok)} cells in dvc.lock; `dvc repro` now runs only what remains (sweep, toy, report)")
+            del running[cell]
+            if r["returncode"] == 0:  # a failed cell's time says nothing about the others'
+                finished[cell] = r["end"] - r["start"]
+            report(r, len(results), len(todo), log_dir, time_left(queue, running, finished, len(workers), time.time()))
     return results

@@ -151,7 +151,7 @@ def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
     calls = []
     together = threading.Barrier(4, timeout=60)  # passes only once 4 cells run at the same time
 
-    def fake_run_cell(cell, gpu, log_dir, threads, overrides):  # the pool logic only
+    def fake_run_cell(cell, gpu, log_dir, threads, overrides, main):  # the pool logic only
         calls.append(gpu)
         together.wait()  # raises BrokenBarrierError if the slots ran the cells one after another
         return {"cell": cell.name, "gpu": gpu, "returncode": 0, "start": 0.0, "end": 0.0}

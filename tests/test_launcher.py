@@ -1,0 +1,102 @@
+"""`bench grid`'s launcher: cells forked from a forkserver that has done the imports, the same results as
+`bench train`, a failed cell's exit code and log, the time-left estimate."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bench import launcher
+from bench.launcher import estimate, in_process_argv, time_left
+from bench.record import Cell
+from bench.stages import stage_command
+from helpers import ROOT, run, set_params
+
+TIMING = ("wall_time_s", "images_per_s")  # how fast, not what: they differ between two runs of one cell
+
+
+def test_time_left_hands_the_queue_to_the_first_free_worker():
+    a, b = Cell("plain", 8, 0), Cell("plain", 8, 1)
+    assert time_left([a], {}, {}, 2, 0.0) is None  # nothing finished yet: no estimate
+    finished = {Cell("plain", 8, 9): 10.0}
+    assert time_left([a, b], {}, finished, 2, 0.0) == 10.0  # side by side
+    assert time_left([a, b], {}, finished, 1, 0.0) == 20.0  # one after the other
+    assert time_left([b], {a: 100.0}, finished, 2, 104.0) == 10.0  # a ends in 6 s, b on the idle worker
+    assert time_left([b], {a: 100.0}, finished, 1, 104.0) == 16.0  # b after a
+    assert estimate(Cell("plain", 56, 0), finished) == pytest.approx(70.0)  # no 56-layer cell yet: by depth
+
+
+def test_the_stage_command_runs_in_process_only_when_it_is_bench():
+    argv = in_process_argv(stage_command(Cell("plain_bn", 20, 1), ROOT / "dvc.yaml"))
+    assert argv[:7] == ["train", "--variant", "plain_bn", "--depth", "20", "--seed", "1"]
+    assert in_process_argv(["/usr/bin/env", "bench", "train"]) is None  # another program: a subprocess
+
+
+def test_a_cells_output_reaches_its_log_at_the_file_descriptor_level(tmp_path):
+    log = tmp_path / "cell.log"
+    code = ("import os, subprocess, sys; from bench.launcher import redirect_output; "
+            f"redirect_output({str(log)!r}); print('from print'); sys.stderr.write('from stderr\\n'); "
+            "os.write(1, b'from fd 1\\n'); os.write(2, b'from fd 2\\n'); subprocess.run(['echo', 'from a subprocess'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout == r.stderr == "", r.stderr
+    text = log.read_text()
+    for line in ("from print", "from stderr", "from fd 1", "from fd 2", "from a subprocess"):
+        assert line in text
+
+
+def test_jobs_is_the_flag_and_workers_per_gpu_still_works(cli, monkeypatch):
+    monkeypatch.chdir(ROOT)  # params.yaml
+    for flag in ("-j", "--jobs", "--workers-per-gpu"):
+        code, _, err = cli("grid", flag, "0")
+        assert code == 2 and "--jobs must be at least 1" in err
+
+
+def stage_files(tmp_path, monkeypatch):
+    """A folder holding only params.yaml and dvc.yaml, as the cwd, and DVC stubbed out: the launcher's cells
+    alone, with no data."""
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(launcher, "dvc", lambda *a, **k: None)
+
+
+@pytest.mark.integration
+def test_a_failed_cell_fails_the_grid_and_names_its_log(cli, tmp_path, monkeypatch):
+    stage_files(tmp_path, monkeypatch)  # no data/prepared: the cell stops with bench's exit 2
+    monkeypatch.setattr(launcher, "stale_cells", lambda p: [Cell("plain", 8, 0)])
+    code, out, _ = cli("grid", "-j", "1", "--logs", "logs")
+    log = tmp_path / "logs/plain-8-0.log"
+    assert code == 1
+    assert "[1/1] plain-8-0 FAILED" in out and "(exit 2; log: logs/plain-8-0.log)" in out
+    assert "bench train: error:" in log.read_text()  # the cell's own stderr, in its log ...
+    assert "bench train: error:" in out  # ... and its last lines under the progress line
+    assert "1 of 1 cells failed: logs/plain-8-0.log" in out
+    assert not (tmp_path / "runs/plain-8-0/metrics.json").exists()
+
+
+@pytest.mark.integration
+def test_a_cell_forked_from_the_forkserver_is_a_bench_train(repo):
+    """The same metrics, diagnostics and history as `bench train` of the cell in a process of its own, with
+    the same threads; its output, stdout and stderr, in its log; W&B's offline run written and closed."""
+    set_params(repo, grid={"variants": ["plain_bn", "residual"], "depths": [8], "seeds": [1]},
+               train={"max_steps": 30}, wandb={"mode": "offline"},
+               trainer={"accelerator": "cpu", "deterministic": True}, toy={"depths": [1, 4], "seeds": 1})
+    out = run("bench grid --jobs 2", repo).stdout
+    assert "2 of 2 cells to train, 2 at a time" in out and "[2/2]" in out and "recorded 2 cells" in out
+    threads = max(1, (os.cpu_count() or 1) // 2)  # what the launcher gives each of its 2 processes
+    for cell in ("plain_bn-8-1", "residual-8-1"):
+        variant, depth, seed = cell.split("-")
+        run(f"OMP_NUM_THREADS={threads} bench train --variant {variant} --depth {depth} --seed {seed} "
+            f"--data data/prepared --out direct/{cell} --no-progress", repo)
+        forked, direct = repo / "runs" / cell, repo / "direct" / cell
+        a, b = (json.loads((d / "metrics.json").read_text()) for d in (forked, direct))
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+        for name in ("diagnostics.json", "history.csv"):
+            assert (forked / name).read_text() == (direct / name).read_text(), name
+        log = (repo / "logs/grid" / f"{cell}.log").read_text()
+        assert f"{cell}: test error" in log, log  # bench's stdout
+        assert "`Trainer.fit` stopped" in log, log  # Lightning's stderr
+        assert "wandb: Find logs at" in log, log  # W&B's run closed
+    assert len(list((repo / "wandb").glob("offline-run-*"))) == 4  # two cells, each forked and direct
