@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_only
-
-from bench import config, models, validate
+from bench import config, models, quiet, validate
 from bench.config import Params
 from bench.grid import cells
 from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell
@@ -200,11 +196,12 @@ def cmd_train(args, params) -> int:
     cell, out = Cell(args.variant, args.depth, args.seed), Path(args.out)
     if out.name == cell.name and (line := progress_line(params, cell, out.parent)):  # the grid's own folders
         print(line, flush=True)
-    say_result(cell, train(params, cell, out, args.data, progress=not args.no_progress), out)
+    from lightning.pytorch.utilities import rank_zero_only  # imported by train already; here only for a cell
+
+    rank_zero_only(say_result)(cell, train(params, cell, out, args.data, progress=not args.no_progress), out)
     return 0
 
 
-@rank_zero_only
 def say_result(cell: Cell, m: dict, out: Path) -> None:
     if m[DIVERGED]:
         print(f"{cell.name}: diverged (non-finite loss) at step {m[DIVERGED_STEP]}; recorded in {out}/metrics.json")
@@ -241,14 +238,7 @@ def load_params(args) -> Params:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Lightning 2.6 on torch 2.13 warns about its own use of a deprecated torch API; nothing a user can act on
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    # our epoch-level values come from torchmetrics' compute(), which already reduces across processes
-    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
-    # the cell's folder is ours (config, metrics, history and checkpoints together; resume reads it)
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    # Lightning 2.6 advertises a cloud logger on every run; the runs go to W&B
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+    quiet.silence()
     parser = _parser()
     args, extra = parser.parse_known_args(argv)  # overrides may also come between options
     unknown = [e for e in extra if e.startswith("-") or "=" not in e]

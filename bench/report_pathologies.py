@@ -45,8 +45,8 @@ def _entry(ms: list[dict], key: str, percent: bool) -> str:
     values = [m[key] for m in ms if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
     saturated = sum(bool(m.get(SATURATED.get(key, ""))) for m in ms)
     notes = [f"{saturated}/{len(ms)} saturated"] if saturated else []
-    if len(values) < len(ms) and not saturated:
-        notes.append(f"{len(ms) - len(values)}/{len(ms)} not measured")
+    if values and len(values) < len(ms) and not saturated:  # none at all: not applicable (no BN, no such block)
+        notes.append(f"{len(ms) - len(values)}/{len(ms)} not measured")  # or diverged
     text = _mean_std(values, percent) if values else "–"
     return text + (f" ({', '.join(notes)})" if notes else "")
 

@@ -10,7 +10,6 @@ from typing import Iterable
 
 from bench import models, speed, tracking
 from bench.config import Params
-from bench.data import local_batch_size
 from bench.record import Cell
 
 
@@ -30,4 +29,6 @@ def batch(params: Params, train_images: int, world_size: int) -> int:
     b = params.train.batch_size
     if b > train_images:
         raise ValueError(f"train.batch_size={b} exceeds the {train_images} training images")
+    from bench.data import local_batch_size  # data imports Lightning: only the commands that train get here
+
     return local_batch_size(b, world_size)

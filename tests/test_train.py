@@ -109,7 +109,9 @@ def test_lr_sweep_bn_trains_where_plain_diverges(params, tmp_path, digits_dir):
     from bench.lr_sweep import sweep
 
     p = params("grid.variants=[plain, plain_bn]", "lr_sweep.depth=20", "lr_sweep.lrs=[1.0]", "lr_sweep.max_steps=60")
-    results = {r["variant"]: r for r in sweep(p, digits_dir, tmp_path)}
+    rows = sweep(p, digits_dir, tmp_path / "pool", workers=2)
+    assert rows == sweep(p, digits_dir, tmp_path, workers=1)  # two processes at a time, or one: the same rows
+    results = {r["variant"]: r for r in rows}
     plain, bn = results["plain"], results["plain_bn"]
     assert plain["diverged"] or plain["train/error"] > 0.8  # diverges, or dies at chance
     assert not bn["diverged"] and bn["train/error"] < 0.8
