@@ -41,7 +41,7 @@ def sweep(params: Params, data_dir: str | Path, out: str | Path, workers: int | 
     else:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["bench.train"])
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as pool:  # a fresh process a run
             futures = [pool.submit(_run, params, v, lr, str(data_dir), str(out)) for v, lr in runs]
             for k, ((variant, lr), f) in enumerate(zip(runs, futures), 1):
                 f.result()

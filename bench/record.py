@@ -49,7 +49,9 @@ def metrics(cell: Cell, dataset: str, data_md5: str, num_classes: int, train_ima
     return {
         "variant": cell.variant, "depth": cell.depth, "seed": cell.seed, "dataset": dataset, "data_md5": data_md5,
         NUM_CLASSES: num_classes, TRAIN_IMAGES: train_images, TEST_IMAGES: test_images, "params": n_params,
-        **{k: finite(errors.get(k)) for k in (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)},
+        # a diverged net's weights are not finite: its errors are argmaxes of NaN logits, not results
+        **{k: None if diverged_step is not None else finite(errors.get(k))
+           for k in (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)},
         "steps": steps,
         "epochs": epochs,
         WALL_TIME: round(wall_time_s, 2),

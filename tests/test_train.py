@@ -73,6 +73,7 @@ def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_
     assert m["steps"] < 60  # stopped early
     saved = json.loads((tmp_path / "metrics.json").read_text())  # valid JSON: no NaN
     assert saved["diverged_step"] == m["diverged_step"]
+    assert all(saved[f"{split}/{k}"] is None for split in ("train", "val", "test") for k in ("error", "loss"))
     assert "end" not in json.loads((tmp_path / "diagnostics.json").read_text())  # nothing to measure
 
 
