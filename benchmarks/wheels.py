@@ -1,7 +1,9 @@
-"""Wheels of dvc and everything it needs, at this venv's versions, for a GPU machine with no index.
+"""An offline wheelhouse: a package and everything it needs, at this venv's versions, as wheels for a
+machine that cannot reach a package index (a GPU node, an air-gapped cluster).
 
-    .venv/bin/python benchmarks/wheels.py [--out .whl] [--python-version 3.12]
+    .venv/bin/python benchmarks/wheels.py [--package dvc] [--out .whl] [--python-version 3.12]
     python3 benchmarks/wheels.py --missing [--out .whl]   # there: the wheels of what it lacks
+    pip install --no-index --find-links .whl dvc          # there: install from them
 
 benchmarks/gpu.sh's grid slice runs `bench grid`, which needs dvc; a machine that has PyTorch but
 cannot reach PyPI gets it from this folder (gpu.sh installs it with --no-index --no-deps into
@@ -60,6 +62,8 @@ def missing(folder: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--package", default="dvc", help="the installed distribution to collect, with its "
+                    "dependency closure (default: dvc, which benchmarks/gpu.sh needs)")
     ap.add_argument("--out", default=".whl")
     ap.add_argument("--python-version", default="3.12", help="the GPU machine's Python (default 3.12)")
     ap.add_argument("--missing", action="store_true",
@@ -69,7 +73,7 @@ def main() -> None:
         for wheel in missing(a.out):
             print(wheel)
         return
-    pins = closure("dvc")
+    pins = closure(a.package)
     binary = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
               "--python-version", a.python_version, "--implementation", "cp", "-d", a.out,
               *(x for p in PLATFORMS for x in ("--platform", p))]
