@@ -176,3 +176,16 @@ def test_figures_label_every_axis_use_log2_depth_and_ring_cells_at_chance(tmp_pa
     import matplotlib.pyplot as plt
 
     plt.close("all")  # the stand-in for save kept them open
+
+
+def test_diagnostics_table_entries_say_why_a_value_is_missing_and_bn_note_when_scales_stayed_near_one():
+    from bench.report_pathologies import _entry, bn_note
+
+    ms = [{"init/grad_ratio": None, "init/grad_saturated": True}, {"init/grad_ratio": 2.0, "init/grad_saturated": False}]
+    assert _entry(ms, "init/grad_ratio", False) == "2 (1/2 saturated)"
+    chance = [{"end/lesion_at_chance": True, "end/lesion_mean_increase": 0.0}] * 2
+    assert _entry(chance, "end/lesion_mean_increase", True) == "at chance: untrained"  # not "0.0": not robust
+    assert _entry([{"end/bn_scale_change": None}], "end/bn_scale_change", False) == "–"  # no BN: not applicable
+    assert _entry([{"x": 0.1}, {"x": 0.3}], "x", True) == "20 ± 14"
+    assert "too little" in bn_note([{"end/bn_scale_change": 0.01}, {"end/bn_scale_change": 0.02}])
+    assert bn_note([{"end/bn_scale_change": 0.3}]) == ""
