@@ -41,3 +41,11 @@ def test_the_torch_index_can_be_chosen_and_the_default_is_pypi(tmp_path):
     torch_line = next(line for line in cuda.splitlines() if "torch==" in line)
     assert f"--index-url {url}" in torch_line
     assert all("--index-url" not in line for line in cuda.splitlines() if "-e" in line)  # the rest from PyPI
+
+
+def test_generated_folders_are_git_ignored_and_results_are_not():
+    ignored = ["dvc_plots/index.html", "slurm/grid.sbatch", "slurm/logs/x.out", "logs/grid/x.log",
+               "runs/plain-8-0/last.ckpt", "runs_lr/plain-20-lr0.1/metrics.json"]
+    kept = ["runs/plain-8-0/metrics.json", "runs_lr/summary.json", "report/report.md"]
+    r = sh("git check-ignore --no-index " + " ".join(ignored + kept), ROOT)
+    assert r.stdout.split() == ignored
