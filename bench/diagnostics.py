@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.record import AT_CHANCE
+
 _BN = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d and SyncBatchNorm
 
 
@@ -205,7 +207,7 @@ def lesion_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chance: fl
     those that change shape, which cannot be deleted: None. Eval mode. The increases over the intact
     error are summarised apart for the downsampling blocks, whose shortcut is a projection or a
     subsampling: deleting their branch costs more, and it would dominate a single maximum. A model
-    whose intact error is at chance (at least 90% of `chance`) has nothing to lose: `at_chance` is
+    whose intact error is at chance (at least AT_CHANCE x `chance`, the chance error) has nothing to lose: `at_chance` is
     then true and its increases say nothing about robustness.
     """
     with mode(model, False):
@@ -224,7 +226,7 @@ def lesion_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chance: fl
 
     mean = lambda v: sum(v) / len(v) if v else None
     return {
-        "intact": intact, "per_block": per_block, "downsampling": down, "at_chance": intact >= 0.9 * chance,
+        "intact": intact, "per_block": per_block, "downsampling": down, "at_chance": intact >= AT_CHANCE * chance,
         "mean_increase": mean(increases(False)), "max_increase": max(increases(False), default=None),
         "downsampling_mean_increase": mean(increases(True)),
     }

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from bench import diagnostics, shattering
+from bench import diagnostics, record, shattering
 
 SCALARS = (  # the diagnostics that go into metrics.json as init/... and end/...
     "grad_ratio", "grad_saturated", "shattering", "shattering_std", "shattering_lag1", "variance_growth",
@@ -55,7 +55,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int
     grads = diagnostics.block_gradients(model, x, y)
     shatter = shattering.shattering(model, x, y, pairs, points)
     variance = diagnostics.forward_variance(model, x)
-    lesion = (diagnostics.lesion_errors(model, x, y, chance=1 - 1 / num_classes) if lesions else
+    lesion = (diagnostics.lesion_errors(model, x, y, chance=record.chance_error(num_classes)) if lesions else
               dict.fromkeys(("intact", "per_block", "downsampling", "at_chance", "mean_increase", "max_increase",
                              "downsampling_mean_increase")))
     bn = diagnostics.train_vs_eval_error(model, x, y)

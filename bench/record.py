@@ -18,6 +18,7 @@ DIVERGED, DIVERGED_STEP = "diverged", "diverged_step"  # a non-finite loss, and 
 GAP = "gap"  # test error - training error: the generalisation gap
 WALL_TIME, IMAGES_PER_S = "wall_time_s", "images_per_s"
 NUM_CLASSES = "num_classes"  # chance error is 1 - 1/num_classes
+AT_CHANCE = 0.9  # an error >= 0.9 x chance error: the net has not learnt (near enough to chance)
 TRAIN_IMAGES, TEST_IMAGES = "train_images", "test_images"  # the training set's size; the test error's n
 
 
@@ -32,6 +33,11 @@ class Cell(NamedTuple):
     def name(self) -> str:
         """The cell key, identical in folders, DVC stage names (train@NAME) and W&B run names."""
         return f"{self.variant}-{self.depth}-{self.seed}"
+
+
+def chance_error(num_classes: int | None) -> float | None:
+    """The error of a guess: 1 - 1/classes (90 % on CIFAR-10); None where the classes are not known."""
+    return 1 - 1 / num_classes if num_classes else None
 
 
 def finite(v) -> float | None:

@@ -19,10 +19,10 @@ from bench.config import Params
 from bench.files import recover_dir, replace_dir, temporary, write_json, write_text
 from bench.grid import cells
 from bench.models import VARIANTS
-from bench.record import (DIVERGED, DIVERGED_STEP, GAP, NUM_CLASSES, TEST_ERROR, TEST_IMAGES, TRAIN_ERROR,
-                          TRAIN_IMAGES, Cell)
+from bench.record import (AT_CHANCE, DIVERGED, DIVERGED_STEP, GAP, NUM_CLASSES, TEST_ERROR, TEST_IMAGES, TRAIN_ERROR,
+                          TRAIN_IMAGES, Cell, chance_error)
 from bench.report_figures import plot_convergence, plot_vs_depth
-from bench.report_noise import AT_CHANCE, at_chance, chance_error, noise_section, noise_stats, runs_table
+from bench.report_noise import at_chance, noise_section, noise_stats, runs_table
 from bench.report_pathologies import section
 from bench.stats import difference_noise, summarise
 

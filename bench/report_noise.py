@@ -5,16 +5,9 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from bench.record import DIVERGED, DIVERGED_STEP, NUM_CLASSES, TEST_ERROR, TEST_IMAGES, TRAIN_ERROR
+from bench.record import (AT_CHANCE, DIVERGED, DIVERGED_STEP, NUM_CLASSES, TEST_ERROR, TEST_IMAGES, TRAIN_ERROR,
+                          chance_error)
 from bench.stats import NOISE_DEFINITION, difference_noise, error_interval, within_noise
-
-AT_CHANCE = 0.9  # a final training error >= 0.9 x chance error: the net has not learnt (near enough to chance)
-
-
-def chance_error(num_classes: int | None) -> float | None:
-    """The error of a guess: 1 - 1/classes (90 % on CIFAR-10); None where the cell did not record its classes."""
-    return 1 - 1 / num_classes if num_classes else None
-
 
 def at_chance(m: dict) -> bool:
     """A run whose final training error is at chance level: it has not learnt, so its small gap means nothing."""

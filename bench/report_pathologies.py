@@ -14,6 +14,8 @@ from pathlib import Path
 from bench import report_lr
 from bench.plots import STYLE, save
 from bench.record import DIVERGED, Cell
+from bench.report_figures import depth_axis
+from bench.stats import summarise
 
 DIAGNOSTIC_COLUMNS = (  # (metrics.json key, header, as %)
     ("init/grad_ratio", "backward signal, first / last block, at init", False),
@@ -29,18 +31,17 @@ DIAGNOSTIC_COLUMNS = (  # (metrics.json key, header, as %)
     ("end/bn_eval_mode_error", "probe error, BN eval mode", True),
 )
 SATURATED = {"init/grad_ratio": "init/grad_saturated", "end/grad_ratio": "end/grad_saturated"}
-AT_CHANCE = {"end/lesion_mean_increase", "end/lesion_downsampling_increase"}  # meaningless for an untrained net
+LESION_KEYS = {"end/lesion_mean_increase", "end/lesion_downsampling_increase"}  # meaningless for an untrained net
 
 
 def _mean_std(values: list[float], percent: bool) -> str:
-    scale = 100 if percent else 1
-    text = f"{scale * statistics.fmean(values):.3g}"
-    return text + (f" ± {scale * statistics.stdev(values):.2g}" if len(values) > 1 else "")
+    scale, s = 100 if percent else 1, summarise(values)
+    return f"{scale * s['mean']:.3g}" + (f" ± {scale * s['std']:.2g}" if s["std"] is not None else "")
 
 
 def _entry(ms: list[dict], key: str, percent: bool) -> str:
     """Mean ± std over the seeds that measured `key`; why the others did not (saturated, at chance)."""
-    if key in AT_CHANCE and all(m.get("end/lesion_at_chance") for m in ms):
+    if key in LESION_KEYS and all(m.get("end/lesion_at_chance") for m in ms):
         return "at chance: untrained"
     values = [m[key] for m in ms if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
     saturated = sum(bool(m.get(SATURATED.get(key, ""))) for m in ms)
@@ -70,13 +71,18 @@ def diagnostics_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _diagnostics(runs: Path, m: dict) -> dict:
+    """A cell's diagnostics.json ({} where the cell has none)."""
+    path = runs / Cell(m["variant"], m["depth"], m["seed"]).name / "diagnostics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _per_layer(runs: Path, results: list[dict], when: str, key: str) -> dict:
     """{(variant, depth): per-block or per-layer list} of the first seed that measured it."""
     out = {}
     for (v, d), ms in _cells(results).items():
         for m in ms:
-            path = runs / Cell(v, d, m["seed"]).name / "diagnostics.json"
-            record = json.loads(path.read_text()).get(when, {}) if path.exists() else {}
+            record = _diagnostics(runs, m).get(when, {})
             if record.get(key):
                 out[v, d] = [x if x is not None else math.nan for x in record[key]]
                 break
@@ -144,8 +150,7 @@ def plot_lesions(runs: Path, results: list[dict], variants: list[str], path: Pat
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for v in variants:
         ms = [m for m in results if m["variant"] == v and m["depth"] == depth and not m[DIVERGED]]
-        p = runs / Cell(v, depth, ms[0]["seed"]).name / "diagnostics.json" if ms else None
-        d = json.loads(p.read_text()).get("end") if p and p.exists() else None
+        d = _diagnostics(runs, ms[0]).get("end") if ms else None
         if not d:
             continue
         colour, name = STYLE[v]
@@ -177,13 +182,12 @@ def plot_shattering(results: list[dict], variants: list[str], depths: list[int],
                 vals = [m[f"{when}/shattering"] for m in results if m["variant"] == v and m["depth"] == d
                         and isinstance(m.get(f"{when}/shattering"), float)]
                 if vals:
-                    pts.append((d, statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0))
+                    s = summarise(vals)
+                    pts.append((d, s["mean"], s["std"] or 0))
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
                         color=STYLE[v][0], label=STYLE[v][1])
         ax.set_title("at initialisation" if when == "init" else "after training")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(depths, [str(d) for d in depths])
-        ax.set_xlabel("depth")
+        depth_axis(ax, depths)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("correlation of d logit / d input\nbetween distinct points of a path")
@@ -194,9 +198,7 @@ def plot_shattering(results: list[dict], variants: list[str], depths: list[int],
 def probe_text(runs: Path, results: list[dict]) -> str:
     """How the probe was drawn, from the first cell's diagnostics.json."""
     for m in results:
-        path = runs / Cell(m["variant"], m["depth"], m["seed"]).name / "diagnostics.json"
-        p = json.loads(path.read_text()).get("probe") if path.exists() else None
-        if p:
+        if p := _diagnostics(runs, m).get("probe"):
             return (f"{p['size']} test images, stratified by class ({min(p['class_counts'])} to "
                     f"{max(p['class_counts'])} per class) with seed {p['seed']}, the same for every cell")
     return "a fixed batch of test images"
