@@ -209,14 +209,18 @@ class Diagnostics(L.Callback):
         self.settings = dict(num_classes=num_classes, pairs=pairs, points=points)
         self.results = {"probe": record or {}}
 
-    def _measure(self, module, when: str, init: bool = False) -> None:
+    def measure(self, model, device, init: bool = False) -> dict:
+        """Every diagnostic of `model` on the probe; at initialisation, of a copy with its BN calibrated on
+        the probe, and without lesions (an untrained net is at chance)."""
         import copy
 
-        x, y = (t.to(module.device) for t in self.probe)
-        model = module.model
+        x, y = (t.to(device) for t in self.probe)
         if init:
             model = diagnostics.calibrate_bn(copy.deepcopy(model), x)
-        self.results[when] = probe.measure(model, x, y, **self.settings, lesions=not init)  # untrained: at chance
+        return probe.measure(model, x, y, **self.settings, lesions=not init)
+
+    def _measure(self, module, when: str, init: bool = False) -> None:
+        self.results[when] = self.measure(module.model, module.device, init)
 
     def on_fit_start(self, trainer, module):
         if not trainer.ckpt_path:  # a resumed run was measured at its real initialisation already

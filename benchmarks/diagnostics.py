@@ -10,7 +10,6 @@ Prints one row per variant, mean ± std over the seeds, and writes every seed's 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import subprocess
@@ -21,22 +20,18 @@ from pathlib import Path
 
 import torch
 
-from bench import config, diagnostics, models, probe
+from bench import config
 from bench.data import load_prepared
-from bench.train import make_probe
+from bench.record import Cell
+from bench.train import build, make_probe
 
 KEYS = ("grad_ratio", "shattering", "shattering_lag1", "variance_growth")
 
 
 def measure_at_init(params: config.Params, data, variant: str, depth: int, seed: int) -> dict:
-    """A cell's init diagnostics, as bench.train records them (its probe, BN calibrated on it)."""
-    torch.manual_seed(seed)
-    net = models.build_model(variant, depth, params.model.shortcut, len(data.classes), data.shape[0],
-                             params.model.zero_init_residual)
-    cb = make_probe(params, data)
-    x, y = cb.probe
-    net = diagnostics.calibrate_bn(copy.deepcopy(net), x)
-    return probe.measure(net, x, y, **cb.settings)
+    """A cell's init diagnostics, as bench.train records them: its network, its probe, BN calibrated on it."""
+    module, _ = build(params, Cell(variant, depth, seed), data)
+    return make_probe(params, data).measure(module.model, "cpu", init=True)
 
 
 def summary(values: list) -> str:
@@ -56,14 +51,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write every record here as JSON")
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
     overrides, data_dir = [], a.data
     if a.prepare:
         data_dir = tempfile.mkdtemp(prefix="bench-diagnostics-")
         overrides = ["data.name=imagefolder", f"data.source={Path(a.prepare).resolve()}", "data.md5=null",
                      "data.val_size=0"]
         subprocess.run([sys.executable, "-m", "bench", "prepare", "--out", data_dir, *overrides], check=True)
-    params = config.load(Path("params.yaml"), overrides)
+    params = config.load(Path("params.yaml"), [*overrides, f"speed.threads={a.threads}"])  # build sets them
     data = load_prepared(data_dir, params.data)
     records = {}
     print(f"{data.name}, depth {a.depth}, seeds {a.seeds}, probe {params.diagnostics.probe_size} test images, "
