@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--repeats", type=int, default=3, help="runs of each path, back to back; medians reported (default: 3)")
     pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
     pf.add_argument("--out", default=None, help="also write the JSON to this file")
+    pf.add_argument("--profile", default=None, metavar="DIR", help="then one more run of the real path under "
+                    "torch.profiler: DIR/profile.txt (where the time goes) and a Chrome trace")
 
     ps = command("preset", "print a preset file (e.g. presets/he2016.yaml) as overrides, checked against params",
                  overrides=False)
@@ -181,6 +183,11 @@ def cmd_perf(args, params) -> int:
     print(json.dumps(result, indent=1))
     if args.out:
         write_json(Path(args.out), result)
+    if args.profile:
+        from bench.perf import profile
+
+        print(f"bench perf: profile in {profile(params, args.variant, args.depth, args.device, args.warmup, data, Path(args.profile))}",
+              file=sys.stderr)
     return 0
 
 

@@ -67,6 +67,7 @@ class Trainer:
     sync_batchnorm: bool  # BN statistics over the global batch instead of each process's share
     precision: str
     deterministic: bool
+    benchmark: Optional[bool]  # cuDNN's autotuner; null: Lightning's default (off)
     log_every_n_steps: int
     check_val_every_n_epoch: int
 
@@ -185,6 +186,9 @@ def _check_ranges(params: Params) -> None:
     if 2 * dg.pairs > dg.probe_size:
         raise ValueError(f"diagnostics.pairs={dg.pairs} needs {2 * dg.pairs} probe images, but diagnostics.probe_size="
                          f"{dg.probe_size}: each pair is two distinct images of the probe")
+    if params.trainer.benchmark and params.trainer.deterministic:
+        raise ValueError("trainer.benchmark=true with trainer.deterministic=true: cuDNN's autotuner picks kernels by "
+                         "timing them, so runs would not repeat; set trainer.deterministic=false for speed")
     d = params.trainer.devices  # a count (-1: all), a list of ids, or a string Lightning reads ("auto", "0,1")
     if isinstance(d, bool) or (isinstance(d, int) and d < 1 and d != -1) or d == [] or (
             isinstance(d, list) and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d)):

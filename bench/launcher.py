@@ -154,10 +154,11 @@ def redirect_output(log: str) -> None:
 
 
 def finish_wandb(exit_code: int) -> None:
-    """What W&B does at interpreter exit, which a multiprocessing child skips: end the run, stop its service."""
-    import wandb
-
-    wandb.teardown(exit_code)
+    """What W&B does at interpreter exit, which a multiprocessing child skips: end the run, stop its service.
+    Nothing where W&B was never imported: a machine without it runs cells with wandb.mode=disabled."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        wandb.teardown(exit_code)
 
 
 def duration(seconds: float) -> str:

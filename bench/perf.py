@@ -60,7 +60,7 @@ class Losses(L.Callback):
         self.losses.append(outputs["loss"].detach())
 
 
-def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmup: int) -> dict:
+def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmup: int, profiler=None) -> dict:
     """The Lightning path of `bench train`, minus checkpoints, evaluation and W&B."""
     module, dm = build(params, Cell(variant, depth, 0), data)
     throughput, losses = Throughput(warmup), Losses()  # Throughput: as `bench train` measures itself
@@ -68,7 +68,8 @@ def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmu
         trainer = L.Trainer(**trainer_flags(params, len(data.train.y)), limit_val_batches=0,
                             logger=[HistoryLogger(Path(tmp) / "history.csv")],
                             callbacks=[Divergence(params.trainer.log_every_n_steps), throughput, losses],
-                            enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp)
+                            enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp,
+                            profiler=profiler)
         trainer.fit(module, datamodule=dm)
     batch = params.train.batch_size
     return _result(throughput.images // batch, throughput.seconds, batch, losses.losses)
@@ -114,6 +115,32 @@ def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, w
     return _result(step - warmup, time.perf_counter() - start, params.train.batch_size, losses)
 
 
+def alone(params: Params, device: str, max_steps: int) -> Params:
+    """`params` for a timed run: `max_steps` steps in one process on one `device` (cpu or cuda)."""
+    return dataclasses.replace(
+        params, train=dataclasses.replace(params.train, max_steps=max_steps),
+        trainer=dataclasses.replace(params.trainer, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                                    num_nodes=1, strategy="auto", sync_batchnorm=False))
+
+
+def profile(params: Params, variant: str, depth: int, device: str, warmup: int, data: Dataset | None, out: Path,
+            steps: int = 10) -> Path:
+    """One more run of the real path, with torch.profiler recording `steps` steps after the warm-up, through
+    Lightning's PyTorchProfiler, which also times Lightning's own hooks. Writes out/profile.txt (operators
+    and hooks by total device time, by CPU time on a CPU) and a Chrome trace beside it (Perfetto opens it)."""
+    from lightning.pytorch.profilers import PyTorchProfiler
+    from torch.profiler import ProfilerActivity, schedule
+
+    data = data or synthetic()
+    cuda = device == "cuda"
+    profiler = PyTorchProfiler(
+        dirpath=out, filename="profile", record_module_names=False, row_limit=40,
+        sort_by_key="cuda_time_total" if cuda else "cpu_time_total", schedule=schedule(wait=warmup, warmup=1, active=steps),
+        activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])])
+    through_bench(alone(params, device, warmup + 1 + steps + 1), variant, depth, data, warmup, profiler)
+    return out
+
+
 def _result(steps: int, seconds: float | None, batch: int, losses: list) -> dict:
     if not seconds:
         raise ValueError("no step was timed: the run stopped during the warm-up (diverged?)")
@@ -135,10 +162,7 @@ def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100
         raise ValueError("--steps, --warmup and --repeats must be at least 1")
     data = data or synthetic()
     validate.batch(params, len(data.train.y), world_size=1)
-    params = dataclasses.replace(
-        params, train=dataclasses.replace(params.train, max_steps=warmup + steps),
-        trainer=dataclasses.replace(params.trainer, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-                                    num_nodes=1, strategy="auto", sync_batchnorm=False))
+    params = alone(params, device, warmup + steps)
     runs = {"bench": [], "bare": []}
     for r in range(repeats):
         for path in runs:
@@ -156,7 +180,8 @@ def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100
     return {
         "variant": variant, "depth": depth, "batch": params.train.batch_size, "device": device,
         "hardware": torch.cuda.get_device_name() if device == "cuda" else f"{provenance.cpu_name()} ({torch.get_num_threads()} threads)",
-        "precision": params.trainer.precision, **{f"speed.{k}": v for k, v in dataclasses.asdict(params.speed).items()},
+        "precision": params.trainer.precision, "trainer.deterministic": params.trainer.deterministic,
+        "trainer.benchmark": params.trainer.benchmark, **{f"speed.{k}": v for k, v in dataclasses.asdict(params.speed).items()},
         "data": data.name, "steps": steps, "warmup": warmup, "repeats": repeats,
         "torch": torch.__version__, "lightning": L.__version__,
         **summary,

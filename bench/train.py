@@ -56,6 +56,7 @@ def trainer_flags(params: Params, train_images: int) -> dict:
     return dict(
         accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=tr.strategy,
         sync_batchnorm=tr.sync_batchnorm, precision=tr.precision, deterministic=tr.deterministic,
+        benchmark=tr.benchmark,
         max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch) + 1,  # +1: a resumed epoch may repeat
         log_every_n_steps=tr.log_every_n_steps, check_val_every_n_epoch=tr.check_val_every_n_epoch,
         enable_model_summary=False,

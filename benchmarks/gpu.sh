@@ -1,119 +1,212 @@
 #!/usr/bin/env bash
-# The GPU check as one prepared script, for a machine with one CUDA GPU, run from the repo root:
+# The GPU check: one prepared script for a machine with one CUDA GPU, run from the repo root.
 #
-#   bash benchmarks/gpu.sh          # figures in ${RESULTS:-perf/gpu}: one bench perf JSON per line below
-#                                   # (and all of it packed into $OUT/gpu.tar.gz where OUT is set)
+#   bash benchmarks/gpu.sh                        # every step below, in order, within BUDGET seconds
+#   STEPS="grid depths" bash benchmarks/gpu.sh    # only these steps
+#   DRY=1 bash benchmarks/gpu.sh                  # the same on the CPU, each step a few iterations long
 #
-# Most telling first, and everything packed after each step, so that a run cut off at the device's
-# time limit still returns what it measured; BUDGET (seconds, default 540) skips what would not fit.
-#   1. the no-host-sync test (tests/test_perf.py, -m gpu)
-#   2. bench perf, residual_bn-56, batch 128 (He et al.'s): eager-bf16 (bf16-mixed + channels_last,
-#      a published bare-loop baseline, 4,800 img/s) and compiled-bf16 (+ torch.compile
-#      "reduce-overhead": forward and backward as CUDA graphs; the 15,000 img/s target)
-#   3. 4 concurrent copies of compiled-bf16-56: the several-runs-per-GPU figure
-#   4. depths 20 and 110 the same two ways, then eager-fp32 at 20, 56, 110
-#   5. a slice of the He grid through `bench grid`, where dvc is importable
-# Needs torch, lightning, torchmetrics, pyyaml, numpy, scikit-learn, pytest (no dvc, no wandb for 1-4);
-# PY picks the interpreter.
+# Steps, most telling first:
+#   sync    the no-host-sync test (tests/test_perf.py, -m gpu)
+#   perf56  bench perf, residual_bn-56, batch 128, three ways: eager fp32; eager bf16 + channels_last;
+#           compiled ("reduce-overhead": CUDA graphs) bf16 + channels_last, then a torch.profiler table of it
+#   he20    ResNet-20 residual_bn through He et al.'s protocol (presets/he2016.yaml: option A, batch 128, lr 0.1
+#           divided by 10 at 1/2 and 3/4 of the run) by `bench train` on the fast path, on CIFAR-10 in the
+#           official layout, built from the JPEG copy and pinned by its md5. 64,000 iterations, or as many as
+#           the time left allows, estimated from the perf56 figures; summary.txt says which
+#   grid    1, 2 and 4 ResNet-20 cells at once on the GPU through `bench grid`: the aggregate images/s
+#   depths  bench perf at depths 20 and 110, eager bf16 and compiled
+#
+# Results in ${RESULTS:-perf/gpu}: a JSON per measure, each step's log, and summary.txt, a line per figure.
+# Everything is packed into $OUT/gpu.tar.gz (where OUT is set) after every step, so that a run cut off at
+# the device's time limit still returns what it measured. BUDGET (seconds, default 480) skips what would not
+# fit. Speed runs set trainer.deterministic=false and trainer.benchmark=true (cuDNN's autotuner), as the He
+# preset does. Needs torch, lightning 2.6.6 (else its wheel in .whl/), torchmetrics, pyyaml, numpy,
+# scikit-learn, pillow and pytest; `grid` needs dvc too, installed from .whl/ where missing (the wheels of
+# benchmarks/wheels.py); he20 and grid need shared-data/cifar10-jpeg.tar.gz. PY picks the interpreter.
 set -uo pipefail
-# both absolute: the grid slice runs in another folder
-RESULTS=$(realpath -m "${RESULTS:-perf/gpu}")
+RESULTS=$(realpath -m "${RESULTS:-perf/gpu}")  # absolute: the grid runs in another folder
 PY=${PY:-python3}
 case $PY in */*) PY=$(realpath -s "$PY") ;; esac
-BUDGET=${BUDGET:-540}
+BUDGET=${BUDGET:-480}
+STEPS=" ${STEPS:-sync perf56 he20 grid depths} "
+DRY=${DRY:-0}
+JPEG=$(realpath -m shared-data/cifar10-jpeg.tar.gz)
+WORK=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
-pack() {  # into a file of its own, then renamed: the 4 concurrent runs below pack at the same time
-  [ -z "${OUT:-}" ] || { tar czf "$OUT/gpu-$BASHPID.part" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" \
-    && mv -f "$OUT/gpu-$BASHPID.part" "$OUT/gpu.tar.gz"; }
-}
-trap pack EXIT  # a device machine returns at most 8 files: one archive holds them all
-left() { echo $((BUDGET - SECONDS)); }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$RESULTS/gpu.txt" || true
-$PY -c "import torch, lightning, torchmetrics; print('torch', torch.__version__, 'lightning', lightning.__version__,
-'torchmetrics', torchmetrics.__version__)" | tee -a "$RESULTS/gpu.txt"
+SUMMARY=$RESULTS/summary.txt
 
-if [ "${PERF:-1}" = 1 ]; then
-  timeout 150 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_perf.py 2>&1 | tail -15 | tee "$RESULTS/sync-test.txt"
+pack() {  # into a file of its own, then renamed: a pack never leaves a half-written archive behind
+  [ -n "${OUT:-}" ] || return 0
+  local part=$OUT/gpu-$BASHPID.part
+  tar czf "$part" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" || return
+  if [ "$(stat -c %s "$part")" -gt 15000000 ]; then  # a file over 16 MB does not come back: the traces stay behind
+    tar czf "$part" --exclude='*.trace.json' -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")" || return
+  fi
+  mv -f "$part" "$OUT/gpu.tar.gz"
+}
+trap 'pack; rm -rf "$WORK"' EXIT  # a device machine returns at most 8 files: one archive holds them all
+say() { echo "$*" | tee -a "$SUMMARY"; }
+left() { echo $((BUDGET - SECONDS)); }
+want() { [[ $STEPS == *" $1 "* ]]; }
+json() { $PY -c "import json, sys; r = json.load(open(sys.argv[1])); print($2)" "$1" 2>/dev/null; }
+
+if [ "$DRY" = 1 ]; then  # the CPU: every step runs, each a few iterations long
+  DEVICE=cpu ACCEL=cpu BF16=32-true MODE=default PERF_STEPS=(--steps 4 --warmup 2) HE_ITERS=${HE_ITERS:-30} GRID_ITERS=20
+else
+  DEVICE=cuda ACCEL=gpu BF16=bf16-mixed MODE=reduce-overhead PERF_STEPS=(--steps 200 --warmup 30) HE_ITERS=${HE_ITERS:-} GRID_ITERS=1000
+fi
+SPEED=(trainer.deterministic=false trainer.benchmark=true wandb.mode=disabled)
+FAST=(--precision "$BF16" speed.channels_last=true)
+COMPILED=("${FAST[@]}" "speed.compile=$MODE")
+
+# What runs: the card, the versions, and lightning 2.6.6 exactly (2.6.2 and 2.6.3 on PyPI were malicious).
+# Carried wheels go to /tmp/site, ahead of the machine's own packages, and only those the machine lacks,
+# lightning's excepted: it replaces any other version.
+site=/tmp/site
+lightning=$($PY -c "import lightning; print(lightning.__version__)" 2>/dev/null)
+if [ "$lightning" != 2.6.6 ]; then
+  wheel=$(ls .whl/lightning-2.6.6-*.whl 2>/dev/null | head -1)
+  [ -n "$wheel" ] || { say "lightning ${lightning:-missing}, not 2.6.6, and no .whl/lightning-2.6.6-*.whl: stopping"; exit 1; }
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheel" || exit 1
+  export PYTHONPATH="$site:$PYTHONPATH"
+fi
+if want grid && ! $PY -c "import dvc" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  missing=$($PY benchmarks/wheels.py --missing | grep -v '/lightning-')
+  [ -z "$missing" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" $missing
+  [[ $PYTHONPATH == "$site:"* ]] || export PYTHONPATH="$site:$PYTHONPATH"
+fi
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  $PY -c "import sys, torch, lightning, torchmetrics; print('python', sys.version.split()[0], 'torch', torch.__version__,
+'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'lightning', lightning.__version__, 'at', lightning.__file__,
+'torchmetrics', torchmetrics.__version__)"; } | tee "$RESULTS/versions.txt"
+pack
+
+if want sync; then
+  if [ "$DRY" = 1 ]; then echo "sync: skipped on the CPU (it needs CUDA)"
+  else
+    timeout 150 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_perf.py > "$RESULTS/sync-test.txt" 2>&1
+    say "sync test: exit $? ($(tail -1 "$RESULTS/sync-test.txt"))"
+  fi
   pack
 fi
 
-perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $RESULTS/NAME.json, one summary line
+perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $RESULTS/NAME.json, a summary line
   local name=$1; shift
-  if [ "$(left)" -lt 60 ]; then echo "$name skipped: ${BUDGET} s budget spent"; return; fi
+  if [ "$(left)" -lt 60 ]; then say "$name: skipped, the ${BUDGET} s budget is spent"; return; fi
   local limit=$(( $(left) < 240 ? $(left) : 240 ))
-  if timeout "$limit" $PY -m bench perf --device cuda --steps 300 --warmup 30 --repeats "${REPEATS:-2}" \
-      --out "$RESULTS/$name.json" wandb.mode=disabled "$@" >/dev/null 2>"$RESULTS/$name.log"; then
-    $PY -c "import json; r = json.load(open('$RESULTS/$name.json')); print('$name', '${SECONDS}s', 'bench', r['bench']['images_per_s'],
-    'bare', r['bare']['images_per_s'], 'overhead %', r['lightning_overhead_pct'], 'max loss diff', r['max_loss_difference'])"
+  if timeout "$limit" $PY -m bench perf --device "$DEVICE" "${PERF_STEPS[@]}" --repeats "${REPEATS:-2}" \
+      --out "$RESULTS/$name.json" "${SPEED[@]}" "$@" >/dev/null 2>"$RESULTS/$name.log"; then
+    say "$name ($SECONDS s): $(json "$RESULTS/$name.json" "'bench', r['bench']['images_per_s'], 'images/s, bare loop',
+    r['bare']['images_per_s'], '; Lightning overhead', r['lightning_overhead_pct'], '%', r['lightning_overhead_pct_range'],
+    r['lightning_overhead_ms'], 'ms a step; max loss difference', r['max_loss_difference']")"
   else
-    echo "$name FAILED or cut off at ${limit} s: tail of $RESULTS/$name.log"; tail -5 "$RESULTS/$name.log"
+    say "$name: FAILED or cut off at $limit s; the end of $RESULTS/$name.log:"; tail -5 "$RESULTS/$name.log" | tee -a "$SUMMARY"
   fi
+  grep -q "skipping cudagraphs" "$RESULTS/$name.log" && say "$name: fell back from CUDA graphs (see its log)"
   pack
 }
 
-FAST=(--precision bf16-mixed speed.channels_last=true)
-COMPILED=("${FAST[@]}" speed.compile=reduce-overhead)
-if [ "${PERF:-1}" = 1 ]; then
+if want perf56; then
+  perf eager-fp32-56 --variant residual_bn --depth 56 --precision 32-true
   perf eager-bf16-56 --variant residual_bn --depth 56 "${FAST[@]}"
-  perf compiled-bf16-56 --variant residual_bn --depth 56 "${COMPILED[@]}"
-  if [ "$(left)" -ge 240 ]; then  # several runs per GPU: 4 processes at once, each its own images/s
-    for k in 1 2 3 4; do perf "shared-56-$k" --variant residual_bn --depth 56 "${COMPILED[@]}" & done
-    wait
+  perf compiled-bf16-56 --variant residual_bn --depth 56 "${COMPILED[@]}" --profile "$RESULTS/profile-compiled-bf16-56"
+fi
+
+official() {  # CIFAR-10 in the official layout from the JPEG copy, prepared by bench prepare with its md5
+  [ -f "$WORK/cifar10/meta.json" ] && return
+  [ -f "$JPEG" ] || { say "no $JPEG: CIFAR-10 steps skipped"; return 1; }
+  MD5=$($PY benchmarks/cifar10_official.py "$JPEG" "$WORK/cifar-10-python.tar.gz") || return 1
+  $PY -m bench prepare --out "$WORK/cifar10" data.name=cifar10 "data.source=$WORK/cifar-10-python.tar.gz" \
+    "data.md5=$MD5" data.val_size=0 || return 1
+  say "CIFAR-10 in the official layout from the JPEG copy: md5 $MD5 ($SECONDS s)"
+}
+
+if want he20 && official; then
+  # iterations: 64,000, or what fits the time left (less 90 s of start-up, compilation, evaluation and
+  # diagnostics), at twice ResNet-56's compiled images/s and a margin of 0.7
+  ips=$(json "$RESULTS/compiled-bf16-56.json" "r['bench']['images_per_s']" || echo 5000)
+  iters=${HE_ITERS:-$($PY -c "print(min(64000, int(0.7 * ($(left) - 90) * 2 * $ips / 128) // 100 * 100))")}
+  if [ "$iters" -lt 1000 ] && [ "$DRY" != 1 ]; then say "he20: skipped, $(left) s left fit only $iters iterations"
+  else
+    set -f
+    preset=$($PY -m bench preset presets/he2016.yaml)
+    out=$RESULTS/he2016-resnet20
+    start=$SECONDS
+    timeout "$(( $(left) > 30 ? $(left) : 30 ))" $PY -m bench train --variant residual_bn --depth 20 --seed 0 \
+      --data "$WORK/cifar10" --out "$out" --no-progress $preset "data.source=$WORK/cifar-10-python.tar.gz" "data.md5=$MD5" \
+      "trainer.accelerator=$ACCEL" "train.max_steps=$iters" "train.milestones=[$((iters / 2)),$((iters * 3 / 4))]" \
+      "trainer.precision=$BF16" speed.channels_last=true "speed.compile=$MODE" wandb.mode=disabled trainer.log_every_n_steps=100 \
+      > "$RESULTS/he2016-resnet20.log" 2>&1
+    code=$?
+    set +f
+    rm -f "$out/last.ckpt"
+    protocol=$([ "$iters" = 64000 ] && echo "the whole protocol" || echo "He et al.'s protocol cut to $iters of 64,000 iterations, the lr steps at the same fractions")
+    say "he20 ResNet-20 residual_bn, $protocol: exit $code, $((SECONDS - start)) s wall; $(json "$out/metrics.json" \
+      "'test error', r['test/error'], 'train error', r['train/error'], 'images/s', r['images_per_s'], 'training s', r['wall_time_s']")"
   fi
+  pack
+fi
+
+# Several cells on one GPU: 1, 2 and 4 ResNet-20 cells (seeds) at once through `bench grid`, in a copy of the
+# pipeline (a git repo of its own), GRID_ITERS iterations each on the He preset's fast path. The aggregate
+# is the sum of the cells' own training images/s (each measured while the others ran), and all their
+# images over the grid's wall time, start-up and compilation included.
+if want grid && official; then
+  if ! $PY -c "import dvc" 2>/dev/null; then say "grid: skipped, no dvc (benchmarks/wheels.py builds .whl/)"
+  else
+    SLICE=$WORK/slice
+    mkdir -p "$SLICE/data/raw" "$SLICE/.dvc" "$SLICE/bin" && cp -r bench presets dvc.yaml params.yaml .gitignore .dvcignore "$SLICE/" \
+      && cp .dvc/config .dvc/.gitignore "$SLICE/.dvc/" && cp "$WORK/cifar-10-python.tar.gz" "$SLICE/data/raw/" \
+      && git -C "$SLICE" init -q && git -C "$SLICE" add -A \
+      && git -C "$SLICE" -c user.name=gpu -c user.email=gpu@localhost commit -qm "the pipeline, for bench grid"
+    printf '#!/bin/sh\nexec %s -m bench "$@"\n' "$PY" > "$SLICE/bin/bench"  # what dvc.yaml's stages call
+    printf '#!/bin/sh\nexec %s -m dvc "$@"\n' "$PY" > "$SLICE/bin/dvc" && chmod +x "$SLICE"/bin/*
+    for k in 1 2 4; do
+      if [ "$(left)" -lt 90 ]; then say "grid x$k: skipped, the ${BUDGET} s budget is spent"; continue; fi
+      (
+        cd "$SLICE" && export PATH="$SLICE/bin:$PATH" PYTHONPATH="$SLICE${PYTHONPATH:+:$PYTHONPATH}"
+        rm -rf runs logs
+        $PY - "$k" "$MD5" "$ACCEL" "$BF16" "$MODE" "$GRID_ITERS" <<'PY'
+import sys
+import yaml
+from bench import config
+k, md5, accelerator, precision, mode, iters = sys.argv[1:]
+p = config.apply_overrides(yaml.safe_load(open("params.yaml")), config.preset("presets/he2016.yaml"))
+p["grid"].update(variants=["residual_bn"], depths=[20], seeds=list(range(int(k))))
+p["data"].update(source="data/raw/cifar-10-python.tar.gz", md5=md5)
+p["train"].update(max_steps=int(iters), milestones=[int(iters) // 2, int(iters) * 3 // 4])
+p["trainer"].update(accelerator=accelerator, precision=precision, log_every_n_steps=100)
+p["speed"].update(compile=mode, channels_last=True)
+p["wandb"]["mode"] = "disabled"
+yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+PY
+        start=$SECONDS
+        timeout "$(left)" bench grid --workers-per-gpu "$k" > "$RESULTS/grid-x$k.log" 2>&1
+        code=$?
+        wall=$((SECONDS - start))
+        mkdir -p "$RESULTS/grid-x$k"  # each cell's metrics.json, named by its cell
+        for m in runs/*/metrics.json; do cp "$m" "$RESULTS/grid-x$k/$(basename "$(dirname "$m")").json"; done 2>/dev/null
+        $PY - "$k" "$code" "$wall" "$RESULTS/grid-x$k" <<'PY' | tee -a "$SUMMARY"
+import json, pathlib, sys
+k, code, wall, folder = sys.argv[1:]
+cells = [json.loads(f.read_text()) for f in sorted(pathlib.Path(folder).glob("*.json"))]
+own = sum(c["images_per_s"] for c in cells)
+images = sum(c["steps"] * 128 for c in cells)
+print(f"grid x{k}: exit {code}, {len(cells)} of {k} cells; aggregate {own:.0f} images/s (the cells' own, summed), "
+      f"{images / int(wall):.0f} over the {wall} s wall (start-up and compilation included); test errors "
+      + ", ".join(f"{c['test/error']:.4f}" for c in cells))
+PY
+      )
+      pack
+    done
+  fi
+fi
+
+if want depths; then
   for depth in 20 110; do
     perf "compiled-bf16-$depth" --variant residual_bn --depth "$depth" "${COMPILED[@]}"
     perf "eager-bf16-$depth" --variant residual_bn --depth "$depth" "${FAST[@]}"
   done
-  for depth in 20 56 110; do perf "eager-fp32-$depth" --variant residual_bn --depth "$depth" --precision 32-true; done
-  grep -l "skipping cudagraphs" "$RESULTS"/*.log 2>/dev/null && echo "some runs fell back from CUDA graphs: see these logs"
 fi
-
-# A slice of the He et al. grid through the scale-out launcher: plain_bn and residual_bn at depths
-# 20 and 56, 2,000 iterations each, on CIFAR-10, 4 cells at once on the GPU. Needs dvc: where $PY
-# lacks it, the wheels in .whl/ (`python benchmarks/wheels.py` on a machine with an index; carry .whl)
-# are installed into /tmp/site for this part only (those it lacks). Needs the JPEG archive at
-# shared-data/cifar10-jpeg.tar.gz. A dry run of this part on a CPU: PERF=0 SLICE_ACCELERATOR=cpu
-# SLICE_PRECISION=32-true SLICE_STEPS=20 SLICE_COMPILE=null PY=.venv/bin/python bash benchmarks/gpu.sh
-if ! $PY -c "import dvc" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  missing=$($PY benchmarks/wheels.py --missing)  # only those the machine lacks: none of its own is shadowed
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $missing \
-    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
-if ! $PY -c "import dvc" 2>/dev/null || [ ! -f shared-data/cifar10-jpeg.tar.gz ]; then
-  echo "grid slice skipped: needs dvc importable by $PY (or .whl/) and shared-data/cifar10-jpeg.tar.gz"; exit 0
-fi
-if [ "$(left)" -lt 120 ]; then echo "grid slice skipped: ${BUDGET} s budget spent"; exit 0; fi
-SLICE=$(mktemp -d)/slice
-mkdir -p "$SLICE/data/raw" "$SLICE/.dvc" && cp -r bench presets dvc.yaml params.yaml .gitignore "$SLICE/" \
-  && cp .dvc/config .dvc/.gitignore "$SLICE/.dvc/" \
-  && git -C "$SLICE" init -q && git -C "$SLICE" add -A && git -C "$SLICE" -c user.name=b -c user.email=b@b commit -qm slice \
-  && cp shared-data/cifar10-jpeg.tar.gz "$SLICE/data/raw/"
-mkdir -p "$SLICE/bin" && printf '#!/bin/sh\nexec %s -m %s "$@"\n' "$PY" bench > "$SLICE/bin/bench" \
-  && printf '#!/bin/sh\nexec %s -m dvc "$@"\n' "$PY" > "$SLICE/bin/dvc" && chmod +x "$SLICE"/bin/*
-(
-  cd "$SLICE" && export PATH="$SLICE/bin:$PATH" PYTHONPATH="$SLICE${PYTHONPATH:+:$PYTHONPATH}"
-  $PY - <<'PY'
-import os
-import yaml
-from bench import config
-p = config.apply_overrides(yaml.safe_load(open("params.yaml")), config.preset("presets/he2016.yaml"))
-p["grid"].update(variants=["plain_bn", "residual_bn"], depths=[20, 56], seeds=[0])
-p["data"].update(name="imagefolder", source="data/raw/cifar10-jpeg.tar.gz", md5=None, val_size=5000)
-steps = int(os.environ.get("SLICE_STEPS", 2000))
-p["train"].update(max_steps=steps, milestones=[steps // 2, steps * 3 // 4])
-p["trainer"].update(accelerator=os.environ.get("SLICE_ACCELERATOR", "gpu"),
-                   precision=os.environ.get("SLICE_PRECISION", "bf16-mixed"), log_every_n_steps=50)
-mode = os.environ.get("SLICE_COMPILE", "reduce-overhead")
-p["speed"].update(compile=None if mode == "null" else mode, channels_last=True)
-p["wandb"]["mode"] = "disabled"
-yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
-PY
-  start=$SECONDS
-  dvc repro prepare >/dev/null && timeout "$(left)" bench grid --workers-per-gpu 4
-  echo "grid slice: exit $?, $((SECONDS - start)) s wall, data preparation included"
-  for m in runs/*/metrics.json; do
-    $PY -c "import json; m = json.load(open('$m')); print(m['variant'], m['depth'], 'test error', m['test/error'], 'images/s', m['images_per_s'], 'wall s', m['wall_time_s'])"
-  done
-  cp -r logs/grid "$RESULTS/grid-logs"
-) 2>&1 | tee "$RESULTS/grid.txt"
+say "done in $SECONDS s"

@@ -17,11 +17,11 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_cifar(path: Path, name: str, train_x, train_y, test_x, test_y, classes, skip=()) -> str:
+def write_cifar(path: Path, name: str, train_x, train_y, test_x, test_y, classes, skip=(), compresslevel=9) -> str:
     """An official python-version CIFAR archive (pickled dicts of flat uint8 rows); returns its md5."""
     spec = CIFAR[name]
     train_parts = np.array_split(np.arange(len(train_y)), len(spec.train))
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", compresslevel=compresslevel) as tar:
         batches = [(n, idx, train_x, train_y) for n, idx in zip(spec.train, train_parts)]
         batches.append((spec.test, np.arange(len(test_y)), test_x, test_y))
         for n, idx, x, y in batches:
@@ -53,6 +53,6 @@ def write_imagefolder(root: Path, classes=("cat", "dog", "frog"), per_class=(6, 
         for c, cls in enumerate(classes):
             (root / split / cls).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                img = rng.integers(0, 60, (*size, 3), dtype=np.uint8) + np.uint8(60 * c)
+                img = rng.integers(0, 60, (*size, 3), dtype=np.uint8) + np.uint8(60 * c % 196)  # 0-255 for up to 10 classes
                 Image.fromarray(img).save(root / split / cls / f"{i:03d}.{fmt.lower()}", fmt)
     return root

@@ -15,6 +15,7 @@ def test_default_params_load_typed():
 def test_he_preset_trains_on_all_50k_with_option_a():
     he = config.load(PARAMS, config.preset(PARAMS.parent / "presets" / "he2016.yaml"))
     assert he.data.val_size == 0 and he.model.shortcut == "zero_pad" and he.train.max_steps == 64000
+    assert he.trainer.benchmark and not he.trainer.deterministic  # cuDNN autotuned: the fast kernels, not repeatable
 
 
 def test_shattering_pairs_must_fit_in_the_probe():

@@ -143,6 +143,8 @@ BAD_INPUTS = [
     ("log every 0", lambda ws: train_args(ws, "trainer.log_every_n_steps=0"), "log_every_n_steps=0 must be at least 1"),
     ("probe of 0", lambda ws: train_args(ws, "diagnostics.probe_size=0"), "probe_size=0 must be at least 2"),
     ("devices 0", lambda ws: train_args(ws, "trainer.devices=0"), "trainer.devices=0 must be a count"),
+    ("autotuned yet deterministic", lambda ws: train_args(ws, "trainer.benchmark=true"),
+     "trainer.benchmark=true with trainer.deterministic=true"),
     ("empty grid", lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report", "grid.depths=[]"],
      "grid.depths is empty"),
     ("speed.compile", lambda ws: train_args(ws, "speed.compile=fast"), "speed.compile='fast' is not"),

@@ -62,6 +62,17 @@ def stage_files(tmp_path, monkeypatch):
     monkeypatch.setattr(launcher, "dvc", lambda *a, **k: None)
 
 
+def test_a_cell_ends_cleanly_where_wandb_is_not_installed(monkeypatch):
+    """A GPU node may lack W&B: cells run with wandb.mode=disabled, and the end of a forked cell must not import it."""
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what `import wandb` meets where it is not installed
+    launcher.finish_wandb(0)
+    ended = []
+    monkeypatch.setitem(sys.modules, "wandb", type(sys)("wandb"))
+    sys.modules["wandb"].teardown = ended.append
+    launcher.finish_wandb(3)
+    assert ended == [3]  # where W&B was imported, its run is ended with the cell's exit code
+
+
 @pytest.mark.integration
 def test_a_failed_cell_fails_the_grid_and_names_its_log(cli, tmp_path, monkeypatch):
     stage_files(tmp_path, monkeypatch)  # no data/prepared: the cell stops with bench's exit 2

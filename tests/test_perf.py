@@ -24,6 +24,7 @@ def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(cl
         assert result[path]["images_per_s"] == pytest.approx(sum(samples) / 2, abs=0.1)  # the median of two
         assert result[path]["step_ms"] == pytest.approx(1000 * 32 / result[path]["images_per_s"], rel=0.25)
     assert result["batch"] == 32 and result["data"] == "digits" and result["device"] == "cpu"
+    assert result["trainer.deterministic"] is True and result["trainer.benchmark"] is None  # what was timed
     # the same initial weights, batches, optimizer and schedule: the same losses, step by step
     assert result["max_loss_difference"] < 1e-5
     # the overhead is the median of the paired runs, each pair's (bare / bench - 1) from its own images/s
@@ -32,6 +33,19 @@ def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(cl
     assert result["lightning_overhead_pct"] == pytest.approx(sum(pairs) / 2, abs=0.05)
     assert isinstance(result["lightning_overhead_ms"], float)
     assert "bench perf: residual_bn-8 bare 2/2" in err  # progress
+
+
+@pytest.mark.integration
+def test_bench_perf_profile_says_where_a_steps_time_goes(cli, digits_dir, tmp_path):
+    code, _, err = cli("perf", "--variant", "residual_bn", "--depth", "8", "--device", "cpu", "--batch", "32",
+                       "--steps", "2", "--warmup", "2", "--repeats", "1", "--data", digits_dir,
+                       "--profile", tmp_path / "profile", *QUICK)
+    assert code == 0, err[-3000:]
+    table = (tmp_path / "profile" / "fit-profile.txt").read_text()
+    # Lightning's own hooks beside the operators, over the 10 profiled steps
+    assert "[pl][profile]run_training_batch" in table and "aten::convolution" in table
+    assert "ProfilerStep*" in table and " 10  " in table.split("ProfilerStep*")[1].splitlines()[0]
+    assert list((tmp_path / "profile").glob("*.pt.trace.json"))  # the Chrome trace
 
 
 @pytest.mark.integration  # torch.compile: about 25 s on 2 cores

@@ -2,6 +2,8 @@ import csv
 import json
 
 import pytest
+import torch
+import torch.utils._python_dispatch
 
 from bench.record import Cell
 from bench.train import train
@@ -65,6 +67,48 @@ def test_the_default_run_is_bitwise_repeatable_on_the_cpu(params, tmp_path, digi
     assert {k: v for k, v in ma.items() if k not in timing} == {k: v for k, v in mb.items() if k not in timing}
     for name in ("history.csv", "diagnostics.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+# aten operators whose CUDA kernels raise under torch.use_deterministic_algorithms(True), which Lightning's
+# trainer.deterministic=true sets (torch's own list, in that function's documentation)
+CUDA_RAISES_WHEN_DETERMINISTIC = {
+    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
+    "adaptive_max_pool2d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
+    "max_unpool2d", "max_unpool3d", "upsample_linear1d_backward", "upsample_bilinear2d_backward",
+    "upsample_bicubic2d_backward", "upsample_trilinear3d_backward", "reflection_pad1d_backward",
+    "reflection_pad2d_backward", "reflection_pad3d_backward", "nll_loss2d_forward", "_ctc_loss_backward",
+    "_embedding_bag_backward", "put_", "histc", "median", "grid_sampler_2d_backward", "cumsum", "scatter_reduce",
+}
+
+
+class Operators(torch.utils._python_dispatch.TorchDispatchMode):
+    """The names of the aten operators that run while it is active, backward passes included."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("shortcut", ["projection", "zero_pad"])
+def test_a_cell_uses_no_operator_that_cuda_refuses_when_deterministic(params, tmp_path, digits_dir, shortcut):
+    """params.yaml's trainer.deterministic=true holds on a GPU too: every operator of a cell, from the data to the
+    diagnostics, has a deterministic CUDA kernel. (Read off the CPU: operators that decompose, such as adaptive
+    average pooling to 1x1, which is a mean, decompose the same way on both.)"""
+    from bench import models
+
+    p = params("train.max_steps=2", "diagnostics.pairs=2", "diagnostics.points=4", f"model.shortcut={shortcut}")
+    seen = Operators()
+    with seen:
+        train(p, Cell("residual_bn", 8, 0), tmp_path / "cell", digits_dir, progress=False)  # data, step, metrics, probe
+        for variant in models.VARIANTS:  # every architecture's forward and backward
+            net = models.build_model(variant, 8, shortcut=shortcut, num_classes=10, in_channels=1)
+            torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 8, 8)), torch.arange(4)).backward()
+    assert {"convolution_backward", "native_batch_norm_backward", "mean"} <= seen.names  # it saw the cell
+    assert not seen.names & CUDA_RAISES_WHEN_DETERMINISTIC
 
 
 def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_dir):

@@ -1,0 +1,57 @@
+"""A CIFAR-10 ImageFolder (train/<class>/*, test/<class>/*, as a folder or tar archive) rewritten as an
+archive in the official python layout, cifar-10-python.tar.gz, so that `bench prepare data.name=cifar10`
+reads it through the official reader, pinned by its md5:
+
+    python benchmarks/cifar10_official.py SRC/cifar10-jpeg.tar.gz OUT/cifar-10-python.tar.gz   # prints the md5
+    bench prepare data.name=cifar10 data.source=OUT/cifar-10-python.tar.gz data.md5=MD5
+
+The pixels are the source's decoded images: from a JPEG copy they differ from the original CIFAR-10's,
+and so do the md5 and the accuracies. Labels follow CIFAR-10's label order, which is alphabetical.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.readers import read_imagefolder  # noqa: E402
+from tests.archives import write_cifar  # noqa: E402
+
+# batches.meta's label_names in the official archive, in label order
+LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def convert(source: Path, out: Path, compresslevel: int = 1) -> str:
+    """Write `out` from the ImageFolder at `source`; return its md5."""
+    raw = read_imagefolder(source, None, max_image_pixels=32 * 32, max_total_pixels=61_440_000)
+    if raw.classes != LABELS:
+        raise ValueError(f"{source}: classes {raw.classes} are not CIFAR-10's {LABELS}")
+    if raw.train_x.shape[1:] != (3, 32, 32):
+        raise ValueError(f"{source}: images of shape {raw.train_x.shape[1:]}, not CIFAR-10's (3, 32, 32)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")  # whole or not at all
+    md5 = write_cifar(part, "cifar10", raw.train_x, raw.train_y, raw.test_x, raw.test_y, LABELS,
+                      compresslevel=compresslevel)
+    part.replace(out)
+    return md5
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("source", type=Path, help="the ImageFolder: a folder or a tar archive")
+    ap.add_argument("out", type=Path, help="the official-layout archive to write")
+    ap.add_argument("--compresslevel", type=int, default=1, help="gzip level, 1 (fast) to 9 (small)")
+    a = ap.parse_args()
+    start = time.perf_counter()
+    md5 = convert(a.source, a.out, a.compresslevel)
+    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - start:.0f} s), md5 {md5}",
+          file=sys.stderr)
+    print(md5)
+
+
+if __name__ == "__main__":
+    main()
