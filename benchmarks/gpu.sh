@@ -19,10 +19,11 @@
 # Results in ${RESULTS:-perf/gpu}: a JSON per measure, each step's log, and summary.txt, a line per figure.
 # Everything is packed into $OUT/gpu.tar.gz (where OUT is set) after every step, so that a run cut off at
 # the device's time limit still returns what it measured. BUDGET (seconds, default 480) skips what would not
-# fit. Speed runs set trainer.deterministic=false and trainer.benchmark=true (cuDNN's autotuner), as the He
-# preset does. Needs torch, lightning 2.6.6 (else its wheel in .whl/), torchmetrics, pyyaml, numpy,
-# scikit-learn, pillow and pytest; `grid` needs dvc too, installed from .whl/ where missing (the wheels of
-# benchmarks/wheels.py); he20 and grid need shared-data/cifar10-jpeg.tar.gz. PY picks the interpreter.
+# fit. Speed runs set trainer.deterministic=false, trainer.benchmark=true (cuDNN's autotuner) and
+# trainer.log_every_n_steps=50, as the He preset does.
+# Needs torch, lightning 2.6.6 (else its wheel in .whl/), torchmetrics, pyyaml, numpy, scikit-learn, pillow
+# and pytest; `grid` needs dvc too, installed from .whl/ where missing (the wheels of benchmarks/wheels.py);
+# he20 and grid need shared-data/cifar10-jpeg.tar.gz. PY picks the interpreter.
 set -uo pipefail
 RESULTS=$(realpath -m "${RESULTS:-perf/gpu}")  # absolute: the grid runs in another folder
 PY=${PY:-python3}
@@ -56,7 +57,7 @@ if [ "$DRY" = 1 ]; then  # the CPU: every step runs, each a few iterations long
 else
   DEVICE=cuda ACCEL=gpu BF16=bf16-mixed MODE=reduce-overhead PERF_STEPS=(--steps 200 --warmup 30) HE_ITERS=${HE_ITERS:-} GRID_ITERS=1000
 fi
-SPEED=(trainer.deterministic=false trainer.benchmark=true wandb.mode=disabled)
+SPEED=(trainer.deterministic=false trainer.benchmark=true trainer.log_every_n_steps=50 wandb.mode=disabled)  # as the He preset
 FAST=(--precision "$BF16" speed.channels_last=true)
 COMPILED=("${FAST[@]}" "speed.compile=$MODE")
 
