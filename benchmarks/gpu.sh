@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu.sh                        # every step below, in order, within BUDGET seconds
 #   STEPS="grid depths" bash benchmarks/gpu.sh    # only these steps
 #   DRY=1 bash benchmarks/gpu.sh                  # the same on the CPU, each step a few iterations long
+#                                                 # (MODE=null: eager; HE_ITERS, GRID_ITERS: iterations)
 #
 # Steps, most telling first:
 #   sync    the no-host-sync test (tests/test_perf.py, -m gpu)
@@ -23,7 +24,7 @@
 # trainer.log_every_n_steps=50, as the He preset does.
 # Needs torch, lightning 2.6.6 (else its wheel in .whl/), torchmetrics, pyyaml, numpy, scikit-learn, pillow
 # and pytest; `grid` needs dvc too, installed from .whl/ where missing (the wheels of benchmarks/wheels.py);
-# he20 and grid need shared-data/cifar10-jpeg.tar.gz. PY picks the interpreter.
+# he20 and grid need CIFAR-10 as JPEGs, ${JPEG:-shared-data/cifar10-jpeg.tar.gz}. PY picks the interpreter.
 set -uo pipefail
 RESULTS=$(realpath -m "${RESULTS:-perf/gpu}")  # absolute: the grid runs in another folder
 PY=${PY:-python3}
@@ -31,7 +32,7 @@ case $PY in */*) PY=$(realpath -s "$PY") ;; esac
 BUDGET=${BUDGET:-480}
 STEPS=" ${STEPS:-sync perf56 he20 grid depths} "
 DRY=${DRY:-0}
-JPEG=$(realpath -m shared-data/cifar10-jpeg.tar.gz)
+JPEG=$(realpath -m "${JPEG:-shared-data/cifar10-jpeg.tar.gz}")
 WORK=$(mktemp -d)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
@@ -53,7 +54,8 @@ want() { [[ $STEPS == *" $1 "* ]]; }
 json() { $PY -c "import json, sys; r = json.load(open(sys.argv[1])); print($2)" "$1" 2>/dev/null; }
 
 if [ "$DRY" = 1 ]; then  # the CPU: every step runs, each a few iterations long
-  DEVICE=cpu ACCEL=cpu BF16=32-true MODE=default PERF_STEPS=(--steps 4 --warmup 2) HE_ITERS=${HE_ITERS:-30} GRID_ITERS=20
+  DEVICE=cpu ACCEL=cpu BF16=32-true MODE=${MODE:-default} PERF_STEPS=(--steps 4 --warmup 2) HE_ITERS=${HE_ITERS:-30}
+  GRID_ITERS=${GRID_ITERS:-20}
 else
   DEVICE=cuda ACCEL=gpu BF16=bf16-mixed MODE=reduce-overhead PERF_STEPS=(--steps 200 --warmup 30) HE_ITERS=${HE_ITERS:-} GRID_ITERS=1000
 fi
@@ -116,7 +118,7 @@ fi
 
 official() {  # CIFAR-10 in the official layout from the JPEG copy, prepared by bench prepare with its md5
   [ -f "$WORK/cifar10/meta.json" ] && return
-  [ -f "$JPEG" ] || { say "no $JPEG: CIFAR-10 steps skipped"; return 1; }
+  [ -e "$JPEG" ] || { say "no $JPEG: CIFAR-10 steps skipped"; return 1; }
   MD5=$($PY benchmarks/cifar10_official.py "$JPEG" "$WORK/cifar-10-python.tar.gz") || return 1
   $PY -m bench prepare --out "$WORK/cifar10" data.name=cifar10 "data.source=$WORK/cifar-10-python.tar.gz" \
     "data.md5=$MD5" data.val_size=0 || return 1
@@ -178,7 +180,7 @@ p["grid"].update(variants=["residual_bn"], depths=[20], seeds=list(range(int(k))
 p["data"].update(source="data/raw/cifar-10-python.tar.gz", md5=md5)
 p["train"].update(max_steps=int(iters), milestones=[int(iters) // 2, int(iters) * 3 // 4])
 p["trainer"].update(accelerator=accelerator, precision=precision, log_every_n_steps=100)
-p["speed"].update(compile=mode, channels_last=True)
+p["speed"].update(compile=None if mode == "null" else mode, channels_last=True)
 p["wandb"]["mode"] = "disabled"
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
@@ -192,12 +194,14 @@ PY
 import json, pathlib, sys
 k, code, wall, folder = sys.argv[1:]
 cells = [json.loads(f.read_text()) for f in sorted(pathlib.Path(folder).glob("*.json"))]
-own = sum(c["images_per_s"] for c in cells)
+own = [c["images_per_s"] for c in cells if c["images_per_s"] is not None]  # None: no step past the warm-up
 images = sum(c["steps"] * 128 for c in cells)
-print(f"grid x{k}: exit {code}, {len(cells)} of {k} cells; aggregate {own:.0f} images/s (the cells' own, summed), "
-      f"{images / int(wall):.0f} over the {wall} s wall (start-up and compilation included); test errors "
+print(f"grid x{k}: exit {code}, {len(cells)} of {k} cells; aggregate "
+      f"{f'{sum(own):.0f}' if len(own) == len(cells) else 'n/a'} images/s (the cells' own, summed), "
+      f"{images / max(1, int(wall)):.0f} over the {wall} s wall (start-up and compilation included); test errors "
       + ", ".join(f"{c['test/error']:.4f}" for c in cells))
 PY
+        [ "$code" = 0 ] || tail -5 "$RESULTS/grid-x$k.log" | tee -a "$SUMMARY"
       )
       pack
     done

@@ -1,6 +1,9 @@
 """The tools in benchmarks/: the offline wheelhouse (wheels.py), CIFAR-10 in the official layout (cifar10_official.py)."""
 import importlib.util
+import os
 from importlib import metadata
+
+import pytest
 
 from helpers import ROOT
 
@@ -54,3 +57,31 @@ def test_an_imagefolder_becomes_an_official_cifar10_archive_that_bench_prepare_r
     with pytest.raises(ValueError, match="not CIFAR-10's"):
         official.convert(write_imagefolder(tmp_path / "three"), tmp_path / "three.tar.gz")
     assert not (tmp_path / "three.tar.gz").exists()
+
+
+@pytest.mark.integration  # about 2 minutes on 2 cores
+def test_the_gpu_check_runs_its_cifar10_steps_on_the_cpu(tmp_path):
+    """benchmarks/gpu.sh, DRY=1: ResNet-20 through He et al.'s protocol by `bench train`, and 1, 2 and 4 cells
+    through `bench grid`, eager and a few iterations each, on a small CIFAR-10 ImageFolder of JPEGs."""
+    import json
+    import subprocess
+    import sys
+    import tarfile
+
+    from archives import write_imagefolder
+
+    jpeg = write_imagefolder(tmp_path / "jpeg", classes=load_official().LABELS, per_class=(130, 30), size=(32, 32),
+                             fmt="JPEG")
+    env = {**os.environ, "DRY": "1", "STEPS": "he20 grid", "MODE": "null", "HE_ITERS": "4", "GRID_ITERS": "2",
+           "JPEG": str(jpeg), "RESULTS": str(tmp_path / "gpu"), "OUT": str(tmp_path), "PY": sys.executable}
+    r = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    summary = (tmp_path / "gpu" / "summary.txt").read_text()
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "cut to 4 of 64,000 iterations" in summary and "exit 0" in summary.split("he20")[1].splitlines()[0]
+    metrics = json.loads((tmp_path / "gpu" / "he2016-resnet20" / "metrics.json").read_text())
+    assert metrics["dataset"] == "cifar10" and metrics["steps"] == 4 and metrics["train_images"] == 1300
+    for k in (1, 2, 4):
+        assert f"grid x{k}: exit 0, {k} of {k} cells" in summary
+        assert len(list((tmp_path / "gpu" / f"grid-x{k}").glob("residual_bn-20-*.json"))) == k
+    with tarfile.open(tmp_path / "gpu.tar.gz") as tar:  # what a device machine sends back
+        assert {"gpu/summary.txt", "gpu/he2016-resnet20/metrics.json"} <= set(tar.getnames())
