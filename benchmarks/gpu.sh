@@ -98,13 +98,16 @@ perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $RESULTS/NAME.jso
   local name=$1; shift
   if [ "$(left)" -lt 60 ]; then say "$name: skipped, the ${BUDGET} s budget is spent"; return; fi
   local limit=$(( $(left) < 240 ? $(left) : 240 ))
-  if timeout "$limit" $PY -m bench perf --device "$DEVICE" "${PERF_STEPS[@]}" --repeats "${REPEATS:-2}" \
-      --out "$RESULTS/$name.json" "${SPEED[@]}" "$@" >/dev/null 2>"$RESULTS/$name.log"; then
+  timeout "$limit" $PY -m bench perf --device "$DEVICE" "${PERF_STEPS[@]}" --repeats "${REPEATS:-2}" \
+    --out "$RESULTS/$name.json" "${SPEED[@]}" "$@" >/dev/null 2>"$RESULTS/$name.log"
+  local code=$?
+  if [ -f "$RESULTS/$name.json" ]; then  # written before a profile, which may fail on its own
     say "$name ($SECONDS s): $(json "$RESULTS/$name.json" "'bench', r['bench']['images_per_s'], 'images/s, bare loop',
     r['bare']['images_per_s'], '; Lightning overhead', r['lightning_overhead_pct'], '%', r['lightning_overhead_pct_range'],
     r['lightning_overhead_ms'], 'ms a step; max loss difference', r['max_loss_difference']")"
-  else
-    say "$name: FAILED or cut off at $limit s; the end of $RESULTS/$name.log:"; tail -5 "$RESULTS/$name.log" | tee -a "$SUMMARY"
+  fi
+  if [ "$code" != 0 ]; then
+    say "$name: exit $code (124: cut off at $limit s); the end of $RESULTS/$name.log:"; tail -5 "$RESULTS/$name.log" | tee -a "$SUMMARY"
   fi
   grep -q "skipping cudagraphs" "$RESULTS/$name.log" && say "$name: fell back from CUDA graphs (see its log)"
   pack
