@@ -59,3 +59,13 @@ def crash_after_epoch(monkeypatch, epoch: int, run) -> None:
     with pytest.raises(RuntimeError, match="crashed"):
         run()
     monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", end_of_epoch)
+
+
+def benchmark_tool(name: str):
+    """A script of benchmarks/ (they are not a package) as a module, e.g. benchmark_tool("wheels")."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

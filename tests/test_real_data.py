@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from archives import write_cifar
 from bench import config, prepare
-from helpers import PARAMS
+from helpers import PARAMS, benchmark_tool
 
 JPEG = Path(os.environ.get("BENCH_CIFAR10_JPEG", "/nonexistent"))
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not JPEG.is_file(), reason="$BENCH_CIFAR10_JPEG names no file")]
@@ -19,9 +18,8 @@ def test_cifar10_jpeg_imagefolder_and_its_official_layout_archive(tmp_path):
     assert meta["counts"] == {"train": 45000, "val": 5000, "test": 10000} and len(meta["classes"]) == 10
     assert meta["shape"] == [3, 32, 32] and meta["classes"][0] == "airplane"
 
-    raw = prepare.read(cfg)
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    md5 = write_cifar(archive, "cifar10", raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.classes)
+    archive = tmp_path / "cifar-10-python.tar.gz"  # the official layout, by the tool that builds it
+    md5 = benchmark_tool("cifar10_official").convert(JPEG, archive)
     cifar = config.load(PARAMS, ["data.name=cifar10", f"data.source={archive}", f"data.md5={md5}",
                                  "data.val_size=5000"]).data
     official = prepare.prepare(cifar, tmp_path / "cifar")

@@ -1,34 +1,19 @@
 """The tools in benchmarks/: the offline wheelhouse (wheels.py), CIFAR-10 in the official layout (cifar10_official.py)."""
-import importlib.util
 import os
 from importlib import metadata
 
 import pytest
 
-from helpers import ROOT
-
-
-def load_wheels():
-    spec = importlib.util.spec_from_file_location("wheels", ROOT / "benchmarks" / "wheels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import ROOT, benchmark_tool
 
 
 def test_the_closure_of_a_package_is_it_and_its_installed_requirements_at_their_versions():
-    wheels = load_wheels()
+    wheels = benchmark_tool("wheels")
     pins = wheels.closure("dvc")
     assert pins["dvc"] == metadata.version("dvc")
     assert {"pyyaml", "networkx"} <= set(pins)  # dvc's requirements, and theirs
     assert "torch" not in pins and "lightning" not in pins  # nothing dvc does not need
     assert set(wheels.closure("pyyaml")) == {"pyyaml"}
-
-
-def load_official():
-    spec = importlib.util.spec_from_file_location("cifar10_official", ROOT / "benchmarks" / "cifar10_official.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_an_imagefolder_becomes_an_official_cifar10_archive_that_bench_prepare_reads_with_its_md5(tmp_path):
@@ -42,7 +27,7 @@ def test_an_imagefolder_becomes_an_official_cifar10_archive_that_bench_prepare_r
     from bench.readers import file_md5, read_imagefolder
     from helpers import PARAMS
 
-    official = load_official()
+    official = benchmark_tool("cifar10_official")
     folder = write_imagefolder(tmp_path / "jpeg", classes=official.LABELS, per_class=(3, 2), size=(32, 32))
     md5 = official.convert(folder, tmp_path / "cifar-10-python.tar.gz")
     assert md5 == file_md5(tmp_path / "cifar-10-python.tar.gz")
@@ -70,7 +55,7 @@ def test_the_gpu_check_runs_its_cifar10_steps_on_the_cpu(tmp_path):
 
     from archives import write_imagefolder
 
-    jpeg = write_imagefolder(tmp_path / "jpeg", classes=load_official().LABELS, per_class=(130, 30), size=(32, 32),
+    jpeg = write_imagefolder(tmp_path / "jpeg", classes=benchmark_tool("cifar10_official").LABELS, per_class=(130, 30), size=(32, 32),
                              fmt="JPEG")
     env = {**os.environ, "DRY": "1", "STEPS": "he20 grid", "MODE": "null", "HE_ITERS": "4", "GRID_ITERS": "2",
            "JPEG": str(jpeg), "RESULTS": str(tmp_path / "gpu"), "OUT": str(tmp_path), "PY": sys.executable}
