@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
     pf.add_argument("--out", default=None, help="also write the JSON to this file")
     pf.add_argument("--profile", default=None, metavar="DIR", help="then one more run of the real path under "
-                    "torch.profiler: DIR/profile.txt (where the time goes) and a Chrome trace")
+                    "torch.profiler: DIR/fit-profile.txt (where the time goes) and a Chrome trace")
 
     ps = command("preset", "print a preset file (e.g. presets/he2016.yaml) as overrides, checked against params",
                  overrides=False)

@@ -126,7 +126,7 @@ def alone(params: Params, device: str, max_steps: int) -> Params:
 def profile(params: Params, variant: str, depth: int, device: str, warmup: int, data: Dataset | None, out: Path,
             steps: int = 10) -> Path:
     """One more run of the real path, with torch.profiler recording `steps` steps after the warm-up, through
-    Lightning's PyTorchProfiler, which also times Lightning's own hooks. Writes out/profile.txt (operators
+    Lightning's PyTorchProfiler, which also times Lightning's own hooks. Writes out/fit-profile.txt (operators
     and hooks by total device time, by CPU time on a CPU) and a Chrome trace beside it (Perfetto opens it)."""
     from lightning.pytorch.profilers import PyTorchProfiler
     from torch.profiler import ProfilerActivity, schedule
