@@ -100,7 +100,7 @@ fi
 perf() {  # perf NAME ARGS...: one bench perf run, its JSON in $RESULTS/NAME.json, a summary line
   local name=$1; shift
   local need=60
-  [[ " $* " == *" speed.compile=null "* || " $* " != *" speed.compile="* ]] || need=150  # compilation first
+  [[ " $* " == *" speed.compile="* && " $* " != *" speed.compile=null "* ]] && need=150  # compilation first
   if [ "$(left)" -lt "$need" ]; then say "$name: skipped, under $need s of the ${BUDGET} s budget left"; return; fi
   local limit=$(( $(left) < 240 ? $(left) : 240 ))
   timeout -k 15 "$limit" $PY -m bench perf --device "$DEVICE" "${PERF_STEPS[@]}" --repeats "${REPEATS:-2}" \
@@ -140,6 +140,13 @@ official() {  # CIFAR-10 in the official layout from the JPEG copy, prepared by 
   [ "$OFFICIAL" = ok ]
 }
 
+he_fast() {  # he_fast SOURCE ITERS: overrides for He et al.'s preset on the fast path, on the archive at SOURCE,
+  # cut to ITERS iterations with the lr steps at the same fractions (no spaces: one word each; call under set -f)
+  echo $($PY -m bench preset presets/he2016.yaml) "data.source=$1" "data.md5=$MD5" "trainer.accelerator=$ACCEL" \
+    "train.max_steps=$2" "train.milestones=[$(($2 / 2)),$(($2 * 3 / 4))]" "trainer.precision=$BF16" \
+    speed.channels_last=true "speed.compile=$MODE" wandb.mode=disabled
+}
+
 if want he20 && official; then
   # iterations: 64,000, or what fits the time left (less 90 s of start-up, compilation, evaluation and
   # diagnostics), at twice ResNet-56's compiled images/s and a margin of 0.6
@@ -148,13 +155,10 @@ if want he20 && official; then
   if [ "$iters" -lt 1000 ] && [ "$DRY" != 1 ]; then say "he20: skipped, $(left) s left fit only $iters iterations"
   else
     set -f
-    preset=$($PY -m bench preset presets/he2016.yaml)
     out=$RESULTS/he2016-resnet20
     start=$SECONDS
     timeout -k 15 "$(( $(left) > 30 ? $(left) : 30 ))" $PY -m bench train --variant residual_bn --depth 20 --seed 0 \
-      --data "$WORK/cifar10" --out "$out" --no-progress $preset "data.source=$WORK/cifar-10-python.tar.gz" "data.md5=$MD5" \
-      "trainer.accelerator=$ACCEL" "train.max_steps=$iters" "train.milestones=[$((iters / 2)),$((iters * 3 / 4))]" \
-      "trainer.precision=$BF16" speed.channels_last=true "speed.compile=$MODE" wandb.mode=disabled \
+      --data "$WORK/cifar10" --out "$out" --no-progress $(he_fast "$WORK/cifar-10-python.tar.gz" "$iters") \
       > "$RESULTS/he2016-resnet20.log" 2>&1
     code=$?
     set +f
@@ -195,20 +199,16 @@ if want grid && official; then
       (
         cd "$SLICE" && export PATH="$SLICE/bin:$PATH" PYTHONPATH="$SLICE${PYTHONPATH:+:$PYTHONPATH}"
         rm -rf runs logs
-        $PY - "$k" "$MD5" "$ACCEL" "$BF16" "$MODE" "$GRID_ITERS" <<'PY'
+        set -f  # the grid's own params.yaml: bench grid trains what it declares
+        $PY - $(he_fast data/raw/cifar-10-python.tar.gz "$GRID_ITERS") "grid.variants=[residual_bn]" "grid.depths=[20]" \
+          "grid.seeds=[$(seq -s, 0 $((k - 1)))]" <<'PY'
 import sys
 import yaml
 from bench import config
-k, md5, accelerator, precision, mode, iters = sys.argv[1:]
-p = config.apply_overrides(yaml.safe_load(open("params.yaml")), config.preset("presets/he2016.yaml"))
-p["grid"].update(variants=["residual_bn"], depths=[20], seeds=list(range(int(k))))
-p["data"].update(source="data/raw/cifar-10-python.tar.gz", md5=md5)
-p["train"].update(max_steps=int(iters), milestones=[int(iters) // 2, int(iters) * 3 // 4])
-p["trainer"].update(accelerator=accelerator, precision=precision)
-p["speed"].update(compile=None if mode == "null" else mode, channels_last=True)
-p["wandb"]["mode"] = "disabled"
-yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+yaml.safe_dump(config.apply_overrides(yaml.safe_load(open("params.yaml")), sys.argv[1:]), open("params.yaml", "w"),
+               sort_keys=False)
 PY
+        set +f
         start=$SECONDS
         timeout -k 15 "$(left)" bench grid --workers-per-gpu "$k" > "$RESULTS/grid-x$k.log" 2>&1
         code=$?
