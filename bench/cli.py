@@ -176,16 +176,14 @@ def cmd_perf(args, params) -> int:
 
     from bench.data import load_prepared
     from bench.files import write_json
-    from bench.perf import perf
+    from bench.perf import perf, profile, synthetic
 
-    data = load_prepared(args.data, params.data) if args.data else None
+    data = load_prepared(args.data, params.data) if args.data else synthetic()  # built once, for the profile too
     result = perf(params, args.variant, args.depth, args.device, args.steps, args.warmup, args.repeats, data)
     print(json.dumps(result, indent=1))
     if args.out:
         write_json(Path(args.out), result)
     if args.profile:
-        from bench.perf import profile
-
         print(f"bench perf: profile in {profile(params, args.variant, args.depth, args.device, args.warmup, data, Path(args.profile))}",
               file=sys.stderr)
     return 0

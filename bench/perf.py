@@ -123,7 +123,7 @@ def alone(params: Params, device: str, max_steps: int) -> Params:
                                     num_nodes=1, strategy="auto", sync_batchnorm=False))
 
 
-def profile(params: Params, variant: str, depth: int, device: str, warmup: int, data: Dataset | None, out: Path,
+def profile(params: Params, variant: str, depth: int, device: str, warmup: int, data: Dataset, out: Path,
             steps: int = 10) -> Path:
     """One more run of the real path, with torch.profiler recording `steps` steps after the warm-up, through
     Lightning's PyTorchProfiler, which also times Lightning's own hooks. Writes out/fit-profile.txt (operators
@@ -131,7 +131,6 @@ def profile(params: Params, variant: str, depth: int, device: str, warmup: int, 
     from lightning.pytorch.profilers import PyTorchProfiler
     from torch.profiler import ProfilerActivity, schedule
 
-    data = data or synthetic()
     cuda = device == "cuda"
     profiler = PyTorchProfiler(
         dirpath=out, filename="profile", record_module_names=False, row_limit=40,
