@@ -15,7 +15,7 @@ def params():
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # tests/ is not a package: one for the whole run
 def digits_dir(tmp_path_factory):
     """The offline default dataset, prepared once by the real `bench prepare` code."""
     out = tmp_path_factory.mktemp("prepared") / "digits"
