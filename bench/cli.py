@@ -1,14 +1,14 @@
 """The `bench` command: thin entry points over pure functions. Bad input exits 2 before any work."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from bench import config, models, quiet, validate
+from bench import config, quiet, record, validate
 from bench.config import Params
-from bench.grid import cells
-from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell
+from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell, cells
 
 OVERRIDES_HELP = "param overrides as section.key=value, e.g. train.lr=0.05 trainer.devices=2"
 
@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         return c
 
     t = command("train", "train one cell (variant, depth, seed) of the ablation grid")
-    t.add_argument("--variant", required=True, help=f"one of: {', '.join(models.VARIANTS)}")
+    t.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
     t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="the cell's output folder")
@@ -51,11 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     ty.add_argument("--out", default="report/toy", help="output folder (default: report/toy)")
 
     g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", overrides=False)
-    g.add_argument("-j", "--jobs", "--workers-per-gpu", dest="jobs", type=int, default=1,
-                   help="cells trained at once on each GPU, or CPU processes without a GPU (default: 1)")
-    g.add_argument("--no-forkserver", action="store_true",
-                   help="start each cell as a `bench train` process of its own, rather than forked from a server "
-                        "that has done the imports (a few seconds more per cell)")
+    g.add_argument(
+        "-j",
+        "--jobs",
+        "--workers-per-gpu",
+        dest="jobs",
+        type=int,
+        default=1,
+        help="cells trained at once on each GPU, or CPU processes without a GPU (default: 1)",
+    )
+    g.add_argument(
+        "--no-forkserver",
+        action="store_true",
+        help="start each cell as a `bench train` process of its own, rather than forked from a server "
+        "that has done the imports (a few seconds more per cell)",
+    )
     g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
     g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")
 
@@ -69,21 +79,29 @@ def _parser() -> argparse.ArgumentParser:
     sl.add_argument("--max-parallel", type=int, default=32, help="array tasks running at once (default: 32)")
 
     pf = command("perf", "training images/s through bench's real path and a bare PyTorch loop, as JSON")
-    pf.add_argument("--variant", required=True, help=f"one of: {', '.join(models.VARIANTS)}")
+    pf.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
     pf.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
     pf.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
     pf.add_argument("--device", required=True, choices=("cpu", "cuda"))
     pf.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: trainer.precision)")
     pf.add_argument("--steps", type=int, default=100, help="timed steps per run (default: 100)")
     pf.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning (default: 10)")
-    pf.add_argument("--repeats", type=int, default=3, help="runs of each path, back to back; medians reported (default: 3)")
+    pf.add_argument(
+        "--repeats", type=int, default=3, help="runs of each path, back to back; medians reported (default: 3)"
+    )
     pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
     pf.add_argument("--out", default=None, help="also write the JSON to this file")
-    pf.add_argument("--profile", default=None, metavar="DIR", help="then one more run of the real path under "
-                    "torch.profiler: DIR/fit-profile.txt (where the time goes) and a Chrome trace")
+    pf.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="then one more run of the real path under "
+        "torch.profiler: DIR/fit-profile.txt (where the time goes) and a Chrome trace",
+    )
 
-    ps = command("preset", "print a preset file (e.g. presets/he2016.yaml) as overrides, checked against params",
-                 overrides=False)
+    ps = command(
+        "preset", "print a preset file (e.g. presets/he2016.yaml) as overrides, checked against params", overrides=False
+    )
     ps.add_argument("file", help="a YAML file in params.yaml's layout, holding only the keys it sets")
     ps.add_argument("--dvc", action="store_true", help="as `dvc exp run` flags: -S section.key=value")
 
@@ -113,28 +131,43 @@ def stage_params_only(args) -> None:
     """grid and slurm run dvc.yaml's stages, which read params.yaml: another --params would train cells that
     dvc.lock then records under params.yaml's values."""
     if Path(args.params) != Path("params.yaml"):
-        raise ValueError(f"bench {args.command} runs dvc.yaml's train stage, which reads params.yaml, not "
-                         f"{args.params}: edit params.yaml, or run an experiment with `dvc exp run -S key=value`")
+        raise ValueError(
+            f"bench {args.command} runs dvc.yaml's train stage, which reads params.yaml, not "
+            f"{args.params}: edit params.yaml, or run an experiment with `dvc exp run -S key=value`"
+        )
 
 
 def cmd_grid(args, params) -> int:
-    from bench.launcher import launch
+    from bench.scale.launcher import launch
 
     stage_params_only(args)
     if args.jobs < 1:
         raise ValueError("--jobs must be at least 1")
-    results = launch(params, args.jobs, args.gpus.split(",") if args.gpus else None, args.logs,
-                     main=None if args.no_forkserver else main)  # main: each cell forked, its imports done
+    results = launch(
+        params,
+        args.jobs,
+        args.gpus.split(",") if args.gpus else None,
+        args.logs,
+        main=None if args.no_forkserver else main,
+    )  # main: each cell forked, its imports done
     return 1 if any(r["returncode"] for r in results) else 0
 
 
 def cmd_slurm(args, params) -> int:
-    from bench.slurm import write
+    from bench.scale.slurm import write
 
     stage_params_only(args)
     root = args.root or str(Path.cwd())
-    paths = write(params, args.out, root, time=args.time, partition=args.partition, account=args.account,
-                  cpus_per_gpu=args.cpus_per_gpu, max_parallel=args.max_parallel)
+    paths = write(
+        params,
+        args.out,
+        root,
+        time=args.time,
+        partition=args.partition,
+        account=args.account,
+        cpus_per_gpu=args.cpus_per_gpu,
+        max_parallel=args.max_parallel,
+    )
     print("wrote " + ", ".join(map(str, paths)) + f"\nsubmit the grid with: bash {args.out}/submit.sh")
     return 0
 
@@ -143,7 +176,7 @@ def cmd_wandb(args, params) -> int:
     from bench import tracking
 
     if args.report:
-        from bench.wandb_report import publish
+        from bench.report.wandb_report import publish
 
         print(publish(params))
     else:
@@ -152,8 +185,8 @@ def cmd_wandb(args, params) -> int:
 
 
 def cmd_report(args, params) -> int:
-    from bench.report import collect, report
-    from bench.wandb_report import log_grid
+    from bench.report.stage import collect, report
+    from bench.report.wandb_report import log_grid
 
     s = report(params, args.runs, args.out, args.lr_sweep, args.toy)
     log_grid(params, collect(params, Path(args.runs)))  # the report's files first; W&B is a copy of them
@@ -162,21 +195,23 @@ def cmd_report(args, params) -> int:
 
 
 def cmd_prepare(args, params) -> int:
-    from bench.prepare import prepare
+    from bench.prepare.stage import prepare
 
     meta = prepare(params.data, args.out, Path(args.raw))
     c = meta["counts"]
-    print(f"prepared {meta['name']} (md5 {meta['md5']}): {c['train']} train, {c['val']} val, {c['test']} test images "
-          f"of shape {tuple(meta['shape'])} in {len(meta['classes'])} classes -> {args.out}")
+    print(
+        f"prepared {meta['name']} (md5 {meta['md5']}): {c['train']} train, {c['val']} val, {c['test']} test images "
+        f"of shape {tuple(meta['shape'])} in {len(meta['classes'])} classes -> {args.out}"
+    )
     return 0
 
 
 def cmd_perf(args, params) -> int:
     import json
 
-    from bench.data import load_prepared
     from bench.files import write_json
     from bench.perf import perf, profile, synthetic
+    from bench.train.data import load_prepared
 
     data = load_prepared(args.data, params.data) if args.data else synthetic()  # built once, for the profile too
     result = perf(params, args.variant, args.depth, args.device, args.steps, args.warmup, args.repeats, data)
@@ -184,8 +219,10 @@ def cmd_perf(args, params) -> int:
     if args.out:
         write_json(Path(args.out), result)
     if args.profile:
-        print(f"bench perf: profile in {profile(params, args.variant, args.depth, args.device, args.warmup, data, Path(args.profile))}",
-              file=sys.stderr)
+        print(
+            f"bench perf: profile in {profile(params, args.variant, args.depth, args.device, args.warmup, data, Path(args.profile))}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -195,8 +232,8 @@ def cmd_preset(args, params) -> int:
 
 
 def cmd_train(args, params) -> int:
-    from bench.grid import progress_line
-    from bench.train import train  # heavy imports only once the input is known to be good
+    from bench.progress import progress_line
+    from bench.train.stage import train  # heavy imports only once the input is known to be good
 
     cell, out = Cell(args.variant, args.depth, args.seed), Path(args.out)
     if out.name == cell.name and (line := progress_line(params, cell, out.parent)):  # the grid's own folders
@@ -212,8 +249,10 @@ def say_result(cell: Cell, m: dict, out: Path) -> None:
         print(f"{cell.name}: diverged (non-finite loss) at step {m[DIVERGED_STEP]}; recorded in {out}/metrics.json")
     else:
         speed = f", {m[IMAGES_PER_S]:.0f} images/s" if m[IMAGES_PER_S] else ""
-        print(f"{cell.name}: test error {m[TEST_ERROR]:.4f} after {m['steps']} steps "
-              f"({m[WALL_TIME]:.0f} s{speed}); wrote {out}/metrics.json")
+        print(
+            f"{cell.name}: test error {m[TEST_ERROR]:.4f} after {m['steps']} steps "
+            f"({m[WALL_TIME]:.0f} s{speed}); wrote {out}/metrics.json"
+        )
 
 
 # command: (its function, the cells it runs, whether it reads `speed`, whether it reads `wandb`)
@@ -237,8 +276,10 @@ def load_params(args) -> Params:
     if args.command == "preset":  # the preset must apply to params.yaml: its keys exist, its values type-check
         overrides += config.preset(args.file)
     if args.command == "perf":
-        overrides += [*([f"train.batch_size={args.batch}"] if args.batch else []),
-                      *([f"trainer.precision={args.precision}"] if args.precision else [])]
+        overrides += [
+            *([f"train.batch_size={args.batch}"] if args.batch else []),
+            *([f"trainer.precision={args.precision}"] if args.precision else []),
+        ]
     return config.load(args.params, overrides)
 
 
@@ -250,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra and not hasattr(args, "overrides"):
-        parser.error(f"bench {args.command} takes no param overrides ({' '.join(extra)}): it reads params.yaml "
-                     f"only, so that dvc.lock records what ran; edit params.yaml or use `dvc exp run -S`")
+        parser.error(
+            f"bench {args.command} takes no param overrides ({' '.join(extra)}): it reads params.yaml "
+            f"only, so that dvc.lock records what ran; edit params.yaml or use `dvc exp run -S`"
+        )
     args.overrides = [*getattr(args, "overrides", []), *extra]
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = load_params(args)

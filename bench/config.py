@@ -3,6 +3,7 @@
 params.yaml holds the only copy of each default: these classes declare types, not values. An unknown
 or missing key is an error naming it, and `section.key=value` overrides any param from the command line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -28,8 +29,8 @@ class Grid:
 @dataclass(frozen=True)
 class Data:
     name: str  # digits | cifar10 | cifar100 | imagefolder
-    source: Optional[str]  # URL, local path or DVC-tracked file; null = the dataset's default
-    md5: Optional[str]  # expected archive checksum; null = the official one
+    source: str | None  # URL, local path or DVC-tracked file; null = the dataset's default
+    md5: str | None  # expected archive checksum; null = the official one
     val_size: int  # images held out of the training split for validation
     max_image_pixels: int  # an image larger than this is refused before any is decoded (decompression bombs)
     max_total_pixels: int  # and so is a dataset larger than this in all
@@ -53,7 +54,7 @@ class Train:
     milestones: list[int]  # iterations at which lr is multiplied by gamma
     gamma: float
     warmup_steps: int  # linear warm-up from 0 to lr over this many iterations
-    low_lr: Optional[float]  # constant low-lr warm-up (He et al., ResNet-110) ...
+    low_lr: float | None  # constant low-lr warm-up (He et al., ResNet-110) ...
     low_lr_steps: int  # ... for this many iterations ...
     low_lr_min_depth: int  # ... for nets at least this deep
 
@@ -67,14 +68,14 @@ class Trainer:
     sync_batchnorm: bool  # BN statistics over the global batch instead of each process's share
     precision: str
     deterministic: bool
-    benchmark: Optional[bool]  # cuDNN's autotuner; null: Lightning's default (off)
+    benchmark: bool | None  # cuDNN's autotuner; null: Lightning's default (off)
     log_every_n_steps: int
     check_val_every_n_epoch: int
 
 
 @dataclass(frozen=True)
 class Speed:
-    compile: Optional[str]  # torch.compile mode for the network in training; null: eager
+    compile: str | None  # torch.compile mode for the network in training; null: eager
     channels_last: bool  # NHWC memory format for the network and its inputs
     eval_batch_size: int  # validation and test batches, per process; the results do not depend on it
     threads: int  # CPU threads per process (torch.set_num_threads); a CPU result's bits depend on it
@@ -106,11 +107,11 @@ class LrSweep:
 
 @dataclass(frozen=True)
 class Wandb:
-    mode: Optional[str]  # online | offline | disabled; null: online if WANDB_API_KEY is set, else offline
-    project: Optional[str]  # null: $WANDB_PROJECT, else "bench"
-    entity: Optional[str]  # null: $WANDB_ENTITY, else your default entity
-    group: Optional[str]  # null: dataset, protocol and DVC experiment name
-    dir: Optional[str]  # null: $WANDB_DIR, else the DVC repo root
+    mode: str | None  # online | offline | disabled; null: online if WANDB_API_KEY is set, else offline
+    project: str | None  # null: $WANDB_PROJECT, else "bench"
+    entity: str | None  # null: $WANDB_ENTITY, else your default entity
+    group: str | None  # null: dataset, protocol and DVC experiment name
+    dir: str | None  # null: $WANDB_DIR, else the DVC repo root
 
 
 @dataclass(frozen=True)
@@ -152,19 +153,40 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 # The range of every number and list in params.yaml: a value outside it is refused, naming the key and
 # the range. For a list, the rule holds for each element; "non-empty" for the list itself.
 RANGES = {
-    "grid.variants": ["non-empty"], "grid.depths": ["non-empty"], "grid.seeds": ["non-empty", ">= 0"],
-    "data.val_size": [">= 0"], "data.max_image_pixels": [">= 1"], "data.max_total_pixels": [">= 1"],
-    "train.batch_size": [">= 1"], "train.max_steps": [">= 1"], "train.lr": ["> 0"], "train.momentum": [">= 0", "< 1"],
-    "train.weight_decay": [">= 0"], "train.milestones": [">= 1"], "train.gamma": ["> 0"],
-    "train.warmup_steps": [">= 0"], "train.low_lr": ["> 0"], "train.low_lr_steps": [">= 0"],
+    "grid.variants": ["non-empty"],
+    "grid.depths": ["non-empty"],
+    "grid.seeds": ["non-empty", ">= 0"],
+    "data.val_size": [">= 0"],
+    "data.max_image_pixels": [">= 1"],
+    "data.max_total_pixels": [">= 1"],
+    "train.batch_size": [">= 1"],
+    "train.max_steps": [">= 1"],
+    "train.lr": ["> 0"],
+    "train.momentum": [">= 0", "< 1"],
+    "train.weight_decay": [">= 0"],
+    "train.milestones": [">= 1"],
+    "train.gamma": ["> 0"],
+    "train.warmup_steps": [">= 0"],
+    "train.low_lr": ["> 0"],
+    "train.low_lr_steps": [">= 0"],
     "train.low_lr_min_depth": [">= 8"],
-    "trainer.num_nodes": [">= 1"], "trainer.log_every_n_steps": [">= 1"],
+    "trainer.num_nodes": [">= 1"],
+    "trainer.log_every_n_steps": [">= 1"],
     "trainer.check_val_every_n_epoch": [">= 1"],
-    "speed.eval_batch_size": [">= 1"], "speed.threads": [">= 1"],
-    "diagnostics.probe_size": [">= 2"], "diagnostics.probe_seed": [">= 0"], "diagnostics.pairs": [">= 1"],
-    "diagnostics.points": [">= 3"], "diagnostics.every": [">= 0"],
-    "toy.depths": ["non-empty", ">= 1"], "toy.seeds": [">= 1"], "toy.width": [">= 1"], "toy.points": [">= 3"],
-    "lr_sweep.depth": [">= 8"], "lr_sweep.lrs": ["non-empty", "> 0"], "lr_sweep.max_steps": [">= 1"],
+    "speed.eval_batch_size": [">= 1"],
+    "speed.threads": [">= 1"],
+    "diagnostics.probe_size": [">= 2"],
+    "diagnostics.probe_seed": [">= 0"],
+    "diagnostics.pairs": [">= 1"],
+    "diagnostics.points": [">= 3"],
+    "diagnostics.every": [">= 0"],
+    "toy.depths": ["non-empty", ">= 1"],
+    "toy.seeds": [">= 1"],
+    "toy.width": [">= 1"],
+    "toy.points": [">= 3"],
+    "lr_sweep.depth": [">= 8"],
+    "lr_sweep.lrs": ["non-empty", "> 0"],
+    "lr_sweep.max_steps": [">= 1"],
 }
 _WORDS = {">=": "at least", ">": "above", "<": "below", "<=": "at most"}
 _TESTS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<": lambda v, b: v < b, "<=": lambda v, b: v <= b}
@@ -179,21 +201,36 @@ def _check_ranges(params: Params) -> None:
         bounds = [r.split() for r in rules if r != "non-empty"]
         text = " and ".join(f"{_WORDS[op]} {b}" for op, b in bounds)
         for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not all(
-                    _TESTS[op](v, float(b)) for op, b in bounds):
-                raise ValueError(f"{key}={value!r} must be {text}" + (" (each value)" if isinstance(value, list) else ""))
+            if (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and not all(_TESTS[op](v, float(b)) for op, b in bounds)
+            ):
+                raise ValueError(
+                    f"{key}={value!r} must be {text}" + (" (each value)" if isinstance(value, list) else "")
+                )
     dg = params.diagnostics
     if 2 * dg.pairs > dg.probe_size:
-        raise ValueError(f"diagnostics.pairs={dg.pairs} needs {2 * dg.pairs} probe images, but diagnostics.probe_size="
-                         f"{dg.probe_size}: each pair is two distinct images of the probe")
+        raise ValueError(
+            f"diagnostics.pairs={dg.pairs} needs {2 * dg.pairs} probe images, but diagnostics.probe_size="
+            f"{dg.probe_size}: each pair is two distinct images of the probe"
+        )
     if params.trainer.benchmark and params.trainer.deterministic:
-        raise ValueError("trainer.benchmark=true with trainer.deterministic=true: cuDNN's autotuner picks kernels by "
-                         "timing them, so runs would not repeat; set trainer.deterministic=false for speed")
+        raise ValueError(
+            "trainer.benchmark=true with trainer.deterministic=true: cuDNN's autotuner picks kernels by "
+            "timing them, so runs would not repeat; set trainer.deterministic=false for speed"
+        )
     d = params.trainer.devices  # a count (-1: all), a list of ids, or a string Lightning reads ("auto", "0,1")
-    if isinstance(d, bool) or (isinstance(d, int) and d < 1 and d != -1) or d == [] or (
-            isinstance(d, list) and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d)):
-        raise ValueError(f"trainer.devices={d!r} must be a count of at least 1 (-1: all), a non-empty list of "
-                         f"device ids (each at least 0), or a string such as auto")
+    if (
+        isinstance(d, bool)
+        or (isinstance(d, int) and d < 1 and d != -1)
+        or d == []
+        or (isinstance(d, list) and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d))
+    ):
+        raise ValueError(
+            f"trainer.devices={d!r} must be a count of at least 1 (-1: all), a non-empty list of "
+            f"device ids (each at least 0), or a string such as auto"
+        )
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -245,8 +282,11 @@ def preset(path: str | Path) -> list[str]:
     """A preset file (params.yaml's layout, holding only the keys it sets) as section.key=value overrides.
     Values are written as compact JSON, which YAML reads back: no spaces, so each override is one word."""
     raw = _read_yaml(Path(path))
-    return [f"{section}.{key}=" + (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
-            for section, keys in raw.items() for key, value in (keys or {}).items()]
+    return [
+        f"{section}.{key}=" + (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+        for section, keys in raw.items()
+        for key, value in (keys or {}).items()
+    ]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -265,7 +305,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 _UniqueKeyLoader.add_implicit_resolver(  # after 1.1's own: an exponent without a dot (1e-3, 2E4, -1.5e+2 is 1.1's)
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def _yaml(text: str):

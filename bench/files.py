@@ -3,15 +3,17 @@
 The temporary name is unique to the process and sits beside the target, so the final rename never
 crosses a filesystem and two processes never write the same temporary file.
 """
+
 from __future__ import annotations
 
 import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 def temporary(path: Path) -> Path:
@@ -84,8 +86,10 @@ def locked(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise ValueError(f"{folder} is in use by process {f.read().strip() or '(unknown)'}: one run at a time "
-                             f"writes a folder; wait for it, or choose another --out") from None
+            raise ValueError(
+                f"{folder} is in use by process {f.read().strip() or '(unknown)'}: one run at a time "
+                f"writes a folder; wait for it, or choose another --out"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")

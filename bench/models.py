@@ -5,38 +5,20 @@ stages), global average pooling and a linear head. A variant is a pair of switch
 batchnorm), so plain and residual nets differ only in h(x) = f(x) + x; `residual_fixup` is the
 residual net without BN under an initialisation that respects depth (Fixup). No Lightning here.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-VARIANTS = {  # name: (skip connection, batch normalisation)
-    "plain": (False, False),
-    "plain_bn": (False, True),
-    "residual": (True, False),
-    "residual_bn": (True, True),
-    "residual_fixup": (True, False),  # `residual`, initialised by Fixup (Zhang et al. 2019): see fixup_init
-}
+from bench.record import VARIANTS, check  # the grid's names, and the one check of a cell
+
 DEPTH_AWARE = {"residual_fixup"}  # the variants whose initialisation depends on depth
-SHORTCUTS = ("projection", "zero_pad")  # He et al.'s option B (1x1 conv) and option A (parameter-free)
 WIDTHS = (16, 32, 64)  # channels of the three stages, on 32/16/8 px maps for CIFAR
 NormLayer = Callable[[int], nn.Module]  # channels -> norm module, e.g. nn.BatchNorm2d; None: no normalisation
-
-
-def check(variant: str, depth: int, shortcut: str = "projection") -> int:
-    """Validate one grid cell; return n, the number of blocks per stage."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"unknown shortcut {shortcut!r}; valid shortcuts: {', '.join(SHORTCUTS)}")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(
-            f"depth {depth!r} is not 6n+2 with n >= 1; valid depths: 8, 14, 20, 26, 32, 44, 56, 110, 1202, ..."
-        )
-    return (depth - 2) // 6
 
 
 class ZeroPadShortcut(nn.Module):
@@ -84,8 +66,11 @@ class BasicBlock(nn.Module):
         self.skip = skip
         self.shortcut: nn.Module = nn.Identity()
         if skip and (stride != 1 or c_in != c_out):
-            self.shortcut = (ZeroPadShortcut(c_in, c_out, stride) if shortcut == "zero_pad"
-                             else projection(c_in, c_out, stride, norm_layer))
+            self.shortcut = (
+                ZeroPadShortcut(c_in, c_out, stride)
+                if shortcut == "zero_pad"
+                else projection(c_in, c_out, stride, norm_layer)
+            )
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """f(x), the branch that a residual block learns."""
@@ -101,8 +86,15 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """stem -> blocks (3 stages x n, flat and in order) -> global average pool -> head."""
 
-    def __init__(self, variant: str, depth: int, shortcut: str, num_classes: int, in_channels: int,
-                 zero_init_residual: bool = False):
+    def __init__(
+        self,
+        variant: str,
+        depth: int,
+        shortcut: str,
+        num_classes: int,
+        in_channels: int,
+        zero_init_residual: bool = False,
+    ):
         super().__init__()
         n = check(variant, depth, shortcut)
         skip, bn = VARIANTS[variant]
@@ -169,8 +161,14 @@ class FixupScale(nn.Module):
         return x * self.scale
 
 
-def build_model(variant: str, depth: int, shortcut: str = "projection", num_classes: int = 10, in_channels: int = 3,
-                zero_init_residual: bool = False) -> nn.Module:
+def build_model(
+    variant: str,
+    depth: int,
+    shortcut: str = "projection",
+    num_classes: int = 10,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+) -> nn.Module:
     """The CIFAR ResNet (or its plain twin) of `depth` = 6n + 2 layers; raises ValueError on bad values.
 
     `zero_init_residual`: start every residual branch at zero (`zero_last_layers`); He et al. do not."""

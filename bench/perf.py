@@ -8,6 +8,7 @@ training error needs. Both skip `warmup` steps (compilation, cuDNN autotuning), 
 steps between two device syncs. The data are synthetic (random images of the dataset's shape) unless
 a prepared folder is named: speed does not depend on the pixels.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,12 +22,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from bench import provenance, speed, validate
-from bench.callbacks import Divergence, HistoryLogger, Throughput
+from bench import provenance, validate
 from bench.config import Params
-from bench.data import Dataset, Split
 from bench.record import Cell
-from bench.train import build, trainer_flags
+from bench.train import speed
+from bench.train.callbacks import Divergence, HistoryLogger, Throughput
+from bench.train.data import Dataset, Split
+from bench.train.stage import build, trainer_flags
 
 # Lightning precision flag -> autocast dtype for the bare loop (None: no autocast)
 AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -37,12 +39,23 @@ def synthetic(shape=(3, 32, 32), train_images: int = 45_000, classes: int = 10, 
     g = torch.Generator().manual_seed(seed)
 
     def split(n):
-        return Split(torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),
-                     torch.randint(0, classes, (n,), generator=g))
+        return Split(
+            torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),
+            torch.randint(0, classes, (n,), generator=g),
+        )
 
-    return Dataset(name="synthetic", md5="", train=split(train_images), val=split(1), test=split(1),
-                   classes=[str(c) for c in range(classes)], mean=[0.5] * shape[0], std=[0.25] * shape[0],
-                   flip=True, pad=4)
+    return Dataset(
+        name="synthetic",
+        md5="",
+        train=split(train_images),
+        val=split(1),
+        test=split(1),
+        classes=[str(c) for c in range(classes)],
+        mean=[0.5] * shape[0],
+        std=[0.25] * shape[0],
+        flip=True,
+        pad=4,
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -65,18 +78,24 @@ def through_bench(params: Params, variant: str, depth: int, data: Dataset, warmu
     module, dm = build(params, Cell(variant, depth, 0), data)
     throughput, losses = Throughput(warmup), Losses()  # Throughput: as `bench train` measures itself
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(**trainer_flags(params, len(data.train.y)), limit_val_batches=0,
-                            logger=[HistoryLogger(Path(tmp) / "history.csv")],
-                            callbacks=[Divergence(params.trainer.log_every_n_steps), throughput, losses],
-                            enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp,
-                            profiler=profiler)
+        trainer = L.Trainer(
+            **trainer_flags(params, len(data.train.y)),
+            limit_val_batches=0,
+            logger=[HistoryLogger(Path(tmp) / "history.csv")],
+            callbacks=[Divergence(params.trainer.log_every_n_steps), throughput, losses],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=tmp,
+            profiler=profiler,
+        )
         trainer.fit(module, datamodule=dm)
     batch = params.train.batch_size
     return _result(throughput.images // batch, throughput.seconds, batch, losses.losses)
 
 
-def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, warmup: int,
-                      device: torch.device) -> dict:
+def through_bare_loop(
+    params: Params, variant: str, depth: int, data: Dataset, warmup: int, device: torch.device
+) -> dict:
     """The same step as a hand-written loop: no Lightning, no torchmetrics, no callbacks."""
     module, dm = build(params, Cell(variant, depth, 0), data)  # the same weights, optimizer, schedule and batches
     model = module.model.to(device).train()
@@ -86,8 +105,9 @@ def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, w
     dtype = AUTOCAST[params.trainer.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     epoch = 0
-    loader = dm.loader(Split(data.train.x.to(device), data.train.y.to(device)), True, params.train.batch_size,
-                       epoch=lambda: epoch)
+    loader = dm.loader(
+        Split(data.train.x.to(device), data.train.y.to(device)), True, params.train.batch_size, epoch=lambda: epoch
+    )
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     losses, step, start, total = [], 0, None, params.train.max_steps
@@ -118,13 +138,22 @@ def through_bare_loop(params: Params, variant: str, depth: int, data: Dataset, w
 def alone(params: Params, device: str, max_steps: int) -> Params:
     """`params` for a timed run: `max_steps` steps in one process on one `device` (cpu or cuda)."""
     return dataclasses.replace(
-        params, train=dataclasses.replace(params.train, max_steps=max_steps),
-        trainer=dataclasses.replace(params.trainer, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-                                    num_nodes=1, strategy="auto", sync_batchnorm=False))
+        params,
+        train=dataclasses.replace(params.train, max_steps=max_steps),
+        trainer=dataclasses.replace(
+            params.trainer,
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=1,
+            num_nodes=1,
+            strategy="auto",
+            sync_batchnorm=False,
+        ),
+    )
 
 
-def profile(params: Params, variant: str, depth: int, device: str, warmup: int, data: Dataset, out: Path,
-            steps: int = 10) -> Path:
+def profile(
+    params: Params, variant: str, depth: int, device: str, warmup: int, data: Dataset, out: Path, steps: int = 10
+) -> Path:
     """One more run of the real path, with torch.profiler recording `steps` steps after the warm-up, through
     Lightning's PyTorchProfiler, which also times Lightning's own hooks. Writes out/fit-profile.txt (operators
     and hooks by total device time, by CPU time on a CPU) and a Chrome trace beside it (Perfetto opens it)."""
@@ -133,9 +162,14 @@ def profile(params: Params, variant: str, depth: int, device: str, warmup: int, 
 
     cuda = device == "cuda"
     profiler = PyTorchProfiler(
-        dirpath=out, filename="profile", record_module_names=False, row_limit=40,
-        sort_by_key="cuda_time_total" if cuda else "cpu_time_total", schedule=schedule(wait=warmup, warmup=1, active=steps),
-        activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])])
+        dirpath=out,
+        filename="profile",
+        record_module_names=False,
+        row_limit=40,
+        sort_by_key="cuda_time_total" if cuda else "cpu_time_total",
+        schedule=schedule(wait=warmup, warmup=1, active=steps),
+        activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])],
+    )
     through_bench(alone(params, device, warmup + 1 + steps + 1), variant, depth, data, warmup, profiler)
     return out
 
@@ -143,12 +177,25 @@ def profile(params: Params, variant: str, depth: int, device: str, warmup: int, 
 def _result(steps: int, seconds: float | None, batch: int, losses: list) -> dict:
     if not seconds:
         raise ValueError("no step was timed: the run stopped during the warm-up (diverged?)")
-    return {"images_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps, "steps": steps,
-            "losses": torch.stack(losses).float().cpu().tolist()}
+    return {
+        "images_per_s": steps * batch / seconds,
+        "step_ms": 1000 * seconds / steps,
+        "steps": steps,
+        "losses": torch.stack(losses).float().cpu().tolist(),
+    }
 
 
-def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100, warmup: int = 10,
-         repeats: int = 3, data: Dataset | None = None, progress: bool = True) -> dict:
+def perf(
+    params: Params,
+    variant: str,
+    depth: int,
+    device: str,
+    steps: int = 100,
+    warmup: int = 10,
+    repeats: int = 3,
+    data: Dataset | None = None,
+    progress: bool = True,
+) -> dict:
     """images/s through `bench train`'s path and a bare loop, each the median of `repeats` alternating runs.
     The cell and `speed` are validated by the caller (bench.validate.run)."""
     if params.trainer.precision not in AUTOCAST:
@@ -166,30 +213,56 @@ def perf(params: Params, variant: str, depth: int, device: str, steps: int = 100
     for r in range(repeats):
         for path in runs:
             if progress:
-                print(f"bench perf: {variant}-{depth} {path} {r + 1}/{repeats} ({warmup}+{steps} steps)", file=sys.stderr,
-                      flush=True)
-            run = (through_bench(params, variant, depth, data, warmup) if path == "bench" else
-                   through_bare_loop(params, variant, depth, data, warmup, torch.device(device)))
+                print(
+                    f"bench perf: {variant}-{depth} {path} {r + 1}/{repeats} ({warmup}+{steps} steps)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            run = (
+                through_bench(params, variant, depth, data, warmup)
+                if path == "bench"
+                else through_bare_loop(params, variant, depth, data, warmup, torch.device(device))
+            )
             runs[path].append(run)
-    summary = {path: {"images_per_s": round(statistics.median(x["images_per_s"] for x in rs), 1),
-                      "step_ms": round(statistics.median(x["step_ms"] for x in rs), 3),
-                      "samples": [round(x["images_per_s"], 1) for x in rs]} for path, rs in runs.items()}
-    overheads = [100 * (bare["images_per_s"] / bench["images_per_s"] - 1) for bench, bare in zip(runs["bench"], runs["bare"])]
+    summary = {
+        path: {
+            "images_per_s": round(statistics.median(x["images_per_s"] for x in rs), 1),
+            "step_ms": round(statistics.median(x["step_ms"] for x in rs), 3),
+            "samples": [round(x["images_per_s"], 1) for x in rs],
+        }
+        for path, rs in runs.items()
+    }
+    overheads = [
+        100 * (bare["images_per_s"] / bench["images_per_s"] - 1) for bench, bare in zip(runs["bench"], runs["bare"])
+    ]
     bench_losses, bare_losses = runs["bench"][0]["losses"], runs["bare"][0]["losses"]
     return {
-        "variant": variant, "depth": depth, "batch": params.train.batch_size, "device": device,
-        "hardware": torch.cuda.get_device_name() if device == "cuda" else f"{provenance.cpu_name()} ({torch.get_num_threads()} threads)",
-        "precision": params.trainer.precision, "trainer.deterministic": params.trainer.deterministic,
-        "trainer.benchmark": params.trainer.benchmark, **{f"speed.{k}": v for k, v in dataclasses.asdict(params.speed).items()},
-        "data": data.name, "steps": steps, "warmup": warmup, "repeats": repeats,
-        "torch": torch.__version__, "lightning": L.__version__,
+        "variant": variant,
+        "depth": depth,
+        "batch": params.train.batch_size,
+        "device": device,
+        "hardware": torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"{provenance.cpu_name()} ({torch.get_num_threads()} threads)",
+        "precision": params.trainer.precision,
+        "trainer.deterministic": params.trainer.deterministic,
+        "trainer.benchmark": params.trainer.benchmark,
+        **{f"speed.{k}": v for k, v in dataclasses.asdict(params.speed).items()},
+        "data": data.name,
+        "steps": steps,
+        "warmup": warmup,
+        "repeats": repeats,
+        "torch": torch.__version__,
+        "lightning": L.__version__,
         **summary,
         # extra time per step of the real path over the bare loop: the median over the repeats of each
         # pair run back to back, which cancels the drift of a shared machine between pairs
         "lightning_overhead_pct": round(statistics.median(overheads), 2),
         "lightning_overhead_pct_range": [round(min(overheads), 2), round(max(overheads), 2)],
         # the same in milliseconds per step: Lightning's and torchmetrics' fixed cost, whatever the net
-        "lightning_overhead_ms": round(statistics.median(a["step_ms"] - b["step_ms"] for a, b in zip(runs["bench"], runs["bare"])), 3),
+        "lightning_overhead_ms": round(
+            statistics.median(a["step_ms"] - b["step_ms"] for a, b in zip(runs["bench"], runs["bare"])), 3
+        ),
         # the same step: the two paths' losses, step by step, from the same weights and batches
         "max_loss_difference": max(abs(a - b) for a, b in zip(bench_losses, bare_losses)),
     }

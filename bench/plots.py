@@ -3,13 +3,18 @@
 The report, its diagnostics section and the toy experiment draw with these, so a variant looks the
 same in every figure.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-STYLE = {"plain": ("tab:red", "plain"), "plain_bn": ("tab:orange", "plain + BN"),
-         "residual": ("tab:blue", "residual"), "residual_bn": ("tab:green", "residual + BN"),
-         "residual_fixup": ("tab:purple", "residual, Fixup init")}
+STYLE = {
+    "plain": ("tab:red", "plain"),
+    "plain_bn": ("tab:orange", "plain + BN"),
+    "residual": ("tab:blue", "residual"),
+    "residual_bn": ("tab:green", "residual + BN"),
+    "residual_fixup": ("tab:purple", "residual, Fixup init"),
+}
 DPI = 110
 
 

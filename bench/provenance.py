@@ -1,4 +1,5 @@
 """What a result was produced with: library versions, hardware, git commit. Recorded with every run."""
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,6 @@ def environment() -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "versions": versions,
-        "hardware": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpus": gpus,
-                     "platform": platform.platform()},
+        "hardware": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpus": gpus, "platform": platform.platform()},
         "git": {"commit": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None},
     }

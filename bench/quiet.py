@@ -2,6 +2,7 @@
 
 Only these exact messages are dropped; every other log line, warning and error still shows.
 """
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,11 @@ import warnings
 
 NOISE = (  # the start of each message dropped, and why it says nothing here
     "💡 Tip",  # an advertisement for a model registry
-    "GPU available", "TPU available", "HPU available",  # the Trainer's devices: env.json and the W&B config record them
-    "Restoring states from the checkpoint path", "Loaded model weights from the checkpoint",  # the same reload
+    "GPU available",
+    "TPU available",
+    "HPU available",  # the Trainer's devices: env.json and the W&B config record them
+    "Restoring states from the checkpoint path",
+    "Loaded model weights from the checkpoint",  # the same reload
 )
 IGNORED_WARNINGS = (
     # cells run outside srun on purpose (dvc repro on a login node, bench grid); under srun Lightning sees SLURM

@@ -20,12 +20,13 @@ lag1 -- the lag-1 autocorrelation of one net's signal dy/dx along the line (the 
     it stays near 1 until the gradient shatters at the points' own spacing, so the paper's curves do not
     apply to it.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,8 @@ from torch.func import jvp
 
 from bench import plots
 from bench.config import Toy
+from bench.diagnostics.shattering import gradient_correlations, mean_off_diagonal, shattering_score
 from bench.files import write_json
-from bench.shattering import gradient_correlations, mean_off_diagonal, shattering_score
 
 FAMILIES = ("plain", "residual")
 STATISTICS = ("correlation", "lag1")
@@ -64,8 +65,9 @@ def batch_norm(z: torch.Tensor) -> torch.Tensor:
     return (z - mean) / torch.sqrt(var + 1e-5)
 
 
-def last_hidden(x: torch.Tensor, weights: dict, residual: bool, batchnorm: bool = True,
-                activation: Callable = F.relu) -> torch.Tensor:
+def last_hidden(
+    x: torch.Tensor, weights: dict, residual: bool, batchnorm: bool = True, activation: Callable = F.relu
+) -> torch.Tensor:
     """h_L at inputs x (points, 1): h_0 = x w + b, then layer(h) = W act(BN(h)), plain h <- layer(h) or
     residual h <- h + layer(h). Returns (points, width)."""
     h = x @ weights["w"] + weights["b"]
@@ -80,8 +82,15 @@ def inputs(points: int) -> torch.Tensor:
     return torch.linspace(-2, 2, points, dtype=torch.float64).unsqueeze(1)
 
 
-def toy_jacobian(depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0,
-                 batchnorm: bool = True, activation: Callable = F.relu) -> tuple[torch.Tensor, torch.Tensor]:
+def toy_jacobian(
+    depth: int,
+    residual: bool,
+    width: int = 200,
+    points: int = 256,
+    seed: int = 0,
+    batchnorm: bool = True,
+    activation: Callable = F.relu,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """J(x) = d h_L / d x at every point, (points, width), and dy/dx = J v, (points,).
 
     Forward mode: one pass with tangent dx = 1 at every point carries each point's own derivative
@@ -93,8 +102,9 @@ def toy_jacobian(depth: int, residual: bool, width: int = 200, points: int = 256
     return jacobian, (jacobian @ weights["v"]).squeeze(1)
 
 
-def toy_shattering(depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0,
-                   batchnorm: bool = True) -> torch.Tensor:
+def toy_shattering(
+    depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0, batchnorm: bool = True
+) -> torch.Tensor:
     """dy/dx of the toy net along the line, (points,): the one signal whose lag-1 autocorrelation is `lag1`."""
     return toy_jacobian(depth, residual, width, points, seed, batchnorm)[1]
 
@@ -124,7 +134,7 @@ def run(cfg: Toy) -> dict:
 
 def paper(depths: list[int]) -> dict:
     """Balduzzi et al.'s correlation at depth L: 2^-L for plain nets, 1/sqrt(L) for resnets with BN."""
-    return {"plain": [2.0 ** -d for d in depths], "residual": [d ** -0.5 for d in depths]}
+    return {"plain": [2.0**-d for d in depths], "residual": [d**-0.5 for d in depths]}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

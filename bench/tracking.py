@@ -4,6 +4,7 @@ Offline by default (no API key needed; `wandb sync` uploads later), rank 0 only.
 outside DVC's temporary experiment workspaces, so `dvc exp run --queue` never deletes them. The
 API key is read by wandb from the environment and never written by this project.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,11 @@ MODES = ("online", "offline", "disabled")
 
 def mode(params: Params) -> str:
     """wandb.mode; where it is null, $WANDB_MODE; where that is unset, online when WANDB_API_KEY is set, else offline."""
-    m = params.wandb.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    m = (
+        params.wandb.mode
+        or os.environ.get("WANDB_MODE")
+        or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    )
     if m not in MODES:
         raise ValueError(f"unknown wandb.mode {m!r}; valid modes: {', '.join(MODES)} (or null)")
     return m
@@ -51,8 +56,17 @@ def run_kwargs(params: Params, name: str, job_type: str, tags: list[str], config
     """The keyword arguments of wandb.init (and Lightning's WandbLogger) for one run."""
     out = root_dir(params)
     out.mkdir(parents=True, exist_ok=True)
-    return dict(project=project(params), entity=entity(params), group=group(params), job_type=job_type,
-                name=name, tags=tags, config=config, mode=mode(params), dir=str(out))
+    return dict(
+        project=project(params),
+        entity=entity(params),
+        group=group(params),
+        job_type=job_type,
+        name=name,
+        tags=tags,
+        config=config,
+        mode=mode(params),
+        dir=str(out),
+    )
 
 
 def logger(params: Params, cell: Cell, dataset: str, config: dict, run_id: str | None = None):
@@ -78,8 +92,11 @@ def start(params: Params, cell: Cell, dataset: str, config: dict, run_id: str | 
         wandb.experiment  # creates the run on rank 0
         return wandb
     except Exception as e:  # wandb raises many types: none of them may cost the training result
-        print(f"{cell.name}: W&B run could not start ({type(e).__name__}: {e}); training without W&B. "
-              f"Set wandb.mode=offline (or WANDB_MODE=offline) to record it offline.", file=sys.stderr)
+        print(
+            f"{cell.name}: W&B run could not start ({type(e).__name__}: {e}); training without W&B. "
+            f"Set wandb.mode=offline (or WANDB_MODE=offline) to record it offline.",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -91,8 +108,7 @@ def finish(wandb, metrics: dict, diagnostics: dict) -> None:
         wandb.experiment.summary.update(metrics)
         wandb.experiment.finish()
     except Exception as e:
-        print(f"W&B could not record the results ({type(e).__name__}: {e}); they are in metrics.json",
-              file=sys.stderr)
+        print(f"W&B could not record the results ({type(e).__name__}: {e}); they are in metrics.json", file=sys.stderr)
 
 
 BLOCK_COLUMNS = ("activation_grad_rms", "relative_weight_grad", "forward_variance", "lesion_error")
@@ -108,9 +124,14 @@ def log_diagnostics(run, results: dict) -> None:
             continue
         n = len(r["activation_grad_rms"])
         rows = [[i, *((r[c] or [None] * n)[i] for c in BLOCK_COLUMNS)] for i in range(n)]  # no lesions at init
-        run.log({f"diagnostics/{when}": wandb.Table(columns=["block", *BLOCK_COLUMNS], data=rows),
-                 f"diagnostics/{when}_response_std": wandb.Table(
-                     columns=["layer", "response_std"], data=list(enumerate(r["response_std"])))})
+        run.log(
+            {
+                f"diagnostics/{when}": wandb.Table(columns=["block", *BLOCK_COLUMNS], data=rows),
+                f"diagnostics/{when}_response_std": wandb.Table(
+                    columns=["layer", "response_std"], data=list(enumerate(r["response_std"]))
+                ),
+            }
+        )
 
 
 def offline_runs(params: Params) -> list[Path]:
@@ -124,12 +145,14 @@ def sync_lines(params: Params) -> str:
     if not runs:
         return f"no unsynced offline runs under {root_dir(params) / 'wandb'}"
     listing = "\n".join(f"  {p}" for p in runs)
-    return (f"{len(runs)} offline W&B runs under {root_dir(params) / 'wandb'}:\n{listing}\n"
-            f"Upload them (needs WANDB_API_KEY or `wandb login`):\n"
-            f"  {sync_command(params)}\n"
-            f"Or look at one without an account, in the terminal:\n"
-            f"  wandb leet {runs[-1]}                   (its curves)\n"
-            f"  wandb leet inspect --summary {runs[-1]}   (its final metrics)")
+    return (
+        f"{len(runs)} offline W&B runs under {root_dir(params) / 'wandb'}:\n{listing}\n"
+        f"Upload them (needs WANDB_API_KEY or `wandb login`):\n"
+        f"  {sync_command(params)}\n"
+        f"Or look at one without an account, in the terminal:\n"
+        f"  wandb leet {runs[-1]}                   (its curves)\n"
+        f"  wandb leet inspect --summary {runs[-1]}   (its final metrics)"
+    )
 
 
 def sync_command(params: Params) -> str:

@@ -8,6 +8,7 @@ reads it through the official reader, pinned by its md5:
 The pixels are the source's decoded images: from a JPEG copy they differ from the original CIFAR-10's,
 and so do the md5 and the accuracies. Labels follow CIFAR-10's label order, which is alphabetical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.readers import read_imagefolder  # noqa: E402
+from bench.prepare.readers import read_imagefolder  # noqa: E402
 from tests.archives import write_cifar  # noqa: E402
 
 # batches.meta's label_names in the official archive, in label order
@@ -34,8 +35,9 @@ def convert(source: Path, out: Path, compresslevel: int = 1) -> str:
         raise ValueError(f"{source}: images of shape {raw.train_x.shape[1:]}, not CIFAR-10's (3, 32, 32)")
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")  # whole or not at all
-    md5 = write_cifar(part, "cifar10", raw.train_x, raw.train_y, raw.test_x, raw.test_y, LABELS,
-                      compresslevel=compresslevel)
+    md5 = write_cifar(
+        part, "cifar10", raw.train_x, raw.train_y, raw.test_x, raw.test_y, LABELS, compresslevel=compresslevel
+    )
     part.replace(out)
     return md5
 
@@ -48,8 +50,10 @@ def main() -> None:
     a = ap.parse_args()
     start = time.perf_counter()
     md5 = convert(a.source, a.out, a.compresslevel)
-    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - start:.0f} s), md5 {md5}",
-          file=sys.stderr)
+    print(
+        f"wrote {a.out} ({a.out.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - start:.0f} s), md5 {md5}",
+        file=sys.stderr,
+    )
     print(md5)
 
 

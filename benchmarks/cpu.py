@@ -6,6 +6,7 @@ Each measurement runs in its own process; wall time and that process's peak memo
 ru_maxrss) are printed as they come and written to OUT/summary.json with the `bench perf` JSONs.
 Figures, not pass/fail: the targets are in the README's "Speed".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,30 @@ def measure(cmd: list[str], cwd: Path = ROOT) -> dict:
         stdout = out.read()
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
-    return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
-            "stdout": stdout}
+    return {
+        "wall_s": round(time.perf_counter() - start, 1),
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+        "stdout": stdout,
+    }
 
 
 def perf(name: str, args: list[str], out: Path) -> dict:
     r = measure(["bench", "perf", "--device", "cpu", "--out", str(out / f"{name}.json"), *args])
     p = json.loads(r["stdout"])
-    line = {k: p[k] for k in ("variant", "depth", "batch", "data", "hardware", "lightning_overhead_pct",
-                              "lightning_overhead_pct_range", "lightning_overhead_ms", "max_loss_difference")}
+    line = {
+        k: p[k]
+        for k in (
+            "variant",
+            "depth",
+            "batch",
+            "data",
+            "hardware",
+            "lightning_overhead_pct",
+            "lightning_overhead_pct_range",
+            "lightning_overhead_ms",
+            "max_loss_difference",
+        )
+    }
     line.update(bench_images_per_s=p["bench"]["images_per_s"], bare_images_per_s=p["bare"]["images_per_s"])
     print(f"perf {name}: {json.dumps(line)}", flush=True)
     return line
@@ -63,16 +79,44 @@ def main() -> None:
         cpu = ["trainer.accelerator=cpu", "wandb.mode=disabled"]
         # CIFAR-10's shape (synthetic 32x32 RGB images): He et al.'s step, about 0.4 s on 2 cores
         summary["perf"]["cifar_shape_20"] = perf(
-            "cifar_shape_20", ["--variant", "residual_bn", "--depth", "20", "--steps", "20", "--warmup", "3",
-                               "--repeats", "5", *cpu], out)
+            "cifar_shape_20",
+            ["--variant", "residual_bn", "--depth", "20", "--steps", "20", "--warmup", "3", "--repeats", "5", *cpu],
+            out,
+        )
         # the default ablation's 8x8 digits: steps of 10-60 ms, where a framework's per-step cost shows
         for depth in (8, 20, 56):
             summary["perf"][f"digits_{depth}"] = perf(
-                f"digits_{depth}", ["--variant", "residual_bn", "--depth", str(depth), "--data", str(digits),
-                                    "--steps", "100", "--warmup", "10", "--repeats", "9", *cpu], out)
+                f"digits_{depth}",
+                [
+                    "--variant",
+                    "residual_bn",
+                    "--depth",
+                    str(depth),
+                    "--data",
+                    str(digits),
+                    "--steps",
+                    "100",
+                    "--warmup",
+                    "10",
+                    "--repeats",
+                    "9",
+                    *cpu,
+                ],
+                out,
+            )
         if a.cifar:
-            r = measure(["bench", "prepare", "--out", str(tmp / "cifar"), "data.name=imagefolder",
-                         f"data.source={Path(a.cifar).resolve()}", "data.md5=null", "data.val_size=5000"])
+            r = measure(
+                [
+                    "bench",
+                    "prepare",
+                    "--out",
+                    str(tmp / "cifar"),
+                    "data.name=imagefolder",
+                    f"data.source={Path(a.cifar).resolve()}",
+                    "data.md5=null",
+                    "data.val_size=5000",
+                ]
+            )
             summary["prepare_cifar10"] = {k: r[k] for k in ("wall_s", "peak_rss_gb")}
             print(f"bench prepare CIFAR-10 ({a.cifar}): {summary['prepare_cifar10']}", flush=True)
         if not a.skip_repro:

@@ -1,12 +1,13 @@
 """The diagnostics at initialisation of every variant at one depth, on a prepared dataset: the README's
-diagnostics table. The probe, the BN calibration and the measures are exactly a cell's (bench.train,
-bench.probe); no training.
+diagnostics table. The probe, the BN calibration and the measures are exactly a cell's (bench.train.stage,
+bench.diagnostics.probe); no training.
 
     python benchmarks/diagnostics.py --data data/prepared [--depth 56] [--seeds 0 1] [--out FILE.json]
     python benchmarks/diagnostics.py --prepare PATH/cifar10-jpeg.tar.gz ...   # bench prepare it first
 
 Prints one row per variant, mean ± std over the seeds, and writes every seed's record as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,15 +22,15 @@ from pathlib import Path
 import torch
 
 from bench import config
-from bench.data import load_prepared
 from bench.record import Cell
-from bench.train import build, make_probe
+from bench.train.data import load_prepared
+from bench.train.stage import build, make_probe
 
 KEYS = ("grad_ratio", "shattering", "shattering_lag1", "variance_growth")
 
 
 def measure_at_init(params: config.Params, data, variant: str, depth: int, seed: int) -> dict:
-    """A cell's init diagnostics, as bench.train records them: its network, its probe, BN calibrated on it."""
+    """A cell's init diagnostics, as bench.train.stage records them: its network, its probe, BN calibrated on it."""
     module, _ = build(params, Cell(variant, depth, seed), data)
     return make_probe(params, data).measure(module.model, "cpu", init=True)
 
@@ -54,14 +55,21 @@ def main(argv=None) -> int:
     overrides, data_dir = [], a.data
     if a.prepare:
         data_dir = tempfile.mkdtemp(prefix="bench-diagnostics-")
-        overrides = ["data.name=imagefolder", f"data.source={Path(a.prepare).resolve()}", "data.md5=null",
-                     "data.val_size=0"]
+        overrides = [
+            "data.name=imagefolder",
+            f"data.source={Path(a.prepare).resolve()}",
+            "data.md5=null",
+            "data.val_size=0",
+        ]
         subprocess.run([sys.executable, "-m", "bench", "prepare", "--out", data_dir, *overrides], check=True)
     params = config.load(Path("params.yaml"), [*overrides, f"speed.threads={a.threads}"])  # build sets them
     data = load_prepared(data_dir, params.data)
     records = {}
-    print(f"{data.name}, depth {a.depth}, seeds {a.seeds}, probe {params.diagnostics.probe_size} test images, "
-          f"at initialisation, {torch.__version__}, {a.threads} threads", flush=True)
+    print(
+        f"{data.name}, depth {a.depth}, seeds {a.seeds}, probe {params.diagnostics.probe_size} test images, "
+        f"at initialisation, {torch.__version__}, {a.threads} threads",
+        flush=True,
+    )
     print("| variant | " + " | ".join(KEYS) + " |\n|" + "---|" * (len(KEYS) + 1), flush=True)
     for v in params.grid.variants:
         start = time.perf_counter()
@@ -69,8 +77,18 @@ def main(argv=None) -> int:
         row = [summary([r[k] for r in records[v]]) for k in KEYS]
         print(f"| {v} | " + " | ".join(row) + f" |   ({time.perf_counter() - start:.0f} s)", flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps({"dataset": data.name, "depth": a.depth, "seeds": a.seeds,
-                                           "torch": torch.__version__, "records": records}, indent=1))
+        Path(a.out).write_text(
+            json.dumps(
+                {
+                    "dataset": data.name,
+                    "depth": a.depth,
+                    "seeds": a.seeds,
+                    "torch": torch.__version__,
+                    "records": records,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

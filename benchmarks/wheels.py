@@ -11,6 +11,7 @@ cannot reach PyPI gets it from this folder (gpu.sh installs it with --no-index -
 here, as manylinux x86-64 wheels for `--python-version`; packages published only as source are
 built into wheels here. 97 wheels, 29 MB (dvc 3.67.1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,15 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PLATFORMS = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_34_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 
 
 def canonical(name: str) -> str:
@@ -50,6 +58,7 @@ def closure(root: str) -> dict[str, str]:
 
 def missing(folder: str) -> list[str]:
     """The wheels in `folder` whose distributions this Python lacks."""
+
     def installed(wheel: str) -> bool:
         try:
             metadata.distribution(canonical(Path(wheel).name.split("-")[0]))
@@ -62,21 +71,41 @@ def missing(folder: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--package", default="dvc", help="the installed distribution to collect, with its "
-                    "dependency closure (default: dvc, which benchmarks/gpu.sh needs)")
+    ap.add_argument(
+        "--package",
+        default="dvc",
+        help="the installed distribution to collect, with its "
+        "dependency closure (default: dvc, which benchmarks/gpu.sh needs)",
+    )
     ap.add_argument("--out", default=".whl")
     ap.add_argument("--python-version", default="3.12", help="the GPU machine's Python (default 3.12)")
-    ap.add_argument("--missing", action="store_true",
-                    help="print the wheels in --out whose distributions this Python lacks, and download nothing")
+    ap.add_argument(
+        "--missing",
+        action="store_true",
+        help="print the wheels in --out whose distributions this Python lacks, and download nothing",
+    )
     a = ap.parse_args()
     if a.missing:
         for wheel in missing(a.out):
             print(wheel)
         return
     pins = closure(a.package)
-    binary = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-              "--python-version", a.python_version, "--implementation", "cp", "-d", a.out,
-              *(x for p in PLATFORMS for x in ("--platform", p))]
+    binary = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "--python-version",
+        a.python_version,
+        "--implementation",
+        "cp",
+        "-d",
+        a.out,
+        *(x for p in PLATFORMS for x in ("--platform", p)),
+    ]
     source_only = []
     for name, version in sorted(pins.items()):
         if subprocess.run([*binary, f"{name}=={version}"], capture_output=True).returncode:

@@ -1,4 +1,5 @@
 """Build small datasets in the official layouts, so tests run the real prepare code on them."""
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.readers import CIFAR, file_md5
+from bench.prepare.readers import CIFAR, file_md5
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -27,8 +28,12 @@ def write_cifar(path: Path, name: str, train_x, train_y, test_x, test_y, classes
         for n, idx, x, y in batches:
             if n in skip:
                 continue
-            d = {b"batch_label": n.encode(), spec.label_key: [int(v) for v in y[idx]],
-                 b"data": np.asarray(x[idx], np.uint8).reshape(len(idx), -1), b"filenames": [b"x.png"] * len(idx)}
+            d = {
+                b"batch_label": n.encode(),
+                spec.label_key: [int(v) for v in y[idx]],
+                b"data": np.asarray(x[idx], np.uint8).reshape(len(idx), -1),
+                b"filenames": [b"x.png"] * len(idx),
+            }
             _add(tar, f"{spec.folder}/{n}", pickle.dumps(d))
         if spec.meta not in skip:
             _add(tar, f"{spec.folder}/{spec.meta}", pickle.dumps({spec.names_key: [c.encode() for c in classes]}))
@@ -38,13 +43,21 @@ def write_cifar(path: Path, name: str, train_x, train_y, test_x, test_y, classes
 def random_cifar(path: Path, name="cifar10", n_train=200, n_test=50, seed=0, **kw) -> str:
     rng = np.random.default_rng(seed)
     k = 10 if name == "cifar10" else 100
-    return write_cifar(path, name, rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8),
-                       rng.integers(0, k, n_train), rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8),
-                       rng.integers(0, k, n_test), [f"class{i}" for i in range(k)], **kw)
+    return write_cifar(
+        path,
+        name,
+        rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, k, n_train),
+        rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, k, n_test),
+        [f"class{i}" for i in range(k)],
+        **kw,
+    )
 
 
-def write_imagefolder(root: Path, classes=("cat", "dog", "frog"), per_class=(6, 3), size=(12, 12), fmt="PNG",
-                      seed=0) -> Path:
+def write_imagefolder(
+    root: Path, classes=("cat", "dog", "frog"), per_class=(6, 3), size=(12, 12), fmt="PNG", seed=0
+) -> Path:
     """train/<class>/*.png and test/<class>/*.png of generated images whose colour depends on the class."""
     from PIL import Image
 
@@ -53,6 +66,8 @@ def write_imagefolder(root: Path, classes=("cat", "dog", "frog"), per_class=(6, 
         for c, cls in enumerate(classes):
             (root / split / cls).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                img = rng.integers(0, 60, (*size, 3), dtype=np.uint8) + np.uint8(60 * c % 196)  # 0-255 for up to 10 classes
+                img = rng.integers(0, 60, (*size, 3), dtype=np.uint8) + np.uint8(
+                    60 * c % 196
+                )  # 0-255 for up to 10 classes
                 Image.fromarray(img).save(root / split / cls / f"{i:03d}.{fmt.lower()}", fmt)
     return root

@@ -1,6 +1,7 @@
 """A real one-node SLURM cluster on this machine, for the `cluster` tests: Debian's slurm-wlm and munge,
 installed when missing (root and Debian's package archive needed), started in a temporary folder on
 ports of their own, stopped by their pids afterwards."""
+
 from __future__ import annotations
 
 import os
@@ -73,13 +74,30 @@ class Cluster:
             (d / sub).mkdir(parents=True)
         key = d / "munge.key"
         shutil.copy("/etc/munge/munge.key", key) if Path("/etc/munge/munge.key").exists() else key.write_bytes(
-            os.urandom(128))
+            os.urandom(128)
+        )
         key.chmod(0o600)
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 * 9 // 10
-        (d / "slurm.conf").write_text(CONF.format(host=socket.gethostname().split(".")[0], d=d, cpus=os.cpu_count(),
-                                                  memory=memory, ctld_port=free_port(), slurmd_port=free_port()))
-        self._run("/usr/sbin/munged", "-F", "--force", f"--key-file={key}", f"--socket={d}/munge.sock",
-                  f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log", f"--seed-file={d}/munged.seed")
+        (d / "slurm.conf").write_text(
+            CONF.format(
+                host=socket.gethostname().split(".")[0],
+                d=d,
+                cpus=os.cpu_count(),
+                memory=memory,
+                ctld_port=free_port(),
+                slurmd_port=free_port(),
+            )
+        )
+        self._run(
+            "/usr/sbin/munged",
+            "-F",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={d}/munge.sock",
+            f"--pid-file={d}/munged.pid",
+            f"--log-file={d}/munged.log",
+            f"--seed-file={d}/munged.seed",
+        )
         time.sleep(0.5)
         self._run("/usr/sbin/slurmctld", "-D")
         self._run("/usr/sbin/slurmd", "-D")
@@ -106,8 +124,9 @@ class Cluster:
                 p.wait()
 
     def run(self, *cmd, check=True, cwd=None, timeout=120) -> subprocess.CompletedProcess:
-        r = subprocess.run([str(c) for c in cmd], env=self.env, capture_output=True, text=True, cwd=cwd,
-                           timeout=timeout)
+        r = subprocess.run(
+            [str(c) for c in cmd], env=self.env, capture_output=True, text=True, cwd=cwd, timeout=timeout
+        )
         if check and r.returncode:
             raise AssertionError(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
         return r
@@ -118,8 +137,12 @@ class Cluster:
         fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
         return fields.get("JobState", "GONE")
 
-    def wait(self, *jobs: str, timeout: float = 300, until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                                             "NODE_FAIL", "OUT_OF_MEMORY", "GONE")) -> dict:
+    def wait(
+        self,
+        *jobs: str,
+        timeout: float = 300,
+        until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "GONE"),
+    ) -> dict:
         deadline, states = time.time() + timeout, {}
         while time.time() < deadline:
             states = {j: self.state(j) for j in jobs}

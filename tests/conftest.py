@@ -1,17 +1,19 @@
 import shutil
 
 import pytest
+from helpers import DIGITS, PARAMS, ROOT, run
 
 from bench import config
-from bench.prepare import prepare
-from helpers import DIGITS, PARAMS, ROOT, run
+from bench.prepare.stage import prepare
 
 
 @pytest.fixture
 def params():
     """The repo's params.yaml, shortened to a quick CPU run."""
+
     def make(*overrides):
         return config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, *overrides])
+
     return make
 
 
@@ -35,6 +37,7 @@ def cli(capsys):
             code = e.code
         out, err = capsys.readouterr()
         return code, out, err
+
     return call
 
 

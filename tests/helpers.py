@@ -1,4 +1,5 @@
 """What the tests share besides fixtures: the project's paths, and one way to run a command in a subprocess."""
+
 import os
 import subprocess
 import sys
@@ -17,8 +18,9 @@ QUICK = ["--no-progress", "wandb.mode=disabled", "trainer.accelerator=cpu", *DIG
 def run(cmd, cwd=ROOT, check=True, timeout=600):
     """A shell command (str) or argv (list), with the venv's bin first on PATH; its CompletedProcess."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=isinstance(cmd, str),
-                       timeout=timeout)
+    r = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=isinstance(cmd, str), timeout=timeout
+    )
     if check and r.returncode:
         raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
@@ -46,7 +48,7 @@ def crash_after_epoch(monkeypatch, epoch: int, run) -> None:
     a kill or a preemption, in this process. The crash is undone afterwards."""
     import pytest
 
-    from bench import callbacks
+    from bench.train import callbacks
 
     end_of_epoch = callbacks.Divergence.on_train_epoch_end
 

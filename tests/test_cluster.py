@@ -1,18 +1,22 @@
 """On a real one-node SLURM cluster (tests/cluster.py): the grid as a job array and its commit job,
 preemption and requeue, DDP under srun, and a requeued cell whose params changed meanwhile."""
+
 import json
 import time
 
 import pytest
-
 from cluster import Cluster, install
 from helpers import ROOT, run, set_params
 
 pytestmark = pytest.mark.cluster
 
-TINY = dict(train={"max_steps": 20, "milestones": [15]}, wandb={"mode": "disabled"},
-            trainer={"accelerator": "cpu", "devices": 1, "strategy": "auto"},
-            lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 10}, toy={"depths": [1, 2], "seeds": 1, "points": 16})
+TINY = dict(
+    train={"max_steps": 20, "milestones": [15]},
+    wandb={"mode": "disabled"},
+    trainer={"accelerator": "cpu", "devices": 1, "strategy": "auto"},
+    lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 10},
+    toy={"depths": [1, 2], "seeds": 1, "points": 16},
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +96,33 @@ def local_run(repo, cell: str, *overrides) -> dict:
     """The same cell trained in one process outside SLURM, for reference."""
     variant, depth, seed = cell.rsplit("-", 2)
     out = repo / "reference" / cell
-    run(["bench", "train", "--variant", variant, "--depth", depth, "--seed", seed, "--out", out, "--data",
-         "data/prepared", "--no-progress", *overrides], repo)
+    run(
+        [
+            "bench",
+            "train",
+            "--variant",
+            variant,
+            "--depth",
+            depth,
+            "--seed",
+            seed,
+            "--out",
+            out,
+            "--data",
+            "data/prepared",
+            "--no-progress",
+            *overrides,
+        ],
+        repo,
+    )
     return json.loads((out / "metrics.json").read_text())
 
 
-LONG = {"grid": {"variants": ["residual_bn"], "depths": [8], "seeds": [0]},
-        "train": {"max_steps": 600, "milestones": [400]}, "trainer": {"deterministic": True}}
+LONG = {
+    "grid": {"variants": ["residual_bn"], "depths": [8], "seeds": [0]},
+    "train": {"max_steps": 600, "milestones": [400]},
+    "trainer": {"deterministic": True},
+}
 
 
 def test_a_preempted_cell_is_requeued_and_ends_like_an_uninterrupted_run(cluster, repo):
@@ -134,10 +158,13 @@ def test_a_requeued_cell_whose_params_changed_trains_afresh_and_says_why(cluster
 
 def test_ddp_under_srun_writes_one_result_like_one_process(cluster, repo):
     # no BN and no augmentation: 2 processes see the same 128 images per step as 1 (as test_scale's DDP test)
-    set_params(repo, grid={"variants": ["residual"], "depths": [8], "seeds": [0]},
-               train={"max_steps": 20, "augment": False},
-               trainer={"devices": 2, "strategy": "ddp", "deterministic": True},
-               wandb={"mode": "offline", "dir": str(repo / "wb")})
+    set_params(
+        repo,
+        grid={"variants": ["residual"], "depths": [8], "seeds": [0]},
+        train={"max_steps": 20, "augment": False},
+        trainer={"devices": 2, "strategy": "ddp", "deterministic": True},
+        wandb={"mode": "offline", "dir": str(repo / "wb")},
+    )
     run("bench slurm --cpus-per-gpu 1 --time 00:10:00", repo)
     ddp = (repo / "slurm/ddp_cell.sbatch").read_text()
     assert "#SBATCH --ntasks-per-node=2" in ddp and "--gres" not in ddp

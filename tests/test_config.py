@@ -1,8 +1,8 @@
 import pytest
 import yaml
+from helpers import PARAMS
 
 from bench import config
-from helpers import PARAMS
 
 
 def test_default_params_load_typed():
@@ -41,26 +41,32 @@ def write(tmp_path, mutate):
     return path
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda r: r["train"].update(lrr=0.1), "unknown key train.lrr"),
-    (lambda r: r.update(extra={}), "unknown key extra"),
-    (lambda r: r["train"].pop("lr"), "missing key train.lr"),
-    (lambda r: r["train"].update(max_steps="many"), "train.max_steps: expected int"),
-    (lambda r: r["train"].update(max_steps=True), "train.max_steps: expected int"),
-    (lambda r: r["grid"].update(depths=[8, "x"]), r"grid.depths\[1\]: expected int"),
-    (lambda r: r.update(train=[1, 2]), "train: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda r: r["train"].update(lrr=0.1), "unknown key train.lrr"),
+        (lambda r: r.update(extra={}), "unknown key extra"),
+        (lambda r: r["train"].pop("lr"), "missing key train.lr"),
+        (lambda r: r["train"].update(max_steps="many"), "train.max_steps: expected int"),
+        (lambda r: r["train"].update(max_steps=True), "train.max_steps: expected int"),
+        (lambda r: r["grid"].update(depths=[8, "x"]), r"grid.depths\[1\]: expected int"),
+        (lambda r: r.update(train=[1, 2]), "train: expected a mapping"),
+    ],
+)
 def test_bad_params_name_the_key(tmp_path, mutate, message):
     with pytest.raises(ValueError, match=message):
         config.load(write(tmp_path, mutate))
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.lrr=1", "unknown key train.lrr"),
-    ("nosection.lr=1", "unknown key nosection"),
-    ("train.lr", "not section.key=value"),
-    ("train.lr=fast", "train.lr: expected float"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lrr=1", "unknown key train.lrr"),
+        ("nosection.lr=1", "unknown key nosection"),
+        ("train.lr", "not section.key=value"),
+        ("train.lr=fast", "train.lr: expected float"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):
         config.load(PARAMS, [override])
@@ -88,7 +94,12 @@ def test_the_he_preset_applies_to_params_as_overrides(cli):
 
     preset = config.preset(ROOT / "presets/he2016.yaml")
     p = config.load(PARAMS, preset)
-    assert (p.train.max_steps, p.train.milestones, p.train.lr, p.train.weight_decay) == (64000, [32000, 48000], 0.1, 1e-4)
+    assert (p.train.max_steps, p.train.milestones, p.train.lr, p.train.weight_decay) == (
+        64000,
+        [32000, 48000],
+        0.1,
+        1e-4,
+    )
     assert p.model.shortcut == "zero_pad" and p.data.md5 is None and p.grid.depths == [8, 14, 20, 32, 44, 56, 110]
     assert all(" " not in o for o in preset)  # one shell word each, as `make he2016` passes them
     code, out, _ = cli("preset", ROOT / "presets/he2016.yaml", "--dvc", "--params", PARAMS)
@@ -102,8 +113,19 @@ def test_a_preset_that_does_not_apply_is_refused(cli, tmp_path):
     assert code == 2 and "unknown key train.lrr" in err and out == ""
 
 
-@pytest.mark.parametrize("text,value", [("1e-3", 1e-3), ("1E-4", 1e-4), (".5", 0.5), ("5.", 5.0), ("2e+2", 200.0),
-                                        ("1.5e-3", 1.5e-3), ("0.05", 0.05), ("3", 3.0)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("1e-3", 1e-3),
+        ("1E-4", 1e-4),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("2e+2", 200.0),
+        ("1.5e-3", 1.5e-3),
+        ("0.05", 0.05),
+        ("3", 3.0),
+    ],
+)
 def test_every_float_a_person_writes_is_a_float_in_overrides_and_in_params_yaml(tmp_path, text, value):
     """YAML 1.1 reads 1e-3 as a string; params.yaml and `key=value` overrides read it as the float it is."""
     assert config.load(PARAMS, [f"train.lr={text}"]).train.lr == value

@@ -1,10 +1,13 @@
 import numpy as np
 import pytest
 import torch
-
-from bench import config, prepare, readers
-from bench.data import DeviceLoader, Split, augment, load_prepared, local_batch_size
 from helpers import DIGITS, PARAMS
+
+from bench import config
+from bench.prepare import readers
+from bench.prepare import stage as prepare
+from bench.train.data import DeviceLoader, Split, augment, load_prepared
+from bench.validate import local_batch_size
 
 
 def test_random_crop_is_a_window_of_the_padded_image():
@@ -15,8 +18,12 @@ def test_random_crop_is_a_window_of_the_padded_image():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     offsets = set()
     for i in range(len(x)):
-        hits = [(dy, dx) for dy in range(5) for dx in range(5)
-                if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        hits = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+        ]
         assert hits, f"sample {i} is not a crop of its own padded image"
         offsets.add(hits[0])
     assert len(offsets) > 5  # the offset is drawn per sample
@@ -43,8 +50,7 @@ def test_global_batch_divides_in_one_checked_place():
 
 
 def split(n):
-    return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(),
-                 torch.arange(n))
+    return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous(), torch.arange(n))
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -62,8 +68,10 @@ def test_evaluation_counts_every_image_exactly_once(world):
 def test_training_epochs_are_full_batches_reshuffled_and_rank_disjoint():
     s = split(100)
     epoch = [0]
-    loaders = [DeviceLoader(s, 16, [0.0], [1 / 255], train=True, seed=1, rank=r, world_size=2,
-                            epoch=lambda: epoch[0]) for r in range(2)]
+    loaders = [
+        DeviceLoader(s, 16, [0.0], [1 / 255], train=True, seed=1, rank=r, world_size=2, epoch=lambda: epoch[0])
+        for r in range(2)
+    ]
     first = [torch.cat([y for _, y in ld]) for ld in loaders]
     assert all(len(f) == 96 // 2 for f in first) and len(loaders[0]) == 3
     assert not set(first[0].tolist()) & set(first[1].tolist())

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench import diagnostics as D
-from bench import shattering as S
+from bench.diagnostics import shattering as S
+from bench.diagnostics import signals as D
 from bench.models import build_model
 
 
@@ -26,6 +26,7 @@ def zero_branches(model):
 
 
 # --- shattered gradients ---
+
 
 def test_linear_model_gradient_is_constant_along_the_path_so_its_correlation_is_one():
     torch.manual_seed(0)
@@ -48,6 +49,7 @@ def test_autocorrelation_separates_white_from_brown_noise():
 
 
 # --- vanishing / exploding ---
+
 
 def test_zeroed_branch_passes_the_gradient_through_unchanged():
     torch.manual_seed(0)
@@ -137,6 +139,7 @@ def test_block_gradients_one_entry_per_block_finite_ratio_and_no_side_effects():
 
 # --- lesions ---
 
+
 def test_lesion_of_a_residual_net_with_zero_branches_changes_nothing():
     torch.manual_seed(0)
     model = zero_branches(build_model("residual", 14, in_channels=1))
@@ -159,6 +162,7 @@ def test_lesion_skips_plain_downsampling_blocks_and_restores_the_model():
 
 
 # --- BatchNorm ---
+
 
 def test_train_vs_eval_error_differ_with_bn_on_shifted_inputs_and_running_stats_stay():
     torch.manual_seed(0)

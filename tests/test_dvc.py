@@ -1,23 +1,23 @@
 """The real DVC: the prepare stage through `dvc repro`, raw data pinned by .dvc files, a local remote."""
+
 import shutil
 
 import pytest
 import yaml
-
 from archives import random_cifar
 from helpers import run, set_params
 
 pytestmark = pytest.mark.integration
 
+
 def test_prepare_stage_pins_raw_and_prepared_data(repo):
     archive = repo / "data/raw/cifar-10-python.tar.gz"
     md5 = random_cifar(archive, n_train=100, n_test=20)
     run("dvc add -q data/raw/cifar-10-python.tar.gz", repo)
-    set_params(repo, data={"name": "cifar10", "source": "data/raw/cifar-10-python.tar.gz", "md5": md5,
-                           "val_size": 10})
+    set_params(repo, data={"name": "cifar10", "source": "data/raw/cifar-10-python.tar.gz", "md5": md5, "val_size": 10})
     run("dvc repro prepare", repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]
-    assert {d["path"] for d in lock["deps"]} == {"bench/prepare.py", "data/raw"}
+    assert {d["path"] for d in lock["deps"]} == {"bench/prepare/stage.py", "data/raw"}
     assert lock["outs"][0]["path"] == "data/prepared" and lock["outs"][0]["md5"].endswith(".dir")
     assert lock["params"]["params.yaml"]["data"]["md5"] == md5
     assert (repo / "data/prepared/meta.json").exists()
@@ -39,5 +39,6 @@ def test_local_remote_push_then_pull(repo, tmp_path):
     archive.unlink()
     shutil.rmtree(repo / ".dvc/cache")
     run("dvc pull -q data/raw/cifar-10-python.tar.gz.dvc", repo)
-    from bench.readers import file_md5
+    from bench.prepare.readers import file_md5
+
     assert file_md5(archive) == md5

@@ -1,6 +1,7 @@
 """Bad input and faults: each is refused with exit 2 and a message that names it, before any work, and
 whatever was complete before is still there, byte for byte. Then the faults a run meets midway: a full
 or read-only disk, a checkpoint that is not the run's, a crash and a resume, a killed prepare or report."""
+
 import io
 import os
 import pickle
@@ -16,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from archives import random_cifar, write_imagefolder
-from bench import config, files, prepare, readers, resume, tracking
-from bench.record import Cell
-from bench.train import train
 from helpers import DIGITS, PARAMS, QUICK, crash_after_epoch
+
+from bench import config, files, tracking
+from bench.prepare import readers
+from bench.prepare import stage as prepare
+from bench.record import Cell
+from bench.train import resume
+from bench.train.stage import train
 
 CELL = ["--variant", "plain", "--depth", "8", "--seed", "0"]
 SENTINEL = Path("/tmp/bench-pickle-payload-ran")
@@ -88,13 +92,25 @@ def ws(tmp_path, finished):
 
 def snapshot(ws: Path) -> dict:
     """Every file under the workspace with its bytes (the lock file excepted: it says who ran last)."""
-    return {p.relative_to(ws).as_posix(): p.read_bytes() for p in sorted(ws.rglob("*"))
-            if p.is_file() and p.name != files.LOCK}
+    return {
+        p.relative_to(ws).as_posix(): p.read_bytes()
+        for p in sorted(ws.rglob("*"))
+        if p.is_file() and p.name != files.LOCK
+    }
 
 
 def train_args(ws, *overrides):
-    return ["train", *CELL, "--out", ws / "runs/plain-8-0", "--data", ws / "data", *QUICK, "train.max_steps=20",
-            *overrides]
+    return [
+        "train",
+        *CELL,
+        "--out",
+        ws / "runs/plain-8-0",
+        "--data",
+        ws / "data",
+        *QUICK,
+        "train.max_steps=20",
+        *overrides,
+    ]
 
 
 def prepare_args(ws, *overrides):
@@ -103,8 +119,14 @@ def prepare_args(ws, *overrides):
 
 def cifar_args(ws, members, *overrides):
     path = write_tar(ws / "bad-cifar.tar.gz", members)
-    return prepare_args(ws, "data.name=cifar10", f"data.source={path}", f"data.md5={readers.file_md5(path)}",
-                        "data.val_size=2", *overrides)
+    return prepare_args(
+        ws,
+        "data.name=cifar10",
+        f"data.source={path}",
+        f"data.md5={readers.file_md5(path)}",
+        "data.val_size=2",
+        *overrides,
+    )
 
 
 def dup_params(ws):
@@ -143,64 +165,154 @@ BAD_INPUTS = [
     ("log every 0", lambda ws: train_args(ws, "trainer.log_every_n_steps=0"), "log_every_n_steps=0 must be at least 1"),
     ("probe of 0", lambda ws: train_args(ws, "diagnostics.probe_size=0"), "probe_size=0 must be at least 2"),
     ("devices 0", lambda ws: train_args(ws, "trainer.devices=0"), "trainer.devices=0 must be a count"),
-    ("autotuned yet deterministic", lambda ws: train_args(ws, "trainer.benchmark=true"),
-     "trainer.benchmark=true with trainer.deterministic=true"),
-    ("empty grid", lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report", "grid.depths=[]"],
-     "grid.depths is empty"),
+    (
+        "autotuned yet deterministic",
+        lambda ws: train_args(ws, "trainer.benchmark=true"),
+        "trainer.benchmark=true with trainer.deterministic=true",
+    ),
+    (
+        "empty grid",
+        lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report", "grid.depths=[]"],
+        "grid.depths is empty",
+    ),
     ("speed.compile", lambda ws: train_args(ws, "speed.compile=fast"), "speed.compile='fast' is not"),
     ("wandb.mode", lambda ws: train_args(ws, "wandb.mode=cloud"), "unknown wandb.mode 'cloud'"),
     # Lightning's flags, checked before the cell's checkpoint is looked at
     ("precision typo", lambda ws: train_args(ws, "trainer.precision=bogus"), "Precision 'bogus' is invalid"),
     ("no GPU", lambda ws: train_args(ws, "trainer.accelerator=gpu"), "Lightning cannot run trainer.accelerator=gpu"),
     ("strategy typo", lambda ws: train_args(ws, "trainer.strategy=bogus"), "invalid strategy name"),
-    ("batch not dividing", lambda ws: train_args(ws, "train.batch_size=127", "trainer.devices=2",
-                                                  "trainer.strategy=ddp"), "does not divide across 2 processes"),
+    (
+        "batch not dividing",
+        lambda ws: train_args(ws, "train.batch_size=127", "trainer.devices=2", "trainer.strategy=ddp"),
+        "does not divide across 2 processes",
+    ),
     # files
     ("stale data", lambda ws: train_args(ws, "data.val_size=100"), "is stale"),
     ("no prepared data", lambda ws: train_args(ws, "--data", ws / "nothing"), "no prepared data at"),
     ("--out is a file", lambda ws: train_args(ws, "--out", ws / "runs/plain-8-0/metrics.json"), "is a file"),
-    ("meta.json invalid", lambda ws: train_args(ws) if corrupt(ws / "data/meta.json") else None,
-     "meta.json is not what bench prepare writes"),
-    ("images.npz truncated", lambda ws: train_args(ws) if corrupt(ws / "data/images.npz", "PK") else None,
-     "images.npz cannot be read"),
-    ("history.csv invalid on resume", lambda ws: train_args(ws) if corrupt(
-        ws / "runs/plain-8-0/history.csv", "epoch,step\nx,y\n") else None, "history.csv cannot be read to resume"),
-    ("metrics.json invalid", lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report", *DIGITS,
-                                         "grid.variants=[plain]", "grid.depths=[8]", "grid.seeds=[0]"]
-     if corrupt(ws / "runs/plain-8-0/metrics.json") else None, "is not a cell's metrics.json"),
+    (
+        "meta.json invalid",
+        lambda ws: train_args(ws) if corrupt(ws / "data/meta.json") else None,
+        "meta.json is not what bench prepare writes",
+    ),
+    (
+        "images.npz truncated",
+        lambda ws: train_args(ws) if corrupt(ws / "data/images.npz", "PK") else None,
+        "images.npz cannot be read",
+    ),
+    (
+        "history.csv invalid on resume",
+        lambda ws: train_args(ws) if corrupt(ws / "runs/plain-8-0/history.csv", "epoch,step\nx,y\n") else None,
+        "history.csv cannot be read to resume",
+    ),
+    (
+        "metrics.json invalid",
+        lambda ws: (
+            [
+                "report",
+                "--runs",
+                ws / "runs",
+                "--out",
+                ws / "report",
+                *DIGITS,
+                "grid.variants=[plain]",
+                "grid.depths=[8]",
+                "grid.seeds=[0]",
+            ]
+            if corrupt(ws / "runs/plain-8-0/metrics.json")
+            else None
+        ),
+        "is not a cell's metrics.json",
+    ),
     ("a cell missing", lambda ws: ["report", "--runs", ws / "runs", "--out", ws / "report"], "no results for cell"),
     # archives
-    ("wrong md5", lambda ws: prepare_args(ws, "data.name=cifar10", f"data.source={ws / 'c.tar.gz'}",
-                                          "data.md5=" + "a" * 32) if random_cifar(ws / "c.tar.gz") else None,
-     "checksum mismatch"),
-    ("pickle payload", lambda ws: cifar_args(ws, cifar_members(batch=pickle.dumps({b"data": Payload()}))),
-     "refusing posix.system"),
-    ("pickle naming a missing module", lambda ws: cifar_args(ws, cifar_members(
-        batch=b"cnosuch\nthing\n.")),  # protocol 0: the global nosuch.thing
-     "refusing nosuch.thing"),
-    ("labels out of range", lambda ws: cifar_args(ws, cifar_members(batch=pickle.dumps(
-        {b"data": np.zeros((20, 3072), np.uint8), b"labels": [12] * 20}))), "..12 for 10 classes"),
-    ("fewer labels than images", lambda ws: cifar_args(ws, cifar_members(batch=pickle.dumps(
-        {b"data": np.zeros((20, 3072), np.uint8), b"labels": [1] * 19}))), "the official layout is (N, 3072) and (N,)"),
-    ("meta without names", lambda ws: cifar_args(ws, cifar_members(meta=pickle.dumps({b"other": []}))),
-     "lacks its class names"),
-    ("symlink in a tar", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
-                                                 f"data.source={imagefolder_tar(ws, links={'train/cat/x.png': ('/etc/passwd', tarfile.SYMTYPE)})}"),
-     "is a symbolic link"),
-    ("'..' class in a tar", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
-                                                    f"data.source={imagefolder_tar(ws, extra={'train/../x.png': b'x'})}"),
-     "is not in the train/<class>/<image>"),
-    ("empty class in a tar", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
-                                                     f"data.source={imagefolder_tar(ws, dirs=['train/bird'])}"),
-     "train/bird holds no images"),
-    ("image over the pixel budget", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
-                                                            f"data.source={imagefolder_tar(ws)}",
-                                                            "data.max_image_pixels=100"),
-     "is 12 x 12 pixels, over data.max_image_pixels=100"),
-    ("dataset over the pixel budget", lambda ws: prepare_args(ws, "data.name=imagefolder", "data.val_size=1",
-                                                              f"data.source={imagefolder_tar(ws)}",
-                                                              "data.max_total_pixels=1000"),
-     "over data.max_total_pixels=1000"),
+    (
+        "wrong md5",
+        lambda ws: (
+            prepare_args(ws, "data.name=cifar10", f"data.source={ws / 'c.tar.gz'}", "data.md5=" + "a" * 32)
+            if random_cifar(ws / "c.tar.gz")
+            else None
+        ),
+        "checksum mismatch",
+    ),
+    (
+        "pickle payload",
+        lambda ws: cifar_args(ws, cifar_members(batch=pickle.dumps({b"data": Payload()}))),
+        "refusing posix.system",
+    ),
+    (
+        "pickle naming a missing module",
+        lambda ws: cifar_args(ws, cifar_members(batch=b"cnosuch\nthing\n.")),  # protocol 0: the global nosuch.thing
+        "refusing nosuch.thing",
+    ),
+    (
+        "labels out of range",
+        lambda ws: cifar_args(
+            ws, cifar_members(batch=pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [12] * 20}))
+        ),
+        "..12 for 10 classes",
+    ),
+    (
+        "fewer labels than images",
+        lambda ws: cifar_args(
+            ws, cifar_members(batch=pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [1] * 19}))
+        ),
+        "the official layout is (N, 3072) and (N,)",
+    ),
+    (
+        "meta without names",
+        lambda ws: cifar_args(ws, cifar_members(meta=pickle.dumps({b"other": []}))),
+        "lacks its class names",
+    ),
+    (
+        "symlink in a tar",
+        lambda ws: prepare_args(
+            ws,
+            "data.name=imagefolder",
+            "data.val_size=1",
+            f"data.source={imagefolder_tar(ws, links={'train/cat/x.png': ('/etc/passwd', tarfile.SYMTYPE)})}",
+        ),
+        "is a symbolic link",
+    ),
+    (
+        "'..' class in a tar",
+        lambda ws: prepare_args(
+            ws,
+            "data.name=imagefolder",
+            "data.val_size=1",
+            f"data.source={imagefolder_tar(ws, extra={'train/../x.png': b'x'})}",
+        ),
+        "is not in the train/<class>/<image>",
+    ),
+    (
+        "empty class in a tar",
+        lambda ws: prepare_args(
+            ws, "data.name=imagefolder", "data.val_size=1", f"data.source={imagefolder_tar(ws, dirs=['train/bird'])}"
+        ),
+        "train/bird holds no images",
+    ),
+    (
+        "image over the pixel budget",
+        lambda ws: prepare_args(
+            ws,
+            "data.name=imagefolder",
+            "data.val_size=1",
+            f"data.source={imagefolder_tar(ws)}",
+            "data.max_image_pixels=100",
+        ),
+        "is 12 x 12 pixels, over data.max_image_pixels=100",
+    ),
+    (
+        "dataset over the pixel budget",
+        lambda ws: prepare_args(
+            ws,
+            "data.name=imagefolder",
+            "data.val_size=1",
+            f"data.source={imagefolder_tar(ws)}",
+            "data.max_total_pixels=1000",
+        ),
+        "over data.max_total_pixels=1000",
+    ),
 ]
 
 
@@ -229,10 +341,13 @@ def test_a_symlink_in_an_imagefolder_folder_is_refused_as_in_its_tar(tmp_path):
 def test_a_hard_link_in_a_tar_reads_like_the_file_in_the_folder(tmp_path):
     root = write_imagefolder(tmp_path / "images", classes=("cat", "dog"), per_class=(3, 1))
     shutil.copy(root / "train/cat/000.png", root / "train/dog/copy.png")  # in the folder: a plain file
-    members = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))
-               if p.name != "copy.png"}
-    archive = write_tar(tmp_path / "images.tar.gz", members, {"train/dog/copy.png": ("train/cat/000.png", tarfile.LNKTYPE)})
-    cfg = lambda src: config.load(PARAMS, ["data.name=imagefolder", f"data.source={src}", "data.val_size=1"]).data  # noqa: E731
+    members = {
+        p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png")) if p.name != "copy.png"
+    }
+    archive = write_tar(
+        tmp_path / "images.tar.gz", members, {"train/dog/copy.png": ("train/cat/000.png", tarfile.LNKTYPE)}
+    )
+    cfg = lambda src: config.load(PARAMS, ["data.name=imagefolder", f"data.source={src}", "data.val_size=1"]).data
     assert prepare.prepare(cfg(root), tmp_path / "a")["md5"] == prepare.prepare(cfg(archive), tmp_path / "b")["md5"]
 
 
@@ -273,12 +388,16 @@ def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(cli, ws):
 def test_history_steps_after_a_resume_are_those_of_an_uninterrupted_run(tmp_path, digits_dir, monkeypatch):
     p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=60"])
     whole = train(p, Cell("plain", 8, 0), tmp_path / "whole", digits_dir, progress=False)
-    crash_after_epoch(monkeypatch, 2, lambda: train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir,
-                                                     progress=False))
+    crash_after_epoch(
+        monkeypatch, 2, lambda: train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir, progress=False)
+    )
     resumed = train(p, Cell("plain", 8, 0), tmp_path / "crashed", digits_dir, progress=False)
     steps = [(tmp_path / d / "history.csv").read_text().splitlines() for d in ("whole", "crashed")]
-    assert [r.split(",")[1] for r in steps[1]] == [r.split(",")[1] for r in steps[0]] == \
-        ["step", "10", "20", "30", "40", "50", "60"]
+    assert (
+        [r.split(",")[1] for r in steps[1]]
+        == [r.split(",")[1] for r in steps[0]]
+        == ["step", "10", "20", "30", "40", "50", "60"]
+    )
     assert resumed["steps"] == whole["steps"] == 60
 
 
@@ -287,8 +406,7 @@ def small_disk(tmp_path):
     """A 1.2 MB tmpfs: room for one checkpoint of plain-8 and its temporary copy, not much more (root only)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(disk)],
-                      capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("mounting a tmpfs needs root")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=True)
@@ -328,11 +446,13 @@ def test_what_a_killed_prepare_left_is_restored_or_removed(ws, capsys):
 
 
 def test_decoding_workers_end_with_a_killed_prepare(tmp_path):
-    script = ("from concurrent.futures import ProcessPoolExecutor\nimport os, time\nfrom bench import readers\n"
-              "pool = ProcessPoolExecutor(2, initializer=readers._die_with_parent)\n"
-              "print('started', flush=True)\n"
-              "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
-              "print(' '.join(map(str, pids)), flush=True)\ntime.sleep(60)\n")
+    script = (
+        "from concurrent.futures import ProcessPoolExecutor\nimport os, time\nfrom bench.prepare import readers\n"
+        "pool = ProcessPoolExecutor(2, initializer=readers._die_with_parent)\n"
+        "print('started', flush=True)\n"
+        "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "print(' '.join(map(str, pids)), flush=True)\ntime.sleep(60)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     proc.stdout.readline()
     pids = [int(p) for p in proc.stdout.readline().split()]
@@ -379,7 +499,7 @@ def test_a_download_is_cached_only_once_its_checksum_matches(tmp_path):
 
 
 def test_what_a_killed_report_left_is_removed(ws, capsys):
-    from bench.report import report
+    from bench.report.stage import report
 
     (ws / ".report.424242.tmp").mkdir()
     p = config.load(PARAMS, [*DIGITS, "grid.variants=[plain]", "grid.depths=[8]", "grid.seeds=[0]"])
@@ -401,8 +521,19 @@ def test_a_wandb_run_that_cannot_start_costs_no_result(cli, ws, monkeypatch):
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "8")
     monkeypatch.setenv("WANDB_DIR", str(ws / "wb"))
     out = ws / "runs/online"
-    code, said, err = cli("train", *CELL, "--out", out, "--data", ws / "data", "--no-progress",
-                          "trainer.accelerator=cpu", *DIGITS, "train.max_steps=10", "wandb.mode=online")
+    code, said, err = cli(
+        "train",
+        *CELL,
+        "--out",
+        out,
+        "--data",
+        ws / "data",
+        "--no-progress",
+        "trainer.accelerator=cpu",
+        *DIGITS,
+        "train.max_steps=10",
+        "wandb.mode=online",
+    )
     assert code == 0, err
     assert "W&B run could not start" in err and "test error" in said
     assert (out / "metrics.json").exists()

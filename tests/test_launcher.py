@@ -1,5 +1,6 @@
 """`bench grid`'s launcher: cells forked from a forkserver that has done the imports, the same results as
 `bench train`, a failed cell's exit code and log, the time-left estimate."""
+
 import json
 import os
 import shutil
@@ -7,12 +8,13 @@ import subprocess
 import sys
 
 import pytest
-
-from bench import launcher
-from bench.launcher import estimate, in_process_argv, time_left
-from bench.record import Cell
-from bench.stages import stage_command
 from helpers import ROOT, run, set_params
+
+from bench.progress import estimate
+from bench.record import Cell
+from bench.scale import launcher
+from bench.scale.launcher import in_process_argv, time_left
+from bench.scale.stages import stage_command
 
 TIMING = ("wall_time_s", "images_per_s")  # how fast, not what: they differ between two runs of one cell
 
@@ -36,9 +38,11 @@ def test_the_stage_command_runs_in_process_only_when_it_is_bench():
 
 def test_a_cells_output_reaches_its_log_at_the_file_descriptor_level(tmp_path):
     log = tmp_path / "cell.log"
-    code = ("import os, subprocess, sys; from bench.launcher import redirect_output; "
-            f"redirect_output({str(log)!r}); print('from print'); sys.stderr.write('from stderr\\n'); "
-            "os.write(1, b'from fd 1\\n'); os.write(2, b'from fd 2\\n'); subprocess.run(['echo', 'from a subprocess'])")
+    code = (
+        "import os, subprocess, sys; from bench.scale.launcher import redirect_output; "
+        f"redirect_output({str(log)!r}); print('from print'); sys.stderr.write('from stderr\\n'); "
+        "os.write(1, b'from fd 1\\n'); os.write(2, b'from fd 2\\n'); subprocess.run(['echo', 'from a subprocess'])"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout == r.stderr == "", r.stderr
     text = log.read_text()
@@ -91,16 +95,24 @@ def test_a_failed_cell_fails_the_grid_and_names_its_log(cli, tmp_path, monkeypat
 def test_a_cell_forked_from_the_forkserver_is_a_bench_train(repo):
     """The same metrics, diagnostics and history as `bench train` of the cell in a process of its own, with
     the same threads; its output, stdout and stderr, in its log; W&B's offline run written and closed."""
-    set_params(repo, grid={"variants": ["plain_bn", "residual"], "depths": [8], "seeds": [1]},
-               train={"max_steps": 30}, wandb={"mode": "offline"},
-               trainer={"accelerator": "cpu", "deterministic": True}, toy={"depths": [1, 4], "seeds": 1})
+    set_params(
+        repo,
+        grid={"variants": ["plain_bn", "residual"], "depths": [8], "seeds": [1]},
+        train={"max_steps": 30},
+        wandb={"mode": "offline"},
+        trainer={"accelerator": "cpu", "deterministic": True},
+        toy={"depths": [1, 4], "seeds": 1},
+    )
     out = run("bench grid --jobs 2", repo).stdout
     assert "2 of 2 cells to train, 2 at a time" in out and "[2/2]" in out and "recorded 2 cells" in out
     threads = max(1, (os.cpu_count() or 1) // 2)  # what the launcher gives each of its 2 processes
     for cell in ("plain_bn-8-1", "residual-8-1"):
         variant, depth, seed = cell.split("-")
-        run(f"OMP_NUM_THREADS={threads} bench train --variant {variant} --depth {depth} --seed {seed} "
-            f"--data data/prepared --out direct/{cell} --no-progress", repo)
+        run(
+            f"OMP_NUM_THREADS={threads} bench train --variant {variant} --depth {depth} --seed {seed} "
+            f"--data data/prepared --out direct/{cell} --no-progress",
+            repo,
+        )
         forked, direct = repo / "runs" / cell, repo / "direct" / cell
         a, b = (json.loads((d / "metrics.json").read_text()) for d in (forked, direct))
         assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}

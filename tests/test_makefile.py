@@ -1,10 +1,10 @@
 """The Makefile's set-up and clean-up, as a user runs them: `make clean` keeps everything git tracks, and the
 torch build's index can be chosen."""
+
 import shutil
 import subprocess
 
 import pytest
-
 from helpers import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None, reason="needs make, git")
@@ -21,8 +21,13 @@ def test_make_clean_removes_what_is_generated_and_keeps_what_git_tracks(tmp_path
         shutil.copy(ROOT / name, clone / name)
     sh("git -c user.name=t -c user.email=t@t commit -qam 'this checkout'", clone)
     cell = next(p for p in (clone / "runs").iterdir() if (p / "metrics.json").exists())
-    generated = [cell / "last.ckpt", clone / "runs_lr" / "plain-20-lr0.1" / "metrics.json",
-                 clone / "logs" / "grid" / "x.log", clone / "dvc_plots" / "index.html", clone / ".venv" / "marker"]
+    generated = [
+        cell / "last.ckpt",
+        clone / "runs_lr" / "plain-20-lr0.1" / "metrics.json",
+        clone / "logs" / "grid" / "x.log",
+        clone / "dvc_plots" / "index.html",
+        clone / ".venv" / "marker",
+    ]
     for path in generated:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("generated")
@@ -44,8 +49,14 @@ def test_the_torch_index_can_be_chosen_and_the_default_is_pypi(tmp_path):
 
 
 def test_generated_folders_are_git_ignored_and_results_are_not():
-    ignored = ["dvc_plots/index.html", "slurm/grid.sbatch", "slurm/logs/x.out", "logs/grid/x.log",
-               "runs/plain-8-0/last.ckpt", "runs_lr/plain-20-lr0.1/metrics.json"]
+    ignored = [
+        "dvc_plots/index.html",
+        "slurm/grid.sbatch",
+        "slurm/logs/x.out",
+        "logs/grid/x.log",
+        "runs/plain-8-0/last.ckpt",
+        "runs_lr/plain-20-lr0.1/metrics.json",
+    ]
     kept = ["runs/plain-8-0/metrics.json", "runs_lr/summary.json", "report/report.md"]
     r = sh("git check-ignore --no-index " + " ".join(ignored + kept), ROOT)
     assert r.stdout.split() == ignored

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import SHORTCUTS, VARIANTS, BasicBlock, build_model
+from bench.models import BasicBlock, build_model
+from bench.record import SHORTCUTS, VARIANTS
 
 GRID_DEPTHS = [8, 14, 20, 32, 44, 56, 110]
 
@@ -45,12 +46,15 @@ def test_parameter_counts_match_he_et_al_table_6(depth, millions):
     assert n_params(build_model("plain_bn", depth, "projection")) == counts["plain_bn"]
 
 
-@pytest.mark.parametrize("kwargs,names", [
-    (dict(variant="resnet", depth=20), "plain, plain_bn, residual, residual_bn"),
-    (dict(variant="plain", depth=21), "8, 14, 20"),
-    (dict(variant="plain", depth=2), "8, 14, 20"),
-    (dict(variant="plain", depth=20, shortcut="option_c"), "projection, zero_pad"),
-])
+@pytest.mark.parametrize(
+    "kwargs,names",
+    [
+        (dict(variant="resnet", depth=20), "plain, plain_bn, residual, residual_bn"),
+        (dict(variant="plain", depth=21), "8, 14, 20"),
+        (dict(variant="plain", depth=2), "8, 14, 20"),
+        (dict(variant="plain", depth=20, shortcut="option_c"), "projection, zero_pad"),
+    ],
+)
 def test_bad_values_raise_listing_valid_ones(kwargs, names):
     with pytest.raises(ValueError, match=names):
         build_model(**kwargs)
@@ -124,9 +128,10 @@ def test_fixup_scales_the_first_conv_zeroes_the_last_and_keeps_the_stream_at_eve
     torch.manual_seed(0)
     reference = build_model("residual", 56, in_channels=1)
     ratio = (fixup.blocks[0].conv1.weight.std() / reference.blocks[0].conv1.weight.std()).item()
-    assert ratio == pytest.approx(27 ** -0.5, rel=1e-5)  # L^(-1/2), L = 27 residual branches
+    assert ratio == pytest.approx(27**-0.5, rel=1e-5)  # L^(-1/2), L = 27 residual branches
     x = torch.randn(64, 1, 8, 8)
-    from bench.diagnostics import forward_variance
+    from bench.diagnostics.signals import forward_variance
+
     stream = forward_variance(fixup, x)
     assert stream[8] == pytest.approx(stream[0]) and stream[26] == pytest.approx(stream[18])  # identity within a stage
     assert forward_variance(naive, x)[8] > 10 * forward_variance(naive, x)[0]  # He init: about doubles per block

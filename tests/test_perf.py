@@ -1,21 +1,41 @@
 """Speed without changing the math: the optimised step against the eager one, `bench perf`, bad speed params."""
+
 import json
 
 import lightning as L
 import pytest
 import torch
 
-from bench.data import load_prepared
 from bench.perf import through_bench
 from bench.record import Cell
-from bench.train import build
+from bench.train.data import load_prepared
+from bench.train.stage import build
+
 QUICK = ["trainer.accelerator=cpu", "wandb.mode=disabled"]
 
 
 @pytest.mark.integration
 def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(cli, digits_dir):
-    code, out, err = cli("perf", "--variant", "residual_bn", "--depth", "8", "--device", "cpu", "--batch", "32",
-                         "--steps", "6", "--warmup", "2", "--repeats", "2", "--data", digits_dir, *QUICK)
+    code, out, err = cli(
+        "perf",
+        "--variant",
+        "residual_bn",
+        "--depth",
+        "8",
+        "--device",
+        "cpu",
+        "--batch",
+        "32",
+        "--steps",
+        "6",
+        "--warmup",
+        "2",
+        "--repeats",
+        "2",
+        "--data",
+        digits_dir,
+        *QUICK,
+    )
     assert code == 0, err[-3000:]
     result = json.loads(out)
     for path in ("bench", "bare"):
@@ -37,9 +57,28 @@ def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(cl
 
 @pytest.mark.integration
 def test_bench_perf_profile_says_where_a_steps_time_goes(cli, digits_dir, tmp_path):
-    code, _, err = cli("perf", "--variant", "residual_bn", "--depth", "8", "--device", "cpu", "--batch", "32",
-                       "--steps", "2", "--warmup", "2", "--repeats", "1", "--data", digits_dir,
-                       "--profile", tmp_path / "profile", *QUICK)
+    code, _, err = cli(
+        "perf",
+        "--variant",
+        "residual_bn",
+        "--depth",
+        "8",
+        "--device",
+        "cpu",
+        "--batch",
+        "32",
+        "--steps",
+        "2",
+        "--warmup",
+        "2",
+        "--repeats",
+        "1",
+        "--data",
+        digits_dir,
+        "--profile",
+        tmp_path / "profile",
+        *QUICK,
+    )
     assert code == 0, err[-3000:]
     table = (tmp_path / "profile" / "fit-profile.txt").read_text()
     # Lightning's own hooks beside the operators, over the 10 profiled steps
@@ -54,8 +93,9 @@ def test_optimised_step_follows_the_eager_loss_trajectory(params, digits_dir):
     data = load_prepared(digits_dir, params().data)
     quick = ("train.max_steps=6", "train.batch_size=32")
     eager = through_bench(params(*quick), "residual_bn", 8, data, warmup=1)
-    fast = through_bench(params(*quick, "speed.compile=default", "speed.channels_last=true"), "residual_bn", 8, data,
-                         warmup=1)
+    fast = through_bench(
+        params(*quick, "speed.compile=default", "speed.channels_last=true"), "residual_bn", 8, data, warmup=1
+    )
     assert len(eager["losses"]) == len(fast["losses"]) == 6
     assert eager["steps"] == fast["steps"] == 5  # Throughput leaves the warm-up step out
     assert fast["losses"] == pytest.approx(eager["losses"], rel=1e-3, abs=1e-4)
@@ -83,20 +123,46 @@ def test_evaluation_does_not_depend_on_the_eval_batch_size(params, digits_dir):
     assert results[0]["test/loss"] == pytest.approx(results[1]["test/loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("speed.compile=fast", "speed.compile='fast' is not a torch.compile mode"),
-    ("speed.eval_batch_size=0", "speed.eval_batch_size=0 must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("speed.compile=fast", "speed.compile='fast' is not a torch.compile mode"),
+        ("speed.eval_batch_size=0", "speed.eval_batch_size=0 must be at least 1"),
+    ],
+)
 def test_bad_speed_params_fail_before_any_work(cli, tmp_path, digits_dir, override, message):
-    code, _, err = cli("train", "--variant", "plain", "--depth", "8", "--out", tmp_path / "cell", "--data", digits_dir,
-                       *QUICK, override)
+    code, _, err = cli(
+        "train",
+        "--variant",
+        "plain",
+        "--depth",
+        "8",
+        "--out",
+        tmp_path / "cell",
+        "--data",
+        digits_dir,
+        *QUICK,
+        override,
+    )
     assert code == 2 and message in err
     assert not (tmp_path / "cell").exists()
 
 
 def test_bench_perf_rejects_a_precision_its_bare_loop_cannot_match(cli, digits_dir):
-    code, _, err = cli("perf", "--variant", "plain", "--depth", "8", "--device", "cpu", "--precision", "bf16-true",
-                       "--data", digits_dir, *QUICK)
+    code, _, err = cli(
+        "perf",
+        "--variant",
+        "plain",
+        "--depth",
+        "8",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16-true",
+        "--data",
+        digits_dir,
+        *QUICK,
+    )
     assert code == 2 and "bench perf supports precision" in err
 
 
@@ -104,8 +170,11 @@ def test_bench_perf_rejects_a_precision_its_bare_loop_cannot_match(cli, digits_d
 def test_a_training_step_reads_nothing_back_from_the_gpu(params, digits_dir):
     """No host sync inside a step: torch raises on any synchronising call while the mode is "error"."""
     data = load_prepared(digits_dir, params().data)
-    module, dm = build(params("trainer.accelerator=gpu", "train.max_steps=3", "trainer.log_every_n_steps=1000"),
-                       Cell("residual_bn", 8, 0), data)
+    module, dm = build(
+        params("trainer.accelerator=gpu", "train.max_steps=3", "trainer.log_every_n_steps=1000"),
+        Cell("residual_bn", 8, 0),
+        data,
+    )
 
     class Strict(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -114,7 +183,15 @@ def test_a_training_step_reads_nothing_back_from_the_gpu(params, digits_dir):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             torch.cuda.set_sync_debug_mode("default")
 
-    trainer = L.Trainer(accelerator="gpu", devices=1, max_steps=3, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[Strict()])
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Strict()],
+    )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 3

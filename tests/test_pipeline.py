@@ -1,4 +1,5 @@
 """The ablation pipeline: dvc.yaml agrees with params.yaml, the real `dvc repro` end to end, the report."""
+
 import csv
 import dataclasses
 import json
@@ -8,10 +9,10 @@ import time
 
 import pytest
 import yaml
+from helpers import PARAMS, ROOT, run, set_params
 
 from bench import config
-from bench.report import aggregate, fmt_cell, report
-from helpers import PARAMS, ROOT, run, set_params
+from bench.report.stage import aggregate, fmt_cell, report
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 SMALL = {"lr_sweep": {"depth": 8, "lrs": [0.1], "max_steps": 10}, "toy": {"depths": [1, 4], "seeds": 1}}
@@ -33,6 +34,7 @@ def test_matrix_axes_come_from_params_and_declared_params_exist():
 
 def recording(params: config.Params, reads: set) -> config.Params:
     """A copy of `params` whose sections add each key read to `reads`, as "section.key"."""
+
     def wrap(name, section):
         cls = type(section)
 
@@ -43,6 +45,7 @@ def recording(params: config.Params, reads: set) -> config.Params:
                 return object.__getattribute__(self, key)
 
         return Recorded(**{f.name: object.__getattribute__(section, f.name) for f in dataclasses.fields(section)})
+
     return config.Params(**{f.name: wrap(f.name, getattr(params, f.name)) for f in dataclasses.fields(params)})
 
 
@@ -53,13 +56,18 @@ DISPLAY_ONLY = {"train": {"grid.variants", "grid.depths", "grid.seeds"}}
 def test_stages_declare_the_params_their_code_reads(cli, tmp_path, monkeypatch):
     """Run every stage's command from dvc.yaml on a tiny grid, with params that note each key read; each stage
     must declare exactly what its code reads (dvc repro reruns it when one changes, and only then)."""
-    from bench.stages import substitute
+    from bench.scale.stages import substitute
 
     (tmp_path / "params.yaml").write_text(PARAMS.read_text())
-    set_params(tmp_path, grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]},
-               train={"max_steps": 10, "milestones": [5]}, lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 5},
-               toy={"depths": [1, 2], "seeds": 1, "points": 16}, trainer={"accelerator": "cpu"},
-               wandb={"mode": "offline", "dir": str(tmp_path / "wb")})
+    set_params(
+        tmp_path,
+        grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]},
+        train={"max_steps": 10, "milestones": [5]},
+        lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 5},
+        toy={"depths": [1, 2], "seeds": 1, "points": 16},
+        trainer={"accelerator": "cpu"},
+        wandb={"mode": "offline", "dir": str(tmp_path / "wb")},
+    )
     monkeypatch.chdir(tmp_path)
     reads: set = set()
     load = config.load
@@ -70,25 +78,22 @@ def test_stages_declare_the_params_their_code_reads(cli, tmp_path, monkeypatch):
         code, _, err = cli(*shlex.split(substitute(stage["cmd"], "residual_bn", 8, 0))[1:])
         assert code == 0, f"{name}: {err[-2000:]}"
         declared = stage["params"]
-        covered = lambda key: any(key == d or key.startswith(d + ".") for d in declared)  # noqa: E731
+        covered = lambda key: any(key == d or key.startswith(d + ".") for d in declared)
         undeclared = sorted(k for k in reads - DISPLAY_ONLY.get(name, set()) if not covered(k))
         unread = sorted(d for d in declared if not any(k == d or k.startswith(d + ".") for k in reads))
         assert not undeclared, f"stage {name} reads {undeclared} but does not declare them in dvc.yaml"
         assert not unread, f"stage {name} declares {unread} but its code reads none of it"
 
 
-def test_the_run_key_hashes_the_train_stage_s_code_and_params():
-    stages = DVC["stages"]
-    # the checkpoint's run key hashes the train stage's code deps (not speed.py, as it leaves out speed)
-    from bench.resume import RUN_CODE, RUN_SECTIONS
-    code = {d.removeprefix("bench/").removesuffix(".py") for d in stages["train"]["deps"] if d.startswith("bench/")}
-    assert set(RUN_CODE) == code - {"speed"} and set(RUN_SECTIONS) == set(stages["train"]["params"]) - {"speed", "wandb"}
-
-
 @pytest.mark.integration
 def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
-    set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
-               train={"max_steps": 20, "milestones": [15]}, wandb={"mode": "offline"}, **SMALL)
+    set_params(
+        repo,
+        grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
+        train={"max_steps": 20, "milestones": [15]},
+        wandb={"mode": "offline"},
+        **SMALL,
+    )
     r = run("dvc repro", repo)
     assert "cell 1/4 plain-8-0" in r.stdout and "cell 4/4 residual_bn-8-1" in r.stdout
     # the training bar, without a validation bar per epoch or Lightning's warning about our own cell folder
@@ -98,10 +103,21 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
         m = json.loads((repo / "runs" / cell / "metrics.json").read_text())
         assert m["steps"] == 20 and 0 <= m["test/error"] <= 1
         assert (repo / "runs" / cell / "last.ckpt").exists() and (repo / "runs" / cell / "history.csv").exists()
-    for f in ("report.md", "metrics.json", "error_vs_depth.csv", "figures/convergence.png",
-              "figures/error_vs_depth.png", "figures/gap_vs_depth.png", "figures/shattering_vs_depth.png",
-              "figures/grad_rms_per_block.png", "figures/relative_grad_per_block.png", "figures/response_std.png", "figures/lesion.png",
-              "figures/lr_sweep.png", "toy/toy_shattering.png"):
+    for f in (
+        "report.md",
+        "metrics.json",
+        "error_vs_depth.csv",
+        "figures/convergence.png",
+        "figures/error_vs_depth.png",
+        "figures/gap_vs_depth.png",
+        "figures/shattering_vs_depth.png",
+        "figures/grad_rms_per_block.png",
+        "figures/relative_grad_per_block.png",
+        "figures/response_std.png",
+        "figures/lesion.png",
+        "figures/lr_sweep.png",
+        "toy/toy_shattering.png",
+    ):
         assert (repo / "report" / f).stat().st_size > 0, f
     assert "(n=2)" in (repo / "report/report.md").read_text()
     wandb_runs = sorted((repo / "wandb").glob("offline-run-*"))  # offline by default: 4 cells + the report run
@@ -114,30 +130,52 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
 
     set_params(repo, grid={"seeds": [0, 1, 2]})  # one more seed: only its cells and the report run
     more = run("dvc repro", repo).stdout
-    assert set(re.findall(r"Running stage '([^']+)'", more)) == {"train@plain-8-2", "train@residual_bn-8-2",
-                                                                  "report"}
+    assert set(re.findall(r"Running stage '([^']+)'", more)) == {"train@plain-8-2", "train@residual_bn-8-2", "report"}
     set_params(repo, toy={"seeds": 2})  # a toy param: only the toy stage and the report
     assert set(re.findall(r"Running stage '([^']+)'", run("dvc repro", repo).stdout)) == {"toy", "report"}
 
 
 @pytest.mark.integration
 def test_dvc_exp_run_with_a_param_override(repo):
-    set_params(repo, grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]}, train={"max_steps": 10},
-               wandb={"mode": "disabled"}, **SMALL)
+    set_params(
+        repo,
+        grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]},
+        train={"max_steps": 10},
+        wandb={"mode": "disabled"},
+        **SMALL,
+    )
     run("git add -A && git commit -qm init", repo)
     run("dvc exp run -S train.lr=0.02", repo)
     shown = json.loads(run("dvc exp show --json", repo).stdout)
     text = json.dumps(shown)
     assert '"lr": 0.02' in text and "test/error" in text
     status = run("git status --porcelain --untracked-files=all", repo).stdout.split("\n")
-    assert not [s for s in status if s.strip() and "dvc.lock" not in s and "params.yaml" not in s
-                and "runs/" not in s and "runs_lr/summary.json" not in s and "report/" not in s and "data/" not in s and ".gitignore" not in s], status
+    assert not [
+        s
+        for s in status
+        if s.strip()
+        and "dvc.lock" not in s
+        and "params.yaml" not in s
+        and "runs/" not in s
+        and "runs_lr/summary.json" not in s
+        and "report/" not in s
+        and "data/" not in s
+        and ".gitignore" not in s
+    ], status
 
 
 def cell(variant, depth, seed, test, train=0.1, diverged=False):
-    return {"variant": variant, "depth": depth, "seed": seed, "test/error": None if diverged else test,
-            "train/error": None if diverged else train, "diverged": diverged, "diverged_step": 7 if diverged else None,
-            "gap": None if diverged else test - train, "dataset": "cifar10"}
+    return {
+        "variant": variant,
+        "depth": depth,
+        "seed": seed,
+        "test/error": None if diverged else test,
+        "train/error": None if diverged else train,
+        "diverged": diverged,
+        "diverged_step": 7 if diverged else None,
+        "gap": None if diverged else test - train,
+        "dataset": "cifar10",
+    }
 
 
 def test_aggregation_mean_std_and_diverged_cells():
@@ -159,8 +197,9 @@ def write_cell(runs, m, steps=(10, 20)):
     (d / "metrics.json").write_text(json.dumps(m))
     with open(d / "history.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["epoch", "step", "lr", "train/loss", "train/error", "val/loss", "val/error", "test/loss",
-                    "test/error"])
+        w.writerow(
+            ["epoch", "step", "lr", "train/loss", "train/error", "val/loss", "val/error", "test/loss", "test/error"]
+        )
         for i, s in enumerate(steps):
             w.writerow([i, s, 0.1, 1, 0.5, 1, 0.5, "nan" if m["diverged"] else 1, 0.6])
 
@@ -177,7 +216,9 @@ def test_report_from_hand_made_cells(tmp_path):
     assert "| 56 | diverged (2/2) | 10.50 ± 0.71 (n=2) | 6.97 (single run) | 6.61 |" in md  # He et al., akamaster
     assert summary["diverged"] == 2 and summary["test/error/residual_bn-20"] == pytest.approx(0.105)
     rows = list(csv.DictReader(open(tmp_path / "report/error_vs_depth.csv")))
-    assert rows[1]["depth"] == "56" and rows[1]["plain"] == "NaN" and float(rows[1]["residual_bn"]) == pytest.approx(10.5)
+    assert (
+        rows[1]["depth"] == "56" and rows[1]["plain"] == "NaN" and float(rows[1]["residual_bn"]) == pytest.approx(10.5)
+    )
 
 
 def test_report_names_a_missing_cell(tmp_path):
@@ -188,7 +229,7 @@ def test_report_names_a_missing_cell(tmp_path):
 
 
 def test_the_progress_line_estimates_from_finished_cells_only(tmp_path):
-    from bench.grid import progress_line
+    from bench.progress import progress_line
     from bench.record import Cell
 
     p = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[8]", "grid.seeds=[0, 1]"])
@@ -204,9 +245,14 @@ def test_the_progress_line_estimates_from_finished_cells_only(tmp_path):
 
 @pytest.mark.integration
 def test_dvc_s_own_queue_runs_two_experiments_and_loses_nothing(repo):
-    set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0]},
-               train={"max_steps": 10, "milestones": [5]}, wandb={"mode": "offline"}, trainer={"accelerator": "cpu"},
-               **SMALL)
+    set_params(
+        repo,
+        grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0]},
+        train={"max_steps": 10, "milestones": [5]},
+        wandb={"mode": "offline"},
+        trainer={"accelerator": "cpu"},
+        **SMALL,
+    )
     run("git add -A && git commit -qm init", repo)
     for lr in ("0.02", "0.03"):
         run(f"dvc exp run --queue -S train.lr={lr} -n lr{lr.replace('.', '')}", repo)

@@ -1,4 +1,5 @@
 """`bench prepare` on small archives in the official CIFAR layout and on generated ImageFolder trees."""
+
 import json
 import shutil
 import tarfile
@@ -6,11 +7,13 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-
 from archives import random_cifar, write_imagefolder
-from bench import config, prepare, readers
-from bench.data import load_prepared
 from helpers import PARAMS
+
+from bench import config
+from bench.prepare import readers
+from bench.prepare import stage as prepare
+from bench.train.data import load_prepared
 
 
 def data_cfg(*overrides):
@@ -39,6 +42,7 @@ def test_cifar10_archive_prepares_with_its_checksum(tmp_path, cifar):
     # the images are the archive's own rows, in order
     with tarfile.open(path) as tar:
         import pickle
+
         test = pickle.loads(tar.extractfile("cifar-10-batches-py/test_batch").read(), encoding="bytes")
     assert torch.equal(d.test.x, torch.from_numpy(test[b"data"].reshape(-1, 3, 32, 32)))
     x = np.concatenate([d.train.x.numpy()]).astype(np.float64) / 255
@@ -48,8 +52,9 @@ def test_cifar10_archive_prepares_with_its_checksum(tmp_path, cifar):
 def test_cifar100_archive(tmp_path):
     path = tmp_path / "cifar-100-python.tar.gz"
     md5 = random_cifar(path, "cifar100", n_train=120, n_test=30)
-    meta = prepare.prepare(data_cfg("data.name=cifar100", f"data.source={path}", f"data.md5={md5}",
-                                     "data.val_size=10"), tmp_path / "p")
+    meta = prepare.prepare(
+        data_cfg("data.name=cifar100", f"data.source={path}", f"data.md5={md5}", "data.val_size=10"), tmp_path / "p"
+    )
     assert len(meta["classes"]) == 100 and meta["counts"]["test"] == 30
 
 
@@ -86,13 +91,16 @@ def corrupt(path):
     return readers.file_md5(path)
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda p: "0" * 32, "checksum mismatch for .*cifar-10-python.tar.gz: expected md5 0{32}, got [0-9a-f]{32}"),
-    (truncate, "not a readable CIFAR archive"),
-    (corrupt, "not a readable CIFAR archive"),
-    (lambda p: random_cifar(p, skip=("data_batch_3",)), "missing cifar-10-batches-py/data_batch_3"),
-    (lambda p: random_cifar(p, skip=("batches.meta",)), "missing cifar-10-batches-py/batches.meta"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda p: "0" * 32, "checksum mismatch for .*cifar-10-python.tar.gz: expected md5 0{32}, got [0-9a-f]{32}"),
+        (truncate, "not a readable CIFAR archive"),
+        (corrupt, "not a readable CIFAR archive"),
+        (lambda p: random_cifar(p, skip=("data_batch_3",)), "missing cifar-10-batches-py/data_batch_3"),
+        (lambda p: random_cifar(p, skip=("batches.meta",)), "missing cifar-10-batches-py/batches.meta"),
+    ],
+)
 def test_bad_cifar_archives_fail_cleanly_and_keep_previous_outputs(cifar, previous, damage, message):
     path, _ = cifar
     md5 = damage(path)
@@ -105,8 +113,7 @@ def test_bad_cifar_archives_fail_cleanly_and_keep_previous_outputs(cifar, previo
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_imagefolder_prepares_from_a_folder_and_its_archive(tmp_path, fmt):
     root = write_imagefolder(tmp_path / "images", fmt=fmt)
-    meta = prepare.prepare(data_cfg("data.name=imagefolder", f"data.source={root}", "data.val_size=3"),
-                            tmp_path / "p")
+    meta = prepare.prepare(data_cfg("data.name=imagefolder", f"data.source={root}", "data.val_size=3"), tmp_path / "p")
     assert meta["classes"] == ["cat", "dog", "frog"] and meta["shape"] == [3, 12, 12]
     assert meta["counts"] == {"train": 15, "val": 3, "test": 9}
     d = load_prepared(tmp_path / "p", data_cfg("data.name=imagefolder", f"data.source={root}", "data.val_size=3"))
@@ -116,14 +123,17 @@ def test_imagefolder_prepares_from_a_folder_and_its_archive(tmp_path, fmt):
     archive = tmp_path / "images.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(root, arcname=".")
-    again = prepare.prepare(data_cfg("data.name=imagefolder", f"data.source={archive}", f"data.md5={meta['md5']}",
-                                      "data.val_size=3"), tmp_path / "q")
+    again = prepare.prepare(
+        data_cfg("data.name=imagefolder", f"data.source={archive}", f"data.md5={meta['md5']}", "data.val_size=3"),
+        tmp_path / "q",
+    )
     assert again["md5"] == meta["md5"]  # the checksum is of the content, archived or not
     assert np.array_equal(np.load(tmp_path / "p/images.npz")["train_x"], np.load(tmp_path / "q/images.npz")["train_x"])
 
 
 def mixed_sizes(root):
     from PIL import Image
+
     Image.new("RGB", (10, 12)).save(root / "train/dog/odd.png")
 
 
@@ -139,13 +149,16 @@ def drop_test_class(root):
     shutil.rmtree(root / "test/frog")
 
 
-@pytest.mark.parametrize("damage,message", [
-    (mixed_sizes, "images differ in size.*odd.png"),
-    (unreadable, "unreadable image train/cat/broken.png"),
-    (empty_class, "class folder .*train/zebra holds no images"),
-    (drop_test_class, r"test classes \['cat', 'dog'\] differ from train classes"),
-    (lambda root: None, "checksum mismatch.*expected content md5 f{32}"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (mixed_sizes, "images differ in size.*odd.png"),
+        (unreadable, "unreadable image train/cat/broken.png"),
+        (empty_class, "class folder .*train/zebra holds no images"),
+        (drop_test_class, r"test classes \['cat', 'dog'\] differ from train classes"),
+        (lambda root: None, "checksum mismatch.*expected content md5 f{32}"),
+    ],
+)
 def test_bad_imagefolders_fail_cleanly_and_keep_previous_outputs(tmp_path, previous, damage, message):
     root = write_imagefolder(tmp_path / "images")
     damage(root)
@@ -156,13 +169,21 @@ def test_bad_imagefolders_fail_cleanly_and_keep_previous_outputs(tmp_path, previ
     assert_untouched(previous)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["data.name=imagenet"], "unknown dataset 'imagenet'; valid datasets: digits, cifar10, cifar100, imagefolder"),
-    (["data.name=cifar10", "data.source=/no/such/cifar.tar.gz"], "data.source /no/such/cifar.tar.gz does not exist"),
-    (["data.name=imagefolder"], "data.source is required"),
-    (["data.name=digits", "data.source=null", "data.val_size=5000"],
-     f"data.val_size=5000 must be between 0 and the {1797 - readers.DIGITS_TEST}"),  # 1,797 digits in all
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["data.name=imagenet"], "unknown dataset 'imagenet'; valid datasets: digits, cifar10, cifar100, imagefolder"),
+        (
+            ["data.name=cifar10", "data.source=/no/such/cifar.tar.gz"],
+            "data.source /no/such/cifar.tar.gz does not exist",
+        ),
+        (["data.name=imagefolder"], "data.source is required"),
+        (
+            ["data.name=digits", "data.source=null", "data.val_size=5000"],
+            f"data.val_size=5000 must be between 0 and the {1797 - readers.DIGITS_TEST}",
+        ),  # 1,797 digits in all
+    ],
+)
 def test_bad_names_and_sources(tmp_path, previous, overrides, message):
     with pytest.raises(ValueError, match=message):
         prepare.prepare(data_cfg(*overrides), previous[0])
@@ -172,6 +193,7 @@ def test_bad_names_and_sources(tmp_path, previous, overrides, message):
 def test_interrupted_prepare_keeps_previous_outputs(previous, monkeypatch):
     def killed(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(np, "savez", killed)
     with pytest.raises(KeyboardInterrupt):
         prepare.prepare(data_cfg(), previous[0])
@@ -195,8 +217,9 @@ def test_stale_prepared_data_is_refused(digits_dir):
 
 def test_cli_prepare_wrong_md5_exits_2_and_writes_nothing(cli, tmp_path, cifar):
     path, _ = cifar
-    code, _, err = cli("prepare", "--out", tmp_path / "out", "data.name=cifar10", f"data.source={path}",
-                       "data.md5=" + "a" * 32)
+    code, _, err = cli(
+        "prepare", "--out", tmp_path / "out", "data.name=cifar10", f"data.source={path}", "data.md5=" + "a" * 32
+    )
     assert code == 2 and "checksum mismatch" in err and "a" * 32 in err
     assert not (tmp_path / "out").exists()
 

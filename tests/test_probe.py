@@ -1,13 +1,14 @@
 """The probe and what is measured on it: class-stratified images, the backward signal per block, shattering
 between distinct inputs, every 3x3 layer's response, lesions beside the intact error."""
+
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from bench import diagnostics as D
-from bench import probe, shattering
+from bench.diagnostics import probe, shattering
+from bench.diagnostics import signals as D
 from bench.models import build_model
 
 
@@ -24,6 +25,7 @@ class Linear(nn.Module):
 
 # --- the probe ---
 
+
 def test_probe_is_stratified_by_class_alternates_classes_and_depends_on_the_seed_only():
     labels = torch.arange(10).repeat_interleave(36)  # sorted by class, as an ImageFolder test split is
     picked = probe.indices(labels, 256, seed=0)
@@ -38,6 +40,7 @@ def test_probe_is_stratified_by_class_alternates_classes_and_depends_on_the_seed
 
 
 # --- the backward signal ---
+
 
 def test_ratio_is_nan_never_inf_for_a_zero_or_non_finite_denominator():
     assert D.ratio(2.0, 4.0) == 0.5
@@ -60,7 +63,7 @@ def test_backward_signal_is_the_rms_per_element_of_the_activation_gradient():
     assert out["activation_rms"] == pytest.approx(expected, rel=1e-5)
     assert out["ratio"] == pytest.approx(expected[0] / expected[-1], rel=1e-5) and not out["saturated"]
     w = list(model.blocks[0].parameters())
-    assert 0 < out["relative_weight"][0] and len(out["relative_weight"]) == len(model.blocks) == 6
+    assert out["relative_weight"][0] > 0 and len(out["relative_weight"]) == len(model.blocks) == 6
     assert all(p.grad is None for p in w)
 
 
@@ -78,6 +81,7 @@ def test_a_loss_saturated_at_zero_gives_nan_and_the_saturated_flag_not_inf():
 
 
 # --- shattering ---
+
 
 def test_a_linear_net_has_gradient_correlation_exactly_one_between_distinct_inputs():
     torch.manual_seed(0)
@@ -106,18 +110,22 @@ def test_plain_nets_gradients_decorrelate_with_depth_more_than_residual_nets_at_
         for depth in (8, 56):
             torch.manual_seed(1)
             model = D.calibrate_bn(build_model(variant, depth, in_channels=1), x)
-            score[variant, depth] = shattering.shattering(model, x, y, pairs=4, points=16)["correlation"]
-    assert score["plain_bn", 56] < score["plain_bn", 8]
-    assert score["plain_bn", 56] < score["residual_bn", 56]
+            score[variant, depth] = shattering.shattering(model, x, y, pairs=4, points=64)["lag1"]
+    # 64 points per path: with 16, neighbouring points are too far apart for the residual net's gradients to
+    # stay correlated at depth 56, and the two nets' values differ by less than their spread over pairs
+    assert score["plain_bn", 56] < score["plain_bn", 8] - 0.5
+    assert score["plain_bn", 56] < score["residual_bn", 56] - 0.2
 
 
 # --- responses and lesions ---
 
+
 def test_response_std_is_read_at_every_3x3_layer_stem_included():
     model = build_model("plain_bn", 20, in_channels=1)
     layers = D.layers_3x3(model)
-    assert len(layers) == 1 + 2 * 9 == sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
-                                          for m in model.modules())
+    assert (
+        len(layers) == 1 + 2 * 9 == sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in model.modules())
+    )
     assert len(D.response_stds(model.eval(), torch.randn(8, 1, 8, 8))) == 19
 
 

@@ -1,12 +1,14 @@
 """Checks on a real CIFAR-10 copy (an ImageFolder tar.gz of the 60,000 JPEGs) named by $BENCH_CIFAR10_JPEG;
 skipped where there is none."""
+
 import os
 from pathlib import Path
 
 import pytest
-
-from bench import config, prepare
 from helpers import PARAMS, benchmark_tool
+
+from bench import config
+from bench.prepare import stage as prepare
 
 JPEG = Path(os.environ.get("BENCH_CIFAR10_JPEG", "/nonexistent"))
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not JPEG.is_file(), reason="$BENCH_CIFAR10_JPEG names no file")]
@@ -20,8 +22,9 @@ def test_cifar10_jpeg_imagefolder_and_its_official_layout_archive(tmp_path):
 
     archive = tmp_path / "cifar-10-python.tar.gz"  # the official layout, by the tool that builds it
     md5 = benchmark_tool("cifar10_official").convert(JPEG, archive)
-    cifar = config.load(PARAMS, ["data.name=cifar10", f"data.source={archive}", f"data.md5={md5}",
-                                 "data.val_size=5000"]).data
+    cifar = config.load(
+        PARAMS, ["data.name=cifar10", f"data.source={archive}", f"data.md5={md5}", "data.val_size=5000"]
+    ).data
     official = prepare.prepare(cifar, tmp_path / "cifar")
     assert official["counts"] == meta["counts"] and official["md5"] == md5
     assert official["mean"] == pytest.approx(meta["mean"]) and official["val_indices"] == meta["val_indices"]

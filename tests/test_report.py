@@ -1,25 +1,35 @@
 """The report's statistics and honesty: Wilson intervals, the noise band, diverged cells as NaN, cells at chance,
 and He et al. 2016 compared like for like. Hand-made cells with every key bench.record writes."""
+
 import csv
 import json
 
 import pytest
+from helpers import PARAMS
 
 from bench import config
-from bench.report import aggregate, fmt_cell, report
-from bench.report_noise import at_chance
-from bench.stats import difference_noise, wilson, within_noise
-from helpers import PARAMS
+from bench.report.noise import at_chance
+from bench.report.stage import aggregate, fmt_cell, report
+from bench.report.stats import difference_noise, wilson, within_noise
 
 CIFAR_TEST = 10_000
 
 
 def metrics(variant, depth, seed, test, train=0.01, diverged=False, dataset="cifar10", test_images=CIFAR_TEST):
     """A cell's metrics.json as bench.record.metrics writes it (the keys the report reads)."""
-    return {"variant": variant, "depth": depth, "seed": seed, "dataset": dataset, "num_classes": 10,
-            "train_images": 50_000, "test_images": test_images, "test/error": None if diverged else test,
-            "train/error": None if diverged else train, "diverged": diverged,
-            "diverged_step": 300 if diverged else None}
+    return {
+        "variant": variant,
+        "depth": depth,
+        "seed": seed,
+        "dataset": dataset,
+        "num_classes": 10,
+        "train_images": 50_000,
+        "test_images": test_images,
+        "test/error": None if diverged else test,
+        "train/error": None if diverged else train,
+        "diverged": diverged,
+        "diverged_step": 300 if diverged else None,
+    }
 
 
 def write_cell(runs, m, steps=(100, 200, 300, 400)):
@@ -34,14 +44,20 @@ def write_cell(runs, m, steps=(100, 200, 300, 400)):
             bad = m["diverged"] and s >= m["diverged_step"]
             train = 0.9 + end * ((m["train/error"] or 0.9) - 0.9)
             test = 0.9 + end * ((m["test/error"] or 0.9) - 0.9)
-            w.writerow([i, s, 0.1, "nan" if bad else 1, "nan" if bad else train, "nan" if bad else 1,
-                        "nan" if bad else test])
+            w.writerow(
+                [i, s, 0.1, "nan" if bad else 1, "nan" if bad else train, "nan" if bad else 1, "nan" if bad else test]
+            )
 
 
 # plain: 20 trains, 56 is at chance with one seed diverged, 110 diverges; residual_bn near He et al.
-GRID = {("plain", 20): [0.090, 0.094, 0.092], ("plain", 56): [0.899, 0.900, None], ("plain", 110): [None] * 3,
-        ("residual_bn", 20): [0.084, 0.086, 0.088], ("residual_bn", 56): [0.069, 0.071, 0.070],
-        ("residual_bn", 110): [0.0695, 0.0700, 0.0705]}
+GRID = {
+    ("plain", 20): [0.090, 0.094, 0.092],
+    ("plain", 56): [0.899, 0.900, None],
+    ("plain", 110): [None] * 3,
+    ("residual_bn", 20): [0.084, 0.086, 0.088],
+    ("residual_bn", 56): [0.069, 0.071, 0.070],
+    ("residual_bn", 110): [0.0695, 0.0700, 0.0705],
+}
 
 
 def write_grid(runs, dataset="cifar10"):
@@ -52,8 +68,9 @@ def write_grid(runs, dataset="cifar10"):
 
 
 def make_report(tmp_path, *overrides, dataset="cifar10"):
-    params = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56, 110]",
-                                  "grid.seeds=[0, 1, 2]", *overrides])
+    params = config.load(
+        PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56, 110]", "grid.seeds=[0, 1, 2]", *overrides]
+    )
     write_grid(tmp_path / "runs", dataset)
     summary = report(params, tmp_path / "runs", tmp_path / "report")
     return summary, (tmp_path / "report/report.md").read_text()
@@ -158,7 +175,7 @@ def test_another_dataset_gets_the_reference_as_context(tmp_path):
 
 
 def test_figures_label_every_axis_use_log2_depth_and_ring_cells_at_chance(tmp_path, monkeypatch):
-    from bench import report_figures
+    from bench.report import figures as report_figures
 
     figures = {}
     monkeypatch.setattr(report_figures, "save", lambda fig, path: figures.__setitem__(path.name, fig))
@@ -179,9 +196,12 @@ def test_figures_label_every_axis_use_log2_depth_and_ring_cells_at_chance(tmp_pa
 
 
 def test_diagnostics_table_entries_say_why_a_value_is_missing_and_bn_note_when_scales_stayed_near_one():
-    from bench.report_pathologies import _entry, bn_note
+    from bench.report.pathologies import _entry, bn_note
 
-    ms = [{"init/grad_ratio": None, "init/grad_saturated": True}, {"init/grad_ratio": 2.0, "init/grad_saturated": False}]
+    ms = [
+        {"init/grad_ratio": None, "init/grad_saturated": True},
+        {"init/grad_ratio": 2.0, "init/grad_saturated": False},
+    ]
     assert _entry(ms, "init/grad_ratio", False) == "2 (1/2 saturated)"
     chance = [{"end/lesion_at_chance": True, "end/lesion_mean_increase": 0.0}] * 2
     assert _entry(chance, "end/lesion_mean_increase", True) == "at chance: untrained"  # not "0.0": not robust

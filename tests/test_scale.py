@@ -1,4 +1,5 @@
 """Scale-out on CPU: resume after kill -9, DDP (gloo) against one process, the test set counted once."""
+
 import json
 import signal
 import subprocess
@@ -7,11 +8,11 @@ import time
 
 import pytest
 import torch
+from helpers import PARAMS, QUICK, ROOT, bench_argv
 
 from bench import config
 from bench.record import Cell
-from bench.resume import checkpoint_to_resume, run_key
-from helpers import PARAMS, QUICK, ROOT, bench_argv
+from bench.train.resume import checkpoint_to_resume, run_key
 
 
 def bench_train(out, data, *overrides, variant="residual_bn", depth=20):
@@ -81,15 +82,16 @@ def test_a_checkpoint_of_other_params_is_not_resumed(tmp_path):
 def test_the_run_key_follows_the_code_that_trains_the_cell(tmp_path):
     import shutil
 
-    from bench.resume import code_hash
+    from bench.code import code_hash
+    from bench.train.resume import TRAIN_ENTRY
 
     shutil.copytree(ROOT / "bench", tmp_path / "bench")
-    assert code_hash(tmp_path / "bench") == code_hash()
-    (tmp_path / "bench/report.py").write_text("# the report does not train\n")
-    assert code_hash(tmp_path / "bench") == code_hash()
+    assert code_hash(TRAIN_ENTRY, tmp_path) == code_hash(TRAIN_ENTRY)
+    (tmp_path / "bench/report/stage.py").write_text("# the report does not train\n")
+    assert code_hash(TRAIN_ENTRY, tmp_path) == code_hash(TRAIN_ENTRY)
     with open(tmp_path / "bench/models.py", "a") as f:
         f.write("# a changed model: dvc repro reruns the cell, and its old checkpoint must not be resumed\n")
-    assert code_hash(tmp_path / "bench") != code_hash()
+    assert code_hash(TRAIN_ENTRY, tmp_path) != code_hash(TRAIN_ENTRY)
 
 
 @pytest.mark.integration
@@ -99,8 +101,9 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     args = ["train.max_steps=20", "train.augment=false", "trainer.deterministic=true"]
     one = bench_train(tmp_path / "one", digits_dir, *args, variant="residual", depth=8)
     finish(one)
-    two = bench_train(tmp_path / "two", digits_dir, *args, "trainer.devices=2", "trainer.strategy=ddp",
-                      variant="residual", depth=8)
+    two = bench_train(
+        tmp_path / "two", digits_dir, *args, "trainer.devices=2", "trainer.strategy=ddp", variant="residual", depth=8
+    )
     finish(two)
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert a["test/loss"] == pytest.approx(b["test/loss"], rel=1e-3)
@@ -109,8 +112,21 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
 
 
 def test_a_global_batch_that_does_not_divide_fails_before_training(cli, tmp_path, digits_dir):
-    code, _, err = cli("train", "--variant", "plain", "--depth", "8", "--out", tmp_path / "out", "--data", digits_dir,
-                       *QUICK, "train.batch_size=127", "trainer.devices=2", "trainer.strategy=ddp")
+    code, _, err = cli(
+        "train",
+        "--variant",
+        "plain",
+        "--depth",
+        "8",
+        "--out",
+        tmp_path / "out",
+        "--data",
+        digits_dir,
+        *QUICK,
+        "train.batch_size=127",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+    )
     assert code == 2 and "train.batch_size=127 does not divide across 2 processes" in err
     assert not (tmp_path / "out").exists()  # refused before the cell's folder was touched
 
@@ -119,9 +135,15 @@ def test_a_global_batch_that_does_not_divide_fails_before_training(cli, tmp_path
 def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(repo):
     from helpers import run, set_params
 
-    set_params(repo, grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
-               train={"max_steps": 20}, wandb={"mode": "disabled"}, trainer={"accelerator": "cpu"},
-               lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 10}, toy={"depths": [1, 4], "seeds": 1})
+    set_params(
+        repo,
+        grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
+        train={"max_steps": 20},
+        wandb={"mode": "disabled"},
+        trainer={"accelerator": "cpu"},
+        lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 10},
+        toy={"depths": [1, 4], "seeds": 1},
+    )
     out = run("bench grid --workers-per-gpu 2", repo).stdout
     assert "4 of 4 cells to train, 2 at a time" in out and "[4/4]" in out and "recorded 4 cells" in out
     for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
@@ -135,18 +157,29 @@ def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(rep
 
 
 def test_grid_launcher_runs_the_command_dvc_yaml_declares(tmp_path):
-    from bench.stages import stage_command
+    from bench.scale.stages import stage_command
 
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text((ROOT / "dvc.yaml").read_text().replace("--data data/prepared", "--data elsewhere"))
     cmd = stage_command(Cell("plain_bn", 20, 1), dvc_yaml)
-    assert cmd[-11:] == ["train", "--variant", "plain_bn", "--depth", "20", "--seed", "1", "--data", "elsewhere",
-                         "--out", "runs/plain_bn-20-1"]
+    assert cmd[-11:] == [
+        "train",
+        "--variant",
+        "plain_bn",
+        "--depth",
+        "20",
+        "--seed",
+        "1",
+        "--data",
+        "elsewhere",
+        "--out",
+        "runs/plain_bn-20-1",
+    ]
     assert cmd[0].endswith("bench") or cmd[-12:-11] == ["bench"]  # the venv's script, or python -m bench
 
 
 def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
-    from bench import launcher
+    from bench.scale import launcher
 
     calls = []
     together = threading.Barrier(4, timeout=60)  # passes only once 4 cells run at the same time
@@ -165,17 +198,29 @@ def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
 
 
 def test_slurm_scripts_render_for_the_grid(tmp_path):
-    from bench.slurm import write
+    from bench.scale.slurm import write
 
-    p = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56]", "grid.seeds=[0, 1, 2]",
-                             "trainer.devices=4", "trainer.num_nodes=2"])
+    p = config.load(
+        PARAMS,
+        [
+            "grid.variants=[plain, residual_bn]",
+            "grid.depths=[20, 56]",
+            "grid.seeds=[0, 1, 2]",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+        ],
+    )
     dvc_yaml = tmp_path / "dvc.yaml"  # the cells run what dvc.yaml's train stage declares
     dvc_yaml.write_text((ROOT / "dvc.yaml").read_text().replace("--data data/prepared", "--data elsewhere"))
     scripts = tmp_path / "slurm"
-    paths = {x.name: x for x in write(p, scripts, "/scratch/bench", partition="gpu", time="12:00:00", dvc_yaml=dvc_yaml)}
+    paths = {
+        x.name: x for x in write(p, scripts, "/scratch/bench", partition="gpu", time="12:00:00", dvc_yaml=dvc_yaml)
+    }
     array = paths["grid.sbatch"].read_text()
-    assert ('srun bench train --variant "${VARIANTS[$i]}" --depth "${DEPTHS[$i]}" --seed "${SEEDS[$i]}" '
-            '--data elsewhere --out runs/"${VARIANTS[$i]}"-"${DEPTHS[$i]}"-"${SEEDS[$i]}" --no-progress') in array
+    assert (
+        'srun bench train --variant "${VARIANTS[$i]}" --depth "${DEPTHS[$i]}" --seed "${SEEDS[$i]}" '
+        '--data elsewhere --out runs/"${VARIANTS[$i]}"-"${DEPTHS[$i]}"-"${SEEDS[$i]}" --no-progress'
+    ) in array
     assert "#SBATCH --array=0-11%32" in array and "#SBATCH --signal=SIGUSR1@90" in array
     assert "#SBATCH --requeue" in array and "#SBATCH --partition=gpu" in array and "cd /scratch/bench" in array
     assert "CELLS=(plain-20-0 plain-20-1 plain-20-2 plain-56-0" in array and "srun bench train" in array
@@ -192,9 +237,16 @@ def test_lightning_detects_slurm_and_requeue_checkpoints_are_resumed(tmp_path, m
     import lightning as L
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    for k, v in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "bench-grid", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
-                 "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_ARRAY_JOB_ID": "4240",
-                 "SLURM_ARRAY_TASK_ID": "2"}.items():
+    for k, v in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "bench-grid",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_ARRAY_JOB_ID": "4240",
+        "SLURM_ARRAY_TASK_ID": "2",
+    }.items():
         monkeypatch.setenv(k, v)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     env = trainer._accelerator_connector.cluster_environment

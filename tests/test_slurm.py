@@ -1,15 +1,17 @@
 """bench slurm's scripts follow the params, and a requeued cell records only its own, final results."""
+
 import json
 import shutil
 import subprocess
 
 import pytest
-
-from bench import callbacks, config
-from bench.record import Cell
-from bench.slurm import render, write
-from bench.train import train
 from helpers import DIGITS, PARAMS, ROOT, crash_after_epoch
+
+from bench import config
+from bench.record import Cell
+from bench.scale.slurm import render, write
+from bench.train import callbacks
+from bench.train.stage import train
 
 
 def scripts(*overrides, **kw):
@@ -57,17 +59,26 @@ def test_another_params_file_is_refused_for_the_stages(cli, tmp_path, command):
 
 def fake_slurm(monkeypatch):
     """The variables a SLURM batch job has, for Lightning's SLURMEnvironment (the real scheduler: test_cluster.py)."""
-    for k, v in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "bench-grid", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
-                 "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+    for k, v in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "bench-grid",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }.items():
         monkeypatch.setenv(k, v)
 
 
 def test_a_requeued_cell_records_its_final_weights_not_the_requeue_checkpoint(tmp_path, digits_dir, monkeypatch):
-    p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40",
-                             "trainer.deterministic=true"])
+    p = config.load(
+        PARAMS,
+        ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40", "trainer.deterministic=true"],
+    )
     whole = train(p, Cell("plain", 8, 0), tmp_path / "whole", digits_dir, progress=False)
-    crash_after_epoch(monkeypatch, 1, lambda: train(p, Cell("plain", 8, 0), tmp_path / "requeued", digits_dir,
-                                                     progress=False))
+    crash_after_epoch(
+        monkeypatch, 1, lambda: train(p, Cell("plain", 8, 0), tmp_path / "requeued", digits_dir, progress=False)
+    )
     cell = tmp_path / "requeued"
     (cell / "last.ckpt").rename(cell / "hpc_ckpt_1.ckpt")  # what Lightning saves on SIGUSR1, at step 20
     fake_slurm(monkeypatch)
@@ -80,8 +91,10 @@ def test_a_requeued_cell_records_its_final_weights_not_the_requeue_checkpoint(tm
 
 def test_a_cell_requeued_mid_epoch_ends_like_an_uninterrupted_run(tmp_path, digits_dir, monkeypatch):
     """Lightning saves its requeue checkpoint on SIGUSR1, mid-epoch: the resumed run skips the batches done."""
-    p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40",
-                             "trainer.deterministic=true"])
+    p = config.load(
+        PARAMS,
+        ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40", "trainer.deterministic=true"],
+    )
     whole = train(p, Cell("residual_bn", 8, 0), tmp_path / "whole", digits_dir, progress=False)
     cell = tmp_path / "requeued"
     batch_end = callbacks.Divergence.on_train_batch_end

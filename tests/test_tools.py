@@ -1,9 +1,9 @@
 """The tools in benchmarks/: the offline wheelhouse (wheels.py), CIFAR-10 in the official layout (cifar10_official.py)."""
+
 import os
 from importlib import metadata
 
 import pytest
-
 from helpers import ROOT, benchmark_tool
 
 
@@ -19,20 +19,27 @@ def test_the_closure_of_a_package_is_it_and_its_installed_requirements_at_their_
 def test_an_imagefolder_becomes_an_official_cifar10_archive_that_bench_prepare_reads_with_its_md5(tmp_path):
     import numpy as np
     import pytest
-
     from archives import write_imagefolder
-    from bench import config
-    from bench.data import load_prepared
-    from bench.prepare import prepare
-    from bench.readers import file_md5, read_imagefolder
     from helpers import PARAMS
+
+    from bench import config
+    from bench.prepare.readers import file_md5, read_imagefolder
+    from bench.prepare.stage import prepare
+    from bench.train.data import load_prepared
 
     official = benchmark_tool("cifar10_official")
     folder = write_imagefolder(tmp_path / "jpeg", classes=official.LABELS, per_class=(3, 2), size=(32, 32))
     md5 = official.convert(folder, tmp_path / "cifar-10-python.tar.gz")
     assert md5 == file_md5(tmp_path / "cifar-10-python.tar.gz")
-    cfg = config.load(PARAMS, ["data.name=cifar10", f"data.source={tmp_path / 'cifar-10-python.tar.gz'}",
-                               f"data.md5={md5}", "data.val_size=0"]).data
+    cfg = config.load(
+        PARAMS,
+        [
+            "data.name=cifar10",
+            f"data.source={tmp_path / 'cifar-10-python.tar.gz'}",
+            f"data.md5={md5}",
+            "data.val_size=0",
+        ],
+    ).data
     prepare(cfg, tmp_path / "prepared")
     data, raw = load_prepared(tmp_path / "prepared", cfg), read_imagefolder(folder, None, 1024, 10**6)
     assert data.classes == official.LABELS and data.md5 == md5
@@ -55,10 +62,25 @@ def test_the_gpu_check_runs_its_cifar10_steps_on_the_cpu(tmp_path):
 
     from archives import write_imagefolder
 
-    jpeg = write_imagefolder(tmp_path / "jpeg", classes=benchmark_tool("cifar10_official").LABELS, per_class=(130, 30), size=(32, 32),
-                             fmt="JPEG")
-    env = {**os.environ, "DRY": "1", "STEPS": "he20 grid", "MODE": "null", "HE_ITERS": "4", "GRID_ITERS": "2",
-           "JPEG": str(jpeg), "RESULTS": str(tmp_path / "gpu"), "OUT": str(tmp_path), "PY": sys.executable}
+    jpeg = write_imagefolder(
+        tmp_path / "jpeg",
+        classes=benchmark_tool("cifar10_official").LABELS,
+        per_class=(130, 30),
+        size=(32, 32),
+        fmt="JPEG",
+    )
+    env = {
+        **os.environ,
+        "DRY": "1",
+        "STEPS": "he20 grid",
+        "MODE": "null",
+        "HE_ITERS": "4",
+        "GRID_ITERS": "2",
+        "JPEG": str(jpeg),
+        "RESULTS": str(tmp_path / "gpu"),
+        "OUT": str(tmp_path),
+        "PY": sys.executable,
+    }
     r = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     summary = (tmp_path / "gpu" / "summary.txt").read_text()
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

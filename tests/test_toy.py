@@ -1,4 +1,5 @@
 """`bench toy`: Balduzzi et al. 2017's toy net and its two shattering statistics."""
+
 import json
 import statistics
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from bench.config import Toy
-from bench.shattering import gradient_correlations, shattering_score
+from bench.diagnostics.shattering import gradient_correlations, shattering_score
 from bench.toy import correlation, init_weights, inputs, last_hidden, measure, paper, run, toy, toy_jacobian
 
 SMALL = {"width": 64, "points": 64}
@@ -21,6 +22,7 @@ def mean_correlation(depth, residual, seeds=3):
 
 
 # --- the statistic ---
+
 
 @pytest.mark.parametrize("depth", [0, 3])
 @pytest.mark.parametrize("residual", [False, True])
@@ -78,6 +80,7 @@ def test_the_statistics_are_correlations():
 
 # --- the paper's result ---
 
+
 def test_plain_nets_decorrelate_with_depth_faster_than_residual_nets():
     """Balduzzi et al. 2017: 2^-L for plain nets, a slow decay for resnets with BN."""
     plain = [mean_correlation(d, False) for d in (1, 2, 4, 8)]
@@ -90,6 +93,7 @@ def test_plain_nets_decorrelate_with_depth_faster_than_residual_nets():
 
 def test_lag1_plain_net_shatters_with_depth_residual_net_does_not():
     """The paper's Fig. 2 at lag 1: plain nets' dy/dx turns to white noise along the line, resnets' stays brown."""
+
     def lag1(depth, residual):
         return statistics.fmean(measure(depth, residual, 64, 256, s)["lag1"] for s in range(2))
 
@@ -98,10 +102,11 @@ def test_lag1_plain_net_shatters_with_depth_residual_net_does_not():
 
 
 def test_paper_curves():
-    assert paper([1, 4, 16]) == {"plain": [0.5, 0.0625, 2 ** -16], "residual": [1.0, 0.5, 0.25]}
+    assert paper([1, 4, 16]) == {"plain": [0.5, 0.0625, 2**-16], "residual": [1.0, 0.5, 0.25]}
 
 
 # --- the stage ---
+
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
     assert measure(6, True, 32, 32, seed=4) == measure(6, True, 32, 32, seed=4)

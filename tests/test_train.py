@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 import torch.utils._python_dispatch
+from helpers import DIGITS, QUICK, bench
 
 from bench.record import Cell
-from bench.train import train
-from helpers import DIGITS, QUICK, bench
+from bench.train.stage import train
 
 
 def read_history(out):
@@ -45,8 +45,8 @@ def check_checkpoint_loads_alone(ckpt, data_dir, p, m):
     its error on the test split is the recorded one."""
     import torch
 
-    from bench.data import load_prepared, normalise
-    from bench.module import Classifier
+    from bench.train.data import load_prepared, normalise
+    from bench.train.module import Classifier
 
     net = Classifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
     assert net.hparams.architecture["variant"] == "residual_bn" and len(net.hparams.data["classes"]) == 10
@@ -72,12 +72,30 @@ def test_the_default_run_is_bitwise_repeatable_on_the_cpu(params, tmp_path, digi
 # aten operators whose CUDA kernels raise under torch.use_deterministic_algorithms(True), which Lightning's
 # trainer.deterministic=true sets (torch's own list, in that function's documentation)
 CUDA_RAISES_WHEN_DETERMINISTIC = {
-    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
-    "adaptive_max_pool2d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
-    "max_unpool2d", "max_unpool3d", "upsample_linear1d_backward", "upsample_bilinear2d_backward",
-    "upsample_bicubic2d_backward", "upsample_trilinear3d_backward", "reflection_pad1d_backward",
-    "reflection_pad2d_backward", "reflection_pad3d_backward", "nll_loss2d_forward", "_ctc_loss_backward",
-    "_embedding_bag_backward", "put_", "histc", "median", "grid_sampler_2d_backward", "cumsum", "scatter_reduce",
+    "avg_pool3d_backward",
+    "_adaptive_avg_pool2d_backward",
+    "_adaptive_avg_pool3d_backward",
+    "adaptive_max_pool2d_backward",
+    "fractional_max_pool2d_backward",
+    "fractional_max_pool3d_backward",
+    "max_unpool2d",
+    "max_unpool3d",
+    "upsample_linear1d_backward",
+    "upsample_bilinear2d_backward",
+    "upsample_bicubic2d_backward",
+    "upsample_trilinear3d_backward",
+    "reflection_pad1d_backward",
+    "reflection_pad2d_backward",
+    "reflection_pad3d_backward",
+    "nll_loss2d_forward",
+    "_ctc_loss_backward",
+    "_embedding_bag_backward",
+    "put_",
+    "histc",
+    "median",
+    "grid_sampler_2d_backward",
+    "cumsum",
+    "scatter_reduce",
 }
 
 
@@ -121,31 +139,60 @@ def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_
     assert "end" not in json.loads((tmp_path / "diagnostics.json").read_text())  # nothing to measure
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--variant", "resnet", "--depth", "20"], "unknown variant 'resnet'"),
-    (["--variant", "plain", "--depth", "21"], "depth 21 is not 6n+2"),
-    (["--variant", "plain", "--depth", "20", "train.lrr=0.1"], "unknown key train.lrr"),
-    (["--variant", "plain", "--depth", "20", "model.shortcut=option_c"], "unknown shortcut 'option_c'"),
-    (["--variant", "plain", "--depth", "20", "data.val_size=100"], "is stale"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--variant", "resnet", "--depth", "20"], "unknown variant 'resnet'"),
+        (["--variant", "plain", "--depth", "21"], "depth 21 is not 6n+2"),
+        (["--variant", "plain", "--depth", "20", "train.lrr=0.1"], "unknown key train.lrr"),
+        (["--variant", "plain", "--depth", "20", "model.shortcut=option_c"], "unknown shortcut 'option_c'"),
+        (["--variant", "plain", "--depth", "20", "data.val_size=100"], "is stale"),
+    ],
+)
 def test_cli_rejects_bad_input_before_training(cli, tmp_path, digits_dir, args, message):
-    code, _, err = cli("train", "--out", tmp_path / "out", "--data", digits_dir, "wandb.mode=disabled", *DIGITS,
-                       *args)  # the case's own overrides last: they win
+    code, _, err = cli(
+        "train", "--out", tmp_path / "out", "--data", digits_dir, "wandb.mode=disabled", *DIGITS, *args
+    )  # the case's own overrides last: they win
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):
-    code, out, err = cli("train", "--variant", "plain", "--depth", "8", "--out", tmp_path, "--data", digits_dir,
-                         "train.lr=1000", "train.max_steps=30", *QUICK)
+    code, out, err = cli(
+        "train",
+        "--variant",
+        "plain",
+        "--depth",
+        "8",
+        "--out",
+        tmp_path,
+        "--data",
+        digits_dir,
+        "train.lr=1000",
+        "train.max_steps=30",
+        *QUICK,
+    )
     assert code == 0, err
     assert "diverged" in out and json.loads((tmp_path / "metrics.json").read_text())["diverged"]
 
 
 @pytest.mark.slow
 def test_readme_run_residual_bn_20(tmp_path, digits_dir):
-    r = bench("train", "--variant", "residual_bn", "--depth", "20", "--seed", "0", "--out", tmp_path,
-              "--data", digits_dir, "wandb.mode=disabled", *DIGITS)
+    r = bench(
+        "train",
+        "--variant",
+        "residual_bn",
+        "--depth",
+        "20",
+        "--seed",
+        "0",
+        "--out",
+        tmp_path,
+        "--data",
+        digits_dir,
+        "wandb.mode=disabled",
+        *DIGITS,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1
 
@@ -164,7 +211,7 @@ def test_lr_sweep_bn_trains_where_plain_diverges(params, tmp_path, digits_dir):
 
 
 def test_history_is_rewritten_only_when_an_epoch_row_changes(tmp_path):
-    from bench.callbacks import HistoryLogger
+    from bench.train.callbacks import HistoryLogger
 
     log = HistoryLogger(tmp_path / "history.csv")
     log.set_step(0, 10)  # EpochStep, at the epoch's end

@@ -1,22 +1,28 @@
 """W&B runs, offline: one per cell, organised by group, job type, name and tags; read back with `wandb leet`."""
+
 import json
 import math
 import subprocess
 
 import pytest
+from helpers import BIN, bench
 
 from bench import tracking
 from bench.record import Cell
-from bench.train import train
-from bench.wandb_report import build_report
-from helpers import BIN, bench
+from bench.report.wandb_report import build_report
+from bench.train.stage import train
 
 SECRET = "0123456789abcdef-not-a-real-key-0123456789"
 
 
 def records(run_dir):
-    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)], capture_output=True,
-                         text=True, check=True, timeout=120).stdout
+    out = subprocess.run(
+        [str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
@@ -32,13 +38,20 @@ def run_info(run_dir) -> tuple[dict, list]:
 def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_path, digits_dir, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", SECRET)  # present, but params say offline: it must go nowhere
     monkeypatch.setenv("DVC_EXP_NAME", "exp-lr")
-    p = params("wandb.mode=offline", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=30", "train.milestones=[20]",
-               "train.batch_size=128", "train.lr=0.05", "model.shortcut=projection")
+    p = params(
+        "wandb.mode=offline",
+        f"wandb.dir={tmp_path / 'wb'}",
+        "train.max_steps=30",
+        "train.milestones=[20]",
+        "train.batch_size=128",
+        "train.lr=0.05",
+        "model.shortcut=projection",
+    )
     cells = [Cell("plain", 8, 0), Cell("residual_bn", 8, 0)]
     metrics = {c.name: train(p, c, tmp_path / c.name, digits_dir, progress=False) for c in cells}
     runs = {info["display_name"]: (info, recs) for info, recs in map(run_info, offline_runs(tmp_path / "wb"))}
     assert sorted(runs) == sorted(metrics)  # one run per cell, matched by name (folders sort by time, not cell)
-    for (v, d, s) in cells:
+    for v, d, s in cells:
         m = metrics[f"{v}-{d}-{s}"]
         info, recs = runs[f"{v}-{d}-{s}"]
         assert info["job_type"] == v
@@ -48,8 +61,18 @@ def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_p
         for r in recs:
             if r.get("type") in ("run", "config"):
                 config.update((r.get("run") or r)["config"]["update"])
-        assert {"train", "model", "data", "trainer", "cell", "data_md5", "git", "versions", "hardware",
-                "world_size"} <= set(config)
+        assert {
+            "train",
+            "model",
+            "data",
+            "trainer",
+            "cell",
+            "data_md5",
+            "git",
+            "versions",
+            "hardware",
+            "world_size",
+        } <= set(config)
         history = [r["history"]["item"] for r in recs if r.get("type") == "history"]
         epochs = [h for h in history if "train/error" in h]
         assert len(epochs) == m["epochs"] == 3  # one point per epoch
@@ -80,8 +103,13 @@ def check_printed_commands(p, tmp_path):
 
 
 def test_disabled_mode_writes_nothing(params, tmp_path, digits_dir):
-    train(params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10"), Cell("plain", 8, 0),
-          tmp_path / "cell", digits_dir, progress=False)
+    train(
+        params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10"),
+        Cell("plain", 8, 0),
+        tmp_path / "cell",
+        digits_dir,
+        progress=False,
+    )
     assert not (tmp_path / "wb").exists()
 
 
@@ -103,9 +131,24 @@ def test_run_folders_default_to_the_parent_repo_in_queued_experiments(params, tm
 @pytest.mark.integration
 def test_two_process_ddp_writes_one_run(tmp_path, digits_dir, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
-    r = bench("train", "--variant", "residual_bn", "--depth", "8", "--out", tmp_path / "cell", "--data", digits_dir,
-              "--no-progress", "train.max_steps=20", "trainer.accelerator=cpu", "trainer.devices=2",
-              "trainer.strategy=ddp", "wandb.mode=offline", timeout=300)
+    r = bench(
+        "train",
+        "--variant",
+        "residual_bn",
+        "--depth",
+        "8",
+        "--out",
+        tmp_path / "cell",
+        "--data",
+        digits_dir,
+        "--no-progress",
+        "train.max_steps=20",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "wandb.mode=offline",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(offline_runs(tmp_path / "wb")) == 1
     updates = [x["config"]["update"] for x in records(offline_runs(tmp_path / "wb")[0]) if x.get("type") == "config"]
@@ -130,9 +173,27 @@ def test_a_cell_prints_none_of_the_per_cell_noise(tmp_path, digits_dir):
     handed the `anonymous` setting it warns about; the cell's own result line still prints."""
     from helpers import DIGITS, run
 
-    r = run([str(BIN / "bench"), "train", "--variant", "plain", "--depth", "8", "--seed", "0", "--data", digits_dir,
-             "--out", tmp_path / "cell", "--no-progress", "wandb.mode=offline", f"wandb.dir={tmp_path / 'wb'}",
-             "train.max_steps=10", *DIGITS])
+    r = run(
+        [
+            str(BIN / "bench"),
+            "train",
+            "--variant",
+            "plain",
+            "--depth",
+            "8",
+            "--seed",
+            "0",
+            "--data",
+            digits_dir,
+            "--out",
+            tmp_path / "cell",
+            "--no-progress",
+            "wandb.mode=offline",
+            f"wandb.dir={tmp_path / 'wb'}",
+            "train.max_steps=10",
+            *DIGITS,
+        ]
+    )
     out = r.stdout + r.stderr
     for noise in ("Tip", "GPU available", "anonymous", "weights_only", "Restoring states", "srun"):
         assert noise not in out, noise

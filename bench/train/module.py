@@ -5,9 +5,10 @@ architecture and no config. Error = 1 - accuracy, as He et al.
 report it. A non-finite loss is recorded on the device (no host sync per step) and read by the
 Divergence callback, which stops the run cleanly.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
@@ -29,10 +30,17 @@ class Classifier(L.LightningModule):
     std) are saved in the checkpoint, so that it describes itself: `Classifier.load_from_checkpoint(path)`
     rebuilds the network from them when no `model` is given, for inference (no optimizer needed)."""
 
-    def __init__(self, model: nn.Module | None = None, num_classes: int = 0,
-                 optimizer: Callable[[Iterable], torch.optim.Optimizer] | None = None,
-                 lr_factor: Callable[[int], float] | None = None, training_forward: Callable | None = None,
-                 run_key: str = "", architecture: dict | None = None, data: dict | None = None):
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        num_classes: int = 0,
+        optimizer: Callable[[Iterable], torch.optim.Optimizer] | None = None,
+        lr_factor: Callable[[int], float] | None = None,
+        training_forward: Callable | None = None,
+        run_key: str = "",
+        architecture: dict | None = None,
+        data: dict | None = None,
+    ):
         super().__init__()
         if model is None:
             if architecture is None:
@@ -47,8 +55,9 @@ class Classifier(L.LightningModule):
         # No host sync per step: nan_strategy="disable" keeps a diverged loss NaN without checking for it,
         # validate_args=False skips the label checks (torch.unique) that would read the batch back
         self.metrics = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in SPLITS})
-        self.metrics.update({f"{s}_accuracy": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-                             for s in SPLITS})
+        self.metrics.update(
+            {f"{s}_accuracy": MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in SPLITS}
+        )
         self.register_buffer("diverged_at", torch.tensor(-1), persistent=False)  # first non-finite step
         self._test_error = None
 
@@ -70,8 +79,9 @@ class Classifier(L.LightningModule):
         bad = ~torch.isfinite(loss.detach()) & (self.diverged_at < 0)
         self.diverged_at = torch.where(bad, self.global_step, self.diverged_at)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # self.log costs ~0.5 ms: only when read
-            self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False,
-                     batch_size=len(batch[1]))
+            self.log(
+                "train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(batch[1])
+            )
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):

@@ -3,6 +3,7 @@
 Both run exactly the command dvc.yaml declares for a cell, so a cell trained outside `dvc repro`
 is the one DVC would have trained, and `dvc commit` can record it.
 """
+
 from __future__ import annotations
 
 import shlex

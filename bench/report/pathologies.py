@@ -1,9 +1,10 @@
-"""The report's diagnostics section: why plain deep nets fail, measured per cell (bench.probe).
+"""The report's diagnostics section: why plain deep nets fail, measured per cell (bench.diagnostics.probe).
 
 Figures: gradient correlation (shattering) vs depth, the backward signal and relative weight gradient
 per block at initialisation, the response std of every 3x3 layer (He et al. Fig. 7), lesions (Veit
-et al. 2016); a table of the scalar diagnostics over seeds; the learning-rate sweep (bench.report_lr).
+et al. 2016); a table of the scalar diagnostics over seeds; the learning-rate sweep (bench.report.lr).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ import math
 import statistics
 from pathlib import Path
 
-from bench import report_lr
 from bench.plots import STYLE, save
 from bench.record import DIVERGED, Cell
-from bench.report_figures import depth_axis
-from bench.stats import summarise
+from bench.report import lr as report_lr
+from bench.report.figures import depth_axis
+from bench.report.stats import summarise
 
 DIAGNOSTIC_COLUMNS = (  # (metrics.json key, header, as %)
     ("init/grad_ratio", "backward signal, first / last block, at init", False),
@@ -66,8 +67,9 @@ def diagnostics_table(results: list[dict]) -> str:
     for (v, d), ms in sorted(_cells(results).items(), key=lambda kv: (kv[0][1], kv[0][0])):
         dead = sum(m[DIVERGED] for m in ms)
         seeds = f"{len(ms)}" + (f", {dead} diverged" if dead else "")
-        rows.append("| " + " | ".join([f"{v}-{d}", seeds, *(_entry(ms, k, pct) for k, _, pct in DIAGNOSTIC_COLUMNS)])
-                    + " |")
+        rows.append(
+            "| " + " | ".join([f"{v}-{d}", seeds, *(_entry(ms, k, pct) for k, _, pct in DIAGNOSTIC_COLUMNS)]) + " |"
+        )
     return "\n".join(rows)
 
 
@@ -95,8 +97,18 @@ def _depth_colours(depths: list[int]):
     return dict(zip(depths, plt.cm.viridis([i / max(1, len(depths) - 1) for i in range(len(depths))])))
 
 
-def plot_per_block(runs: Path, results: list[dict], variants: list[str], when: str, key: str, ylabel: str,
-                   title: str, path: Path, log: bool = False, xlabel: str = "block") -> None:
+def plot_per_block(
+    runs: Path,
+    results: list[dict],
+    variants: list[str],
+    when: str,
+    key: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+    log: bool = False,
+    xlabel: str = "block",
+) -> None:
     """One panel per variant, one line per depth: a per-block (or per-layer) diagnostic against its index."""
     import matplotlib.pyplot as plt
 
@@ -158,8 +170,14 @@ def plot_lesions(runs: Path, results: list[dict], variants: list[str], path: Pat
         xs = range(1, len(d["lesion_error"]) + 1)
         errs = [100 * e if e is not None else math.nan for e in d["lesion_error"]]
         ax.plot(xs, errs, marker=".", color=colour, label=label)
-        ax.plot([x for x, down in zip(xs, d["lesion_downsampling"]) if down],
-                [e for e, down in zip(errs, d["lesion_downsampling"]) if down], "x", ms=9, mew=2, color=colour)
+        ax.plot(
+            [x for x, down in zip(xs, d["lesion_downsampling"]) if down],
+            [e for e, down in zip(errs, d["lesion_downsampling"]) if down],
+            "x",
+            ms=9,
+            mew=2,
+            color=colour,
+        )
         ax.axhline(100 * d["intact_error"], ls="--", lw=1, color=colour)
     ax.set_xlabel(f"deleted block (depth {depth}; x: downsampling block)")
     ax.set_ylabel("probe error with the block deleted (%)")
@@ -179,13 +197,23 @@ def plot_shattering(results: list[dict], variants: list[str], depths: list[int],
         for v in variants:
             pts = []
             for d in depths:
-                vals = [m[f"{when}/shattering"] for m in results if m["variant"] == v and m["depth"] == d
-                        and isinstance(m.get(f"{when}/shattering"), float)]
+                vals = [
+                    m[f"{when}/shattering"]
+                    for m in results
+                    if m["variant"] == v and m["depth"] == d and isinstance(m.get(f"{when}/shattering"), float)
+                ]
                 if vals:
                     s = summarise(vals)
                     pts.append((d, s["mean"], s["std"] or 0))
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
-                        color=STYLE[v][0], label=STYLE[v][1])
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[p[2] for p in pts],
+                marker="o",
+                capsize=3,
+                color=STYLE[v][0],
+                label=STYLE[v][1],
+            )
         ax.set_title("at initialisation" if when == "init" else "after training")
         depth_axis(ax, depths)
         ax.grid(alpha=0.3)
@@ -199,8 +227,10 @@ def probe_text(runs: Path, results: list[dict]) -> str:
     """How the probe was drawn, from the first cell's diagnostics.json."""
     for m in results:
         if p := _diagnostics(runs, m).get("probe"):
-            return (f"{p['size']} test images, stratified by class ({min(p['class_counts'])} to "
-                    f"{max(p['class_counts'])} per class) with seed {p['seed']}, the same for every cell")
+            return (
+                f"{p['size']} test images, stratified by class ({min(p['class_counts'])} to "
+                f"{max(p['class_counts'])} per class) with seed {p['seed']}, the same for every cell"
+            )
     return "a fixed batch of test images"
 
 
@@ -208,27 +238,52 @@ def bn_note(results: list[dict]) -> str:
     """He et al.'s ordering of response stds shows through BN's learned scales: say when training left them near 1."""
     moved = [m["end/bn_scale_change"] for m in results if isinstance(m.get("end/bn_scale_change"), float)]
     if moved and statistics.fmean(moved) < 0.05:
-        return (f"- **BN scales**: training moved BN's scales by {statistics.fmean(moved):.3f} on average (mean "
-                f"abs(gamma - 1)): too little for the response stds to show He et al.'s ordering, which they "
-                f"read after 64,000 iterations.\n")
+        return (
+            f"- **BN scales**: training moved BN's scales by {statistics.fmean(moved):.3f} on average (mean "
+            f"abs(gamma - 1)): too little for the response stds to show He et al.'s ordering, which they "
+            f"read after 64,000 iterations.\n"
+        )
     return ""
 
 
-def section(runs: Path, results: list[dict], variants: list[str], depths: list[int], figures: Path,
-            lr_summary: Path | None, toy_dir: Path | None) -> str:
+def section(
+    runs: Path,
+    results: list[dict],
+    variants: list[str],
+    depths: list[int],
+    figures: Path,
+    lr_summary: Path | None,
+    toy_dir: Path | None,
+) -> str:
     """Write the figures; return the Markdown section that embeds them."""
     plot_shattering(results, variants, depths, figures / "shattering_vs_depth.png")
-    plot_per_block(runs, results, variants, "init", "activation_grad_rms", "RMS of d loss / d block output",
-                   "Backward signal per block at initialisation (falls towards the input: vanishing; rises: exploding)",
-                   figures / "grad_rms_per_block.png", log=True)
-    plot_per_block(runs, results, variants, "init", "relative_weight_grad", "||d loss / d W|| / ||W||",
-                   "Relative weight gradient per block at initialisation", figures / "relative_grad_per_block.png",
-                   log=True)
+    plot_per_block(
+        runs,
+        results,
+        variants,
+        "init",
+        "activation_grad_rms",
+        "RMS of d loss / d block output",
+        "Backward signal per block at initialisation (falls towards the input: vanishing; rises: exploding)",
+        figures / "grad_rms_per_block.png",
+        log=True,
+    )
+    plot_per_block(
+        runs,
+        results,
+        variants,
+        "init",
+        "relative_weight_grad",
+        "||d loss / d W|| / ||W||",
+        "Relative weight gradient per block at initialisation",
+        figures / "relative_grad_per_block.png",
+        log=True,
+    )
     plot_response(runs, results, variants, figures / "response_std.png")
     plot_lesions(runs, results, variants, figures / "lesion.png")
     md = f"""## Diagnostics of the pathologies
 
-Measured by `bench/probe.py` on the probe: {probe_text(runs, results)}, at initialisation (BN
+Measured by `bench/diagnostics/probe.py` on the probe: {probe_text(runs, results)}, at initialisation (BN
 calibrated on the probe) and after training. Mean ± sample std over the seeds; diverged seeds
 have no end-of-training diagnostics.
 

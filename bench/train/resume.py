@@ -4,6 +4,7 @@ A checkpoint carries a run key, a hash of everything that determines the run (th
 the cell, the data checksum, the code that trains it). So when `dvc repro` reruns a cell because its
 code changed, the finished checkpoint of the old code is replaced, never resumed with no step left. A rerun with the same key resumes; any other checkpoint is replaced. Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,11 +14,11 @@ import secrets
 from pathlib import Path
 
 import torch
-
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from bench.code import code_hash
 from bench.config import Params, sections
 from bench.files import atomic, write_text
 from bench.record import Cell
@@ -25,22 +26,16 @@ from bench.record import Cell
 # what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
 # while compiled may resume eager, and the other way round (their checkpoints are the same)
 RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")
-# the code a cell's result depends on: the train stage's code deps in dvc.yaml, less speed.py for the
-# same reason (tests/test_pipeline.py keeps the two lists equal)
-RUN_CODE = ("models", "module", "data", "schedule", "callbacks", "train", "diagnostics", "shattering", "probe", "resume",
-            "record")
-
-
-def code_hash(package: Path = Path(__file__).parent) -> str:
-    h = hashlib.sha256()
-    for name in RUN_CODE:
-        h.update((package / f"{name}.py").read_bytes())
-    return h.hexdigest()[:16]
+TRAIN_ENTRY = "bench.train.stage"  # the code a cell's result depends on: this module's import closure (bench.code)
 
 
 def run_key(params: Params, cell: Cell, data_md5: str) -> str:
-    identity = {"params": sections(params, RUN_SECTIONS), "cell": list(cell), "data_md5": data_md5,
-                "code": code_hash()}
+    identity = {
+        "params": sections(params, RUN_SECTIONS),
+        "cell": list(cell),
+        "data_md5": data_md5,
+        "code": code_hash(TRAIN_ENTRY),
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -83,8 +78,10 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
             return None, f"resuming from the SLURM requeue checkpoint {requeue[-1]}"
         for p in requeue:  # params, data or code changed while the job waited: start afresh
             set_aside(p, "other-run")
-        rank_zero_info(f"set aside {', '.join(p.name for p in requeue)}: SLURM requeue checkpoints of other "
-                       f"params, data, cell or code; starting afresh")
+        rank_zero_info(
+            f"set aside {', '.join(p.name for p in requeue)}: SLURM requeue checkpoints of other "
+            f"params, data, cell or code; starting afresh"
+        )
     last = out / "last.ckpt"
     if not last.exists():
         return None, None
@@ -92,11 +89,16 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
     except Exception as e:  # a checkpoint that cannot be read cannot be resumed
         aside = set_aside(last, "unreadable")
-        return None, f"set aside {last} as {aside and aside.name}: it cannot be read ({type(e).__name__}); starting afresh"
+        return (
+            None,
+            f"set aside {last} as {aside and aside.name}: it cannot be read ({type(e).__name__}); starting afresh",
+        )
     if ckpt.get("hyper_parameters", {}).get("run_key") != key:  # a finished run of other params (DVC caches it)
         aside = set_aside(last, "other-run")
-        return None, (f"set aside {last} as {aside and aside.name}: it belongs to other params, data, cell or code; "
-                      f"starting afresh")
+        return None, (
+            f"set aside {last} as {aside and aside.name}: it belongs to other params, data, cell or code; "
+            f"starting afresh"
+        )
     return str(last), f"resuming from {last} at step {ckpt['global_step']}"
 
 
@@ -115,8 +117,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             cause = e
             while cause is not None and not isinstance(cause, OSError):
                 cause = cause.__context__
-            raise OSError(f"cannot write the checkpoint {path} ({cause or e}); the previous one, if any, "
-                          f"is intact") from None
+            raise OSError(
+                f"cannot write the checkpoint {path} ({cause or e}); the previous one, if any, is intact"
+            ) from None
 
 
 @rank_zero_only

@@ -6,23 +6,15 @@ SGD's fused kernel updates every parameter in a few launches, channels_last suit
 The Lightning path and `bench perf`'s bare loop both build their step from here; tests/test_perf.py
 checks that the optimised step follows the eager one's loss trajectory.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from bench.config import Speed
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def check(cfg: Speed) -> None:
-    """Raise ValueError naming a bad `speed` param, before any work."""
-    if cfg.compile is not None and cfg.compile not in COMPILE_MODES:
-        raise ValueError(f"speed.compile={cfg.compile!r} is not a torch.compile mode; "
-                         f"use one of: {', '.join(COMPILE_MODES)}, or null for eager")
 
 
 def memory_format(cfg: Speed) -> torch.memory_format:
@@ -53,5 +45,6 @@ def sgd(parameters, lr: float, momentum: float, weight_decay: float, nesterov: b
     """
     parameters = list(parameters)
     fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
-    return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
-                           fused=fused or None)
+    return torch.optim.SGD(
+        parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=fused or None
+    )

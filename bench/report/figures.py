@@ -4,6 +4,7 @@ Depth axes are log2 (the grid's depths roughly double); error axes fit the data,
 below 1 %, where an error is 0), so CIFAR's 5-10 % final errors are not squashed under a 0-100 % axis. A
 diverged run is an x at the top of its panel, never a point at 0.
 """
+
 from __future__ import annotations
 
 import csv
@@ -62,8 +63,17 @@ def chance_line(ax, chance: float | None) -> None:
 def mark_top(ax, xs: list, colour, label: str | None = None) -> None:
     """An x at the top edge of the axes at each x: a diverged run has no error to draw."""
     if xs:
-        ax.plot(xs, [1.0] * len(xs), "x", ms=12, mew=3, color=colour, transform=ax.get_xaxis_transform(),
-                clip_on=False, label=label)
+        ax.plot(
+            xs,
+            [1.0] * len(xs),
+            "x",
+            ms=12,
+            mew=3,
+            color=colour,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=label,
+        )
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -85,8 +95,9 @@ def plot_convergence(results: list[dict], runs: Path, variants: list[str], chanc
     colours = plt.cm.viridis([i / max(1, len(depths) - 1) for i in range(len(depths))])
     rows = 2 if len(variants) > 2 else 1
     cols = math.ceil(len(variants) / rows)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(11, 5.5 * cols), 4 * rows), sharex=True, sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(11, 5.5 * cols), 4 * rows), sharex=True, sharey=True, squeeze=False
+    )
     curves = {}
     for v in variants:
         for d in depths:
@@ -123,8 +134,14 @@ def annotate_lost_seeds(ax, agg: dict, v: str, depths: list[int], key: str, colo
     for d in depths:
         a = agg.get((v, d))
         if a and a[key]["n"] and a["diverged"]:
-            ax.annotate(f"{a['diverged']}/{a['seeds']} div.", (d, 100 * a[key]["mean"]), fontsize=7, color=colour,
-                        textcoords="offset points", xytext=(5, -10))
+            ax.annotate(
+                f"{a['diverged']}/{a['seeds']} div.",
+                (d, 100 * a[key]["mean"]),
+                fontsize=7,
+                color=colour,
+                textcoords="offset points",
+                xytext=(5, -10),
+            )
 
 
 def ring_at_chance(ax, agg: dict, v: str, depths: list[int], colour, label: str | None) -> bool:
@@ -133,13 +150,28 @@ def ring_at_chance(ax, agg: dict, v: str, depths: list[int], colour, label: str 
     cells = [(d, agg[v, d]) for d in depths if (v, d) in agg and agg[v, d][GAP]["n"] and agg[v, d]["at_chance"]]
     untrained = [(d, 100 * a[GAP]["mean"]) for d, a in cells if a["at_chance"] == a[GAP]["n"]]
     ax.plot([d for d, _ in untrained], [y for _, y in untrained], "o", mfc="none", color=colour)
-    ax.plot([d for d, _ in cells], [100 * a[GAP]["mean"] for _, a in cells], "s", ms=13, mfc="none", mec="black",
-            mew=1.5, label=label if cells else None)
+    ax.plot(
+        [d for d, _ in cells],
+        [100 * a[GAP]["mean"] for _, a in cells],
+        "s",
+        ms=13,
+        mfc="none",
+        mec="black",
+        mew=1.5,
+        label=label if cells else None,
+    )
     return bool(cells)
 
 
-def plot_vs_depth(agg: dict, variants: list[str], depths: list[int], panels: list[tuple[str, str]], path: Path,
-                  title: str, chance: float | None = None) -> None:
+def plot_vs_depth(
+    agg: dict,
+    variants: list[str],
+    depths: list[int],
+    panels: list[tuple[str, str]],
+    path: Path,
+    title: str,
+    chance: float | None = None,
+) -> None:
     """One panel per metric: mean +- std over the non-diverged seeds vs depth, one line per variant; x at the top:
     every seed diverged; "k/n div." beside a mean that lost seeds. On the gap panel a black square rings a cell at
     chance: its near-zero gap is a net that learnt nothing, not one that generalises."""
@@ -154,16 +186,21 @@ def plot_vs_depth(agg: dict, variants: list[str], depths: list[int], panels: lis
             if key == GAP:  # a gap of a cell wholly at chance is not part of the variant's trend
                 pts = [a for a in pts if a["at_chance"] < a[key]["n"]]
             ys, errs = [100 * a[key]["mean"] for a in pts], [100 * (a[key]["std"] or 0) for a in pts]
-            line = ax.errorbar([a["depth"] for a in pts], ys, yerr=errs, marker="o", capsize=3, color=colour,
-                               label=name)
+            line = ax.errorbar(
+                [a["depth"] for a in pts], ys, yerr=errs, marker="o", capsize=3, color=colour, label=name
+            )
             colour = line[0].get_color()
             extent += [y + e for y, e in zip(ys, errs)] + [y - e for y, e in zip(ys, errs)]
             annotate_lost_seeds(ax, agg, v, depths, key, colour)
             if key == GAP:
                 legend = None if ringed else "at chance / untrained"
                 ringed = ring_at_chance(ax, agg, v, depths, colour, legend) or ringed
-            mark_top(ax, [d for d in depths if (v, d) in agg and not agg[v, d][key]["n"] and agg[v, d]["diverged"]],
-                     colour, f"{name}: diverged")
+            mark_top(
+                ax,
+                [d for d in depths if (v, d) in agg and not agg[v, d][key]["n"] and agg[v, d]["diverged"]],
+                colour,
+                f"{name}: diverged",
+            )
         depth_axis(ax, depths)
         if key == GAP:
             ax.axhline(0, color="grey", lw=1)

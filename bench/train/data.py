@@ -3,6 +3,7 @@
 Batches are drawn by index and augmented per sample, in batch, on the device (random crop with
 padding, horizontal flip where the dataset suits it), as in airbench; no DataLoader, no PIL.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench import speed
 from bench.config import Data, Speed
+from bench.train import speed
+from bench.validate import local_batch_size
 
 
 @dataclass
@@ -53,11 +55,15 @@ def load_prepared(path: str | Path, cfg: Data) -> Dataset:
     rerun = "rerun `bench prepare` or `dvc repro prepare`"
     try:
         meta = json.loads((path / "meta.json").read_text())
-        stale = [f"data.{k}={getattr(cfg, k)!r} but prepared {meta[k]!r}" for k in ("name", "source", "val_size")
-                 if getattr(cfg, k) != meta[k]]
+        stale = [
+            f"data.{k}={getattr(cfg, k)!r} but prepared {meta[k]!r}"
+            for k in ("name", "source", "val_size")
+            if getattr(cfg, k) != meta[k]
+        ]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path / 'meta.json'} is not what bench prepare writes ({type(e).__name__}: {e}); "
-                         f"{rerun}") from None
+        raise ValueError(
+            f"{path / 'meta.json'} is not what bench prepare writes ({type(e).__name__}: {e}); {rerun}"
+        ) from None
     if cfg.md5 is not None and cfg.md5.lower() != meta["md5"]:
         stale.append(f"data.md5={cfg.md5!r} but prepared {meta['md5']!r}")
     if stale:
@@ -70,11 +76,16 @@ def load_prepared(path: str | Path, cfg: Data) -> Dataset:
     val = torch.zeros(len(arrays["train_y"]), dtype=torch.bool)
     val[meta["val_indices"]] = True
     return Dataset(
-        name=meta["name"], md5=meta["md5"],
+        name=meta["name"],
+        md5=meta["md5"],
         train=Split(arrays["train_x"][~val], arrays["train_y"][~val]),
         val=Split(arrays["train_x"][val], arrays["train_y"][val]),
         test=Split(arrays["test_x"], arrays["test_y"]),
-        classes=meta["classes"], mean=meta["mean"], std=meta["std"], flip=meta["flip"], pad=meta["pad"],
+        classes=meta["classes"],
+        mean=meta["mean"],
+        std=meta["std"],
+        flip=meta["flip"],
+        pad=meta["pad"],
     )
 
 
@@ -83,13 +94,6 @@ def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.as_tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.as_tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
     return (x.float() / 255 - m) / s
-
-
-def local_batch_size(global_batch: int, world_size: int) -> int:
-    """The one place the global batch is divided across ranks."""
-    if global_batch % world_size:
-        raise ValueError(f"train.batch_size={global_batch} does not divide across {world_size} processes")
-    return global_batch // world_size
 
 
 def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -114,9 +118,23 @@ class DeviceLoader:
     rank a disjoint stride, with no padding or duplication, so every image counts exactly once.
     """
 
-    def __init__(self, split: Split, batch_size: int, mean, std, *, train: bool, pad=0, flip=False,
-                 seed=0, rank=0, world_size=1, epoch=lambda: 0, step=lambda: 0,
-                 memory_format=torch.contiguous_format):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        mean,
+        std,
+        *,
+        train: bool,
+        pad=0,
+        flip=False,
+        seed=0,
+        rank=0,
+        world_size=1,
+        epoch=lambda: 0,
+        step=lambda: 0,
+        memory_format=torch.contiguous_format,
+    ):
         self.split, self.batch_size, self.train = split, batch_size, train
         self.memory_format = memory_format
         self.pad, self.flip, self.seed, self.rank, self.world_size = pad, flip, seed, rank, world_size
@@ -179,20 +197,44 @@ class DataModule(L.LightningDataModule):
             s = getattr(self.dataset, name)
             self._on_device[name] = Split(s.x.to(device), s.y.to(device))
 
-    def loader(self, split: Split, train: bool, batch_size: int, rank: int = 0, world_size: int = 1,
-               epoch=lambda: 0, step=lambda: 0) -> DeviceLoader:
+    def loader(
+        self,
+        split: Split,
+        train: bool,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch=lambda: 0,
+        step=lambda: 0,
+    ) -> DeviceLoader:
         """A DeviceLoader over `split` (on its device) with this data's augmentation, statistics and memory format."""
         d = self.dataset
         return DeviceLoader(
-            split, batch_size if train else self.eval_batch_size, d.mean, d.std, train=train,
-            pad=d.pad if self.augment else 0, flip=d.flip and self.augment, seed=self.seed,
-            rank=rank, world_size=world_size, epoch=epoch, step=step, memory_format=self.memory_format,
+            split,
+            batch_size if train else self.eval_batch_size,
+            d.mean,
+            d.std,
+            train=train,
+            pad=d.pad if self.augment else 0,
+            flip=d.flip and self.augment,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            epoch=epoch,
+            step=step,
+            memory_format=self.memory_format,
         )
 
     def _loader(self, name: str, train: bool) -> DeviceLoader:
-        return self.loader(self._on_device[name], train, self.batch_size, self.trainer.global_rank,
-                           self.trainer.world_size, epoch=lambda: self.trainer.current_epoch,
-                           step=lambda: self.trainer.global_step)
+        return self.loader(
+            self._on_device[name],
+            train,
+            self.batch_size,
+            self.trainer.global_rank,
+            self.trainer.world_size,
+            epoch=lambda: self.trainer.current_epoch,
+            step=lambda: self.trainer.global_step,
+        )
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # made on the device already: skip Lightning's walk over the batch each step

@@ -1,4 +1,5 @@
 """The report's learning-rate sweep: BN permits higher learning rates (Ioffe & Szegedy 2015)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,12 @@ def lr_table(summary: dict) -> str:
     rows = ["| variant | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|" + "---|" * (len(lrs) + 1)]
     for v in dict.fromkeys(r["variant"] for r in runs):
         by_lr = {r["lr"]: r for r in runs if r["variant"] == v}
-        cells = [f"diverged at step {by_lr[lr][DIVERGED_STEP]}" if by_lr[lr][DIVERGED]
-                 else f"{100 * by_lr[lr][TRAIN_ERROR]:.1f}" for lr in lrs]
+        cells = [
+            f"diverged at step {by_lr[lr][DIVERGED_STEP]}"
+            if by_lr[lr][DIVERGED]
+            else f"{100 * by_lr[lr][TRAIN_ERROR]:.1f}"
+            for lr in lrs
+        ]
         rows.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -49,7 +54,7 @@ def section(summary: dict, figures: Path) -> str:
     return f"""
 ### BatchNorm and the learning rate
 
-Final training error (%) at depth {summary['runs'][0]['depth']} after `lr_sweep.max_steps` iterations
+Final training error (%) at depth {summary["runs"][0]["depth"]} after `lr_sweep.max_steps` iterations
 (`bench lr-sweep`): BN lets nets train at rates where the others diverge.
 
 {lr_table(summary)}

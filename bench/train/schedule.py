@@ -3,6 +3,7 @@
 Multistep decay at iteration milestones (lr / 10 at 32k and 48k of 64k), an optional linear warm-up,
 and the paper's constant low-lr warm-up for ResNet-110 (0.01 for the first ~400 iterations).
 """
+
 from __future__ import annotations
 
 from bisect import bisect_right

@@ -1,13 +1,23 @@
 """The report's noise: each run's test error with its 95 % Wilson interval, which differences between cells are
-within the noise (bench.stats), and which runs are at chance level.
+within the noise (bench.report.stats), and which runs are at chance level.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
 
-from bench.record import (AT_CHANCE, DIVERGED, DIVERGED_STEP, NUM_CLASSES, TEST_ERROR, TEST_IMAGES, TRAIN_ERROR,
-                          chance_error)
-from bench.stats import NOISE_DEFINITION, difference_noise, error_interval, within_noise
+from bench.record import (
+    AT_CHANCE,
+    DIVERGED,
+    DIVERGED_STEP,
+    NUM_CLASSES,
+    TEST_ERROR,
+    TEST_IMAGES,
+    TRAIN_ERROR,
+    chance_error,
+)
+from bench.report.stats import NOISE_DEFINITION, difference_noise, error_interval, within_noise
+
 
 def at_chance(m: dict) -> bool:
     """A run whose final training error is at chance level: it has not learnt, so its small gap means nothing."""
@@ -47,17 +57,33 @@ def fmt_close(name: str, close: tuple[float, float]) -> str:
 def noise_section(agg: dict, variants: list[str], depths: list[int]) -> str:
     """The comparisons whose difference is within the noise: every pair of variants at each depth, and each
     variant's neighbouring depths."""
-    pairs = [(f"depth {d}: {v} vs {w}", agg[v, d], agg[w, d]) for d in depths for v, w in combinations(variants, 2)
-             if (v, d) in agg and (w, d) in agg]
-    pairs += [(f"{v}: depth {d} vs {e}", agg[v, d], agg[v, e]) for v in variants for d, e in zip(depths, depths[1:])
-              if (v, d) in agg and (v, e) in agg]
+    pairs = [
+        (f"depth {d}: {v} vs {w}", agg[v, d], agg[w, d])
+        for d in depths
+        for v, w in combinations(variants, 2)
+        if (v, d) in agg and (w, d) in agg
+    ]
+    pairs += [
+        (f"{v}: depth {d} vs {e}", agg[v, d], agg[v, e])
+        for v in variants
+        for d, e in zip(depths, depths[1:])
+        if (v, d) in agg and (v, e) in agg
+    ]
     measured = [(name, a, b) for name, a, b in pairs if difference_noise(noise_stats(a), noise_stats(b)) is not None]
-    close = [(name + (" (at chance)" if a["at_chance"] or b["at_chance"] else ""), c) for name, a, b in measured
-             if (c := within_noise(noise_stats(a), noise_stats(b)))]
-    lines = [f"- {fmt_close(name, c)}" for name, c in close] or (["- none of the measured comparisons."] if measured
-                                                                 else [])
+    close = [
+        (name + (" (at chance)" if a["at_chance"] or b["at_chance"] else ""), c)
+        for name, a, b in measured
+        if (c := within_noise(noise_stats(a), noise_stats(b)))
+    ]
+    lines = [f"- {fmt_close(name, c)}" for name, c in close] or (
+        ["- none of the measured comparisons."] if measured else []
+    )
     if len(measured) < len(pairs):
-        lines.append(f"- {len(pairs) - len(measured)} of {len(pairs)} comparisons unmeasured: one seed and no "
-                     f"recorded test set size, or every seed diverged.")
-    return (NOISE_DEFINITION + " Compared: every pair of variants at each depth, and each variant at neighbouring "
-            "depths of the grid; listed: those within the noise, in percentage points.\n\n" + "\n".join(lines) + "\n")
+        lines.append(
+            f"- {len(pairs) - len(measured)} of {len(pairs)} comparisons unmeasured: one seed and no "
+            f"recorded test set size, or every seed diverged."
+        )
+    return (
+        NOISE_DEFINITION + " Compared: every pair of variants at each depth, and each variant at neighbouring "
+        "depths of the grid; listed: those within the noise, in percentage points.\n\n" + "\n".join(lines) + "\n"
+    )

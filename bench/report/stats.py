@@ -5,6 +5,7 @@ Errors are fractions in [0, 1]. A test error measured on N images is a binomial 
 noise is about sqrt(p (1 - p) / N), 0.25 points at p = 7 % and N = 10,000, as large as the differences
 between neighbouring depths in He et al. 2016 Table 6.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,11 @@ NOISE_DEFINITION = (
 def summarise(values: list[float]) -> dict:
     """Mean and sample std (None for a single value) of the finite values, and their count n."""
     values = [v for v in values if v is not None and math.isfinite(v)]
-    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else None}
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values) if values else None,
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+    }
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:

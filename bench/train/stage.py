@@ -5,6 +5,7 @@ check, build, fit, test, record. It writes out/metrics.json (bench.record), out/
 row per epoch), out/diagnostics.json (per-block diagnostics), out/env.json (versions, hardware, git
 commit, data checksum) and out/last.ckpt (Lightning's ModelCheckpoint).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,31 +22,44 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from bench import config, models, provenance, quiet, record, resume, speed, tracking, validate
-from bench.callbacks import Diagnostics, Divergence, EpochStep, HistoryLogger, Throughput
+from bench import config, models, provenance, quiet, record, tracking, validate
 from bench.config import Params
-from bench.data import DataModule, Dataset, load_prepared, normalise
+from bench.diagnostics.probe import indices as probe_indices
 from bench.files import locked, write_json
-from bench.module import Classifier
-from bench.probe import indices as probe_indices
 from bench.record import Cell
-from bench.schedule import lr_factor
+from bench.train import resume, speed
+from bench.train.callbacks import Diagnostics, Divergence, EpochStep, HistoryLogger, Throughput
+from bench.train.data import DataModule, Dataset, load_prepared, normalise
+from bench.train.module import Classifier
+from bench.train.schedule import lr_factor
 
 
 def build(params: Params, cell: Cell, data: Dataset, run_key: str = "") -> tuple[Classifier, DataModule]:
     """The LightningModule and DataModule of one cell; the same for `bench train` and `bench perf`."""
     L.seed_everything(cell.seed, workers=True, verbose=False)  # the initial weights depend on the seed only
     torch.set_num_threads(params.speed.threads)  # a CPU reduction's order, and so its bits, depends on it
-    architecture = dict(variant=cell.variant, depth=cell.depth, shortcut=params.model.shortcut,
-                        num_classes=len(data.classes), in_channels=data.shape[0],
-                        zero_init_residual=params.model.zero_init_residual)
+    architecture = dict(
+        variant=cell.variant,
+        depth=cell.depth,
+        shortcut=params.model.shortcut,
+        num_classes=len(data.classes),
+        in_channels=data.shape[0],
+        zero_init_residual=params.model.zero_init_residual,
+    )
     net = models.build_model(**architecture)
     net = speed.prepare(net, params.speed)
     t = params.train
     optimizer = partial(speed.sgd, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
-    module = Classifier(net, len(data.classes), optimizer, partial(lr_factor, cfg=t, depth=cell.depth),
-                        speed.training_forward(net, params.speed), run_key=run_key, architecture=architecture,
-                        data={"name": data.name, "classes": data.classes, "mean": data.mean, "std": data.std})
+    module = Classifier(
+        net,
+        len(data.classes),
+        optimizer,
+        partial(lr_factor, cfg=t, depth=cell.depth),
+        speed.training_forward(net, params.speed),
+        run_key=run_key,
+        architecture=architecture,
+        data={"name": data.name, "classes": data.classes, "mean": data.mean, "std": data.std},
+    )
     return module, DataModule(data, t.batch_size, t.augment, cell.seed, params.speed)
 
 
@@ -54,11 +68,18 @@ def trainer_flags(params: Params, train_images: int) -> dict:
     tr, t = params.trainer, params.train
     steps_per_epoch = max(1, train_images // t.batch_size)
     return dict(
-        accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=tr.strategy,
-        sync_batchnorm=tr.sync_batchnorm, precision=tr.precision, deterministic=tr.deterministic,
+        accelerator=tr.accelerator,
+        devices=tr.devices,
+        num_nodes=tr.num_nodes,
+        strategy=tr.strategy,
+        sync_batchnorm=tr.sync_batchnorm,
+        precision=tr.precision,
+        deterministic=tr.deterministic,
         benchmark=tr.benchmark,
-        max_steps=t.max_steps, max_epochs=math.ceil(t.max_steps / steps_per_epoch) + 1,  # +1: a resumed epoch may repeat
-        log_every_n_steps=tr.log_every_n_steps, check_val_every_n_epoch=tr.check_val_every_n_epoch,
+        max_steps=t.max_steps,
+        max_epochs=math.ceil(t.max_steps / steps_per_epoch) + 1,  # +1: a resumed epoch may repeat
+        log_every_n_steps=tr.log_every_n_steps,
+        check_val_every_n_epoch=tr.check_val_every_n_epoch,
         enable_model_summary=False,
     )
 
@@ -83,11 +104,21 @@ def progress_bar(params: Params, progress: bool) -> list:
 
 def run_config(params: Params, cell: Cell, data_md5: str, env: dict) -> dict:
     """The W&B run's config: the sections that determine the run, the cell, the data and the environment."""
-    return {**config.sections(params, (*resume.RUN_SECTIONS, "speed")), "cell": cell._asdict(), "data_md5": data_md5, **env}
+    return {
+        **config.sections(params, (*resume.RUN_SECTIONS, "speed")),
+        "cell": cell._asdict(),
+        "data_md5": data_md5,
+        **env,
+    }
 
 
-def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os.PathLike = "data/prepared",
-          progress: bool = True) -> dict:
+def train(
+    params: Params,
+    cell: Cell,
+    out: str | os.PathLike,
+    data_dir: str | os.PathLike = "data/prepared",
+    progress: bool = True,
+) -> dict:
     out = Path(out)
     quiet.silence()
     # check: the data, the Trainer's flags and the batch, before any file of the cell is touched
@@ -95,7 +126,9 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
     probe = make_probe(params, data)
     history = HistoryLogger(out / "history.csv")
-    trainer = make_trainer(params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochStep(history)])
+    trainer = make_trainer(
+        params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochStep(history)]
+    )
     validate.batch(params, len(data.train.y), trainer.world_size)
 
     with lock(out) or nullcontext():  # one run at a time in a cell's folder
@@ -108,8 +141,9 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
         if resuming:
             history.load()
         env = provenance.environment()
-        wandb = tracking.start(params, cell, data.name, run_config(params, cell, data.md5, env),
-                               run_id=resume.wandb_run_id(out, resuming))
+        wandb = tracking.start(
+            params, cell, data.name, run_config(params, cell, data.md5, env), run_id=resume.wandb_run_id(out, resuming)
+        )
         trainer.loggers = [history] + ([wandb] if wandb else [])
         if wandb:
             wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
@@ -125,18 +159,35 @@ def train(params: Params, cell: Cell, out: str | os.PathLike, data_dir: str | os
         # its requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has test/* already
         trainer.save_checkpoint(out / "last.ckpt", weights_only=False)
         trainer.loggers = []
-        test_metrics = trainer.test(module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False,
-                                    weights_only=False)[0]
+        test_metrics = trainer.test(
+            module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=False
+        )[0]
         wall_time_s = time.perf_counter() - start  # fit and the final test
 
         # record
-        errors = {**{k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
-                     for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)},
-                  **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)}}
-        metrics = record.metrics(cell, data.name, data.md5, len(data.classes), len(data.train.y), len(data.test.y),
-                                 sum(p.numel() for p in module.model.parameters()),
-                                 errors, trainer.global_step, trainer.current_epoch, wall_time_s,
-                                 throughput.images_per_s, divergence.step, probe.scalars())
+        errors = {
+            **{
+                k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
+                for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)
+            },
+            **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)},
+        }
+        metrics = record.metrics(
+            cell,
+            data.name,
+            data.md5,
+            len(data.classes),
+            len(data.train.y),
+            len(data.test.y),
+            sum(p.numel() for p in module.model.parameters()),
+            errors,
+            trainer.global_step,
+            trainer.current_epoch,
+            wall_time_s,
+            throughput.images_per_s,
+            divergence.step,
+            probe.scalars(),
+        )
         env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
         write_results(out, metrics, env, history, probe.results)
         if wandb:
@@ -149,23 +200,35 @@ def make_probe(params: Params, data: Dataset) -> Diagnostics:
     d = params.diagnostics
     idx = torch.tensor(probe_indices(data.test.y, d.probe_size, d.probe_seed))
     y = data.test.y[idx]
-    record = {"seed": d.probe_seed, "size": len(idx), "indices": idx.tolist(),
-              "class_counts": torch.bincount(y, minlength=len(data.classes)).tolist()}
-    return Diagnostics(normalise(data.test.x[idx], data.mean, data.std), y, len(data.classes), d.pairs, d.points,
-                       d.every, record)
+    record = {
+        "seed": d.probe_seed,
+        "size": len(idx),
+        "indices": idx.tolist(),
+        "class_counts": torch.bincount(y, minlength=len(data.classes)).tolist(),
+    }
+    return Diagnostics(
+        normalise(data.test.x[idx], data.mean, data.std), y, len(data.classes), d.pairs, d.points, d.every, record
+    )
 
 
 def make_trainer(params: Params, train_images: int, out: Path, progress: bool, callbacks: list) -> L.Trainer:
     """The cell's Trainer; flags Lightning cannot honour here are an error naming the trainer section."""
     try:
-        return L.Trainer(**trainer_flags(params, train_images), logger=False, enable_progress_bar=progress,
-                         default_root_dir=out, plugins=[resume.AtomicCheckpointIO()],
-                         callbacks=[*callbacks, last_checkpoint(out), *progress_bar(params, progress)])
+        return L.Trainer(
+            **trainer_flags(params, train_images),
+            logger=False,
+            enable_progress_bar=progress,
+            default_root_dir=out,
+            plugins=[resume.AtomicCheckpointIO()],
+            callbacks=[*callbacks, last_checkpoint(out), *progress_bar(params, progress)],
+        )
     except (ValueError, TypeError, MisconfigurationException) as e:
         tr = params.trainer
-        raise ValueError(f"Lightning cannot run trainer.accelerator={tr.accelerator}, devices={tr.devices}, "
-                         f"num_nodes={tr.num_nodes}, strategy={tr.strategy}, precision={tr.precision} on this "
-                         f"machine: {e}") from None
+        raise ValueError(
+            f"Lightning cannot run trainer.accelerator={tr.accelerator}, devices={tr.devices}, "
+            f"num_nodes={tr.num_nodes}, strategy={tr.strategy}, precision={tr.precision} on this "
+            f"machine: {e}"
+        ) from None
 
 
 @rank_zero_only

@@ -1,4 +1,5 @@
 """Lightning callbacks and a logger for one run: divergence, throughput, and the per-epoch history CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,8 @@ import torch
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from bench import diagnostics, probe
+from bench.diagnostics import probe
+from bench.diagnostics import signals as diagnostics
 from bench.files import atomic
 from bench.record import TEST_ERROR, TEST_LOSS, TRAIN_ERROR, TRAIN_LOSS, VAL_ERROR, VAL_LOSS
 
@@ -122,11 +124,14 @@ class HistoryLogger(Logger):
         try:
             with open(self.path) as f:
                 for r in csv.DictReader(f):
-                    self.rows[int(r["epoch"])] = {k: (float(v) if k not in ("epoch", "step") else int(v))
-                                                  for k, v in r.items() if v != ""}
+                    self.rows[int(r["epoch"])] = {
+                        k: (float(v) if k not in ("epoch", "step") else int(v)) for k, v in r.items() if v != ""
+                    }
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{self.path} cannot be read to resume ({type(e).__name__}: {e}); move it aside "
-                             f"to start its history afresh") from None
+            raise ValueError(
+                f"{self.path} cannot be read to resume ({type(e).__name__}: {e}); move it aside "
+                f"to start its history afresh"
+            ) from None
 
     @property
     def name(self):
@@ -194,7 +199,7 @@ def _fmt(v):
 
 
 class Diagnostics(L.Callback):
-    """The pathology diagnostics (bench.probe.measure) on a fixed probe batch: at initialisation, every
+    """The pathology diagnostics (bench.diagnostics.probe.measure) on a fixed probe batch: at initialisation, every
     `every` epochs (0: never), and at the end of training; results in `self.results[when]`, beside
     `self.results["probe"]`, which records the probe's images.
 
@@ -203,8 +208,16 @@ class Diagnostics(L.Callback):
     may communicate); only rank 0 writes.
     """
 
-    def __init__(self, probe_x: torch.Tensor, probe_y: torch.Tensor, num_classes: int, pairs: int, points: int,
-                 every: int = 0, record: dict | None = None):
+    def __init__(
+        self,
+        probe_x: torch.Tensor,
+        probe_y: torch.Tensor,
+        num_classes: int,
+        pairs: int,
+        points: int,
+        every: int = 0,
+        record: dict | None = None,
+    ):
         self.probe, self.every = (probe_x, probe_y), every
         self.settings = dict(num_classes=num_classes, pairs=pairs, points=points)
         self.results = {"probe": record or {}}
@@ -236,8 +249,9 @@ class Diagnostics(L.Callback):
 
     def scalars(self) -> dict:
         """{'init/shattering': ..., 'end/grad_ratio': ..., ...} for metrics.json and the W&B summary."""
-        return {f"{when}/{k}": r[k] for when, r in self.results.items() if when in ("init", "end")
-                for k in probe.SCALARS}
+        return {
+            f"{when}/{k}": r[k] for when, r in self.results.items() if when in ("init", "end") for k in probe.SCALARS
+        }
 
     def state_dict(self):
         return {"results": self.results}

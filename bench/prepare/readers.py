@@ -5,6 +5,7 @@ allows only what the official batches hold, and images are measured from their h
 pixel budget, before any is decoded. A folder and its tar archive read alike (links, empty class
 folders) and give the same content checksum.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -41,11 +42,26 @@ class Cifar:
 
 
 CIFAR = {
-    "cifar10": Cifar("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-                     "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-                     "batches.meta", b"labels", b"label_names"),
-    "cifar100": Cifar("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-                      "cifar-100-python", ("train",), "test", "meta", b"fine_labels", b"fine_label_names"),
+    "cifar10": Cifar(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "batches.meta",
+        b"labels",
+        b"label_names",
+    ),
+    "cifar100": Cifar(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python",
+        ("train",),
+        "test",
+        "meta",
+        b"fine_labels",
+        b"fine_label_names",
+    ),
 }
 
 
@@ -76,13 +92,18 @@ class CifarUnpickler(pickle.Unpickler):
     Anything else (a `__reduce__` payload naming os.system, say) is refused before it runs."""
 
     ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
-    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-                ("numpy._core.numeric", "_frombuffer")}
+    ALLOWED |= {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR batch holds only dicts, lists, bytes, "
-                                         f"numbers and numpy arrays")
+            raise pickle.UnpicklingError(
+                f"refusing {module}.{name}: a CIFAR batch holds only dicts, lists, bytes, numbers and numpy arrays"
+            )
         return super().find_class(module, name)
 
 
@@ -95,8 +116,18 @@ def read_cifar(path: Path, spec: Cifar) -> tuple[np.ndarray, ...]:
             for m in tar:
                 if m.name in wanted and m.isfile():
                     found[m.name] = CifarUnpickler(tar.extractfile(m), encoding="bytes").load()
-    except (tarfile.TarError, EOFError, zlib.error, OSError, pickle.UnpicklingError, ValueError, TypeError,
-            AttributeError, IndexError, KeyError) as e:
+    except (
+        tarfile.TarError,
+        EOFError,
+        zlib.error,
+        OSError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
         raise ValueError(f"{path} is not a readable CIFAR archive ({type(e).__name__}: {e})") from None
     missing = sorted(wanted - set(found))
     if missing:
@@ -113,11 +144,12 @@ def read_cifar(path: Path, spec: Cifar) -> tuple[np.ndarray, ...]:
         except (KeyError, ValueError, TypeError, IndexError) as e:
             raise ValueError(f"{path}: a batch file lacks the official fields ({type(e).__name__}: {e})") from None
         if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
-            raise ValueError(f"{path}: {', '.join(names)} hold {x.shape} pixels and {y.shape} labels; "
-                             f"the official layout is (N, 3072) and (N,)")
+            raise ValueError(
+                f"{path}: {', '.join(names)} hold {x.shape} pixels and {y.shape} labels; "
+                f"the official layout is (N, 3072) and (N,)"
+            )
         if len(y) and not 0 <= y.min() <= y.max() < len(classes):
-            raise ValueError(f"{path}: {', '.join(names)} hold labels {y.min()}..{y.max()} for "
-                             f"{len(classes)} classes")
+            raise ValueError(f"{path}: {', '.join(names)} hold labels {y.min()}..{y.max()} for {len(classes)} classes")
         return x.reshape(-1, 3, 32, 32), y
 
     return (*arrays(spec.train), *arrays([spec.test]), classes)
@@ -220,11 +252,13 @@ def read_imagefolder(path: Path, expected_md5: str | None, max_image_pixels: int
         sizes = list(pool.map(_size, ((n, files[n]) for n in names), chunksize=2048))
         big = next(((n, s) for n, s in zip(names, sizes) if s[0] * s[1] > max_image_pixels), None)
         if big:
-            raise ValueError(f"{path}: {big[0]} is {big[1][0]} x {big[1][1]} pixels, over "
-                             f"data.max_image_pixels={max_image_pixels}")
+            raise ValueError(
+                f"{path}: {big[0]} is {big[1][0]} x {big[1][1]} pixels, over data.max_image_pixels={max_image_pixels}"
+            )
         if (total := sum(w * h for w, h in sizes)) > max_total_pixels:
-            raise ValueError(f"{path}: {len(names)} images of {total} pixels in all, over "
-                             f"data.max_total_pixels={max_total_pixels}")
+            raise ValueError(
+                f"{path}: {len(names)} images of {total} pixels in all, over data.max_total_pixels={max_total_pixels}"
+            )
         counts = Counter(sizes)
         if len(counts) > 1:
             odd = next(n for n, s in zip(names, sizes) if s != counts.most_common(1)[0][0])

@@ -5,6 +5,7 @@ the best epoch), each run's 95 % Wilson interval, which differences are within t
 Table 6 and akamaster's reproduction like for like; figures in the layout of He et al. Fig. 6 (training and
 test error vs iteration, plain vs residual); error and generalisation gap vs depth.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,14 +18,25 @@ from pathlib import Path
 from bench import record
 from bench.config import Params
 from bench.files import recover_dir, replace_dir, temporary, write_json, write_text
-from bench.grid import cells
-from bench.models import VARIANTS
-from bench.record import (AT_CHANCE, DIVERGED, DIVERGED_STEP, GAP, NUM_CLASSES, TEST_ERROR, TEST_IMAGES, TRAIN_ERROR,
-                          TRAIN_IMAGES, Cell, chance_error)
-from bench.report_figures import plot_convergence, plot_vs_depth
-from bench.report_noise import at_chance, noise_section, noise_stats, runs_table
-from bench.report_pathologies import section
-from bench.stats import difference_noise, summarise
+from bench.record import (
+    AT_CHANCE,
+    DIVERGED,
+    DIVERGED_STEP,
+    GAP,
+    NUM_CLASSES,
+    TEST_ERROR,
+    TEST_IMAGES,
+    TRAIN_ERROR,
+    TRAIN_IMAGES,
+    VARIANTS,
+    Cell,
+    cells,
+    chance_error,
+)
+from bench.report.figures import plot_convergence, plot_vs_depth
+from bench.report.noise import at_chance, noise_section, noise_stats, runs_table
+from bench.report.pathologies import section
+from bench.report.stats import difference_noise, summarise
 
 # CIFAR-10 test error (%) of ResNets (residual_bn, option A), as printed. He et al. 2016 Table 6: single runs,
 # except 110, the best of 5 runs; akamaster/pytorch_resnet_cifar10 reports its best epoch, which is optimistic.
@@ -44,8 +56,10 @@ def read(runs: Path, cell: Cell) -> dict:
         m = json.loads(path.read_text())
         m[TEST_ERROR], m[TRAIN_ERROR]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a cell's metrics.json ({type(e).__name__}: {e}); rerun the cell "
-                         f"(dvc repro train@{cell.name})") from None
+        raise ValueError(
+            f"{path} is not a cell's metrics.json ({type(e).__name__}: {e}); rerun the cell "
+            f"(dvc repro train@{cell.name})"
+        ) from None
     return {**m, GAP: m[TEST_ERROR] - m[TRAIN_ERROR] if None not in (m[TEST_ERROR], m[TRAIN_ERROR]) else None}
 
 
@@ -70,16 +84,19 @@ def aggregate(results: list[dict]) -> dict[tuple[str, int], dict]:
     for key, ms in groups.items():
         ok = [m for m in ms if not m[DIVERGED]]
         agg[key] = {
-            "seeds": len(ms), "diverged": len(ms) - len(ok), "at_chance": sum(map(at_chance, ok)),
+            "seeds": len(ms),
+            "diverged": len(ms) - len(ok),
+            "at_chance": sum(map(at_chance, ok)),
             "diverged_steps": [m[DIVERGED_STEP] for m in ms if m[DIVERGED]],
-            TEST_IMAGES: only(m.get(TEST_IMAGES) for m in ms), NUM_CLASSES: only(m.get(NUM_CLASSES) for m in ms),
+            TEST_IMAGES: only(m.get(TEST_IMAGES) for m in ms),
+            NUM_CLASSES: only(m.get(NUM_CLASSES) for m in ms),
             **{k: summarise([m[k] for m in ok]) for k in (TEST_ERROR, TRAIN_ERROR, GAP)},
         }
     return agg
 
 
 def fmt_cell(a: dict, key: str = TEST_ERROR) -> str:
-    """"mean ± std (n=non-diverged seeds; k/seeds diverged; at chance)", or "diverged (3/3)"."""
+    """ "mean ± std (n=non-diverged seeds; k/seeds diverged; at chance)", or "diverged (3/3)"."""
     s = a[key]
     if s["n"] == 0:
         return f"diverged ({a['diverged']}/{a['seeds']})" if a["diverged"] else "–"
@@ -112,8 +129,10 @@ def table(agg: dict, variants: list[str], depths: list[int], key: str = TEST_ERR
 def like_for_like(agg: dict, depths: list[int]) -> str:
     """Our residual_bn mean over seeds against He et al. at each of their depths: a mean of runs (110) against
     their mean of 5; a single run against our mean, with our seed spread standing in for a single run's spread."""
-    rows = ["| depth | ours: residual_bn | He et al. 2016 | Δ (ours - He) | noise ± | within noise |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| depth | ours: residual_bn | He et al. 2016 | Δ (ours - He) | noise ± | within noise |",
+        "|---|---|---|---|---|---|",
+    ]
     for d in [d for d in depths if d in HE2016 and ("residual_bn", d) in agg]:
         ours = noise_stats(agg["residual_bn", d])
         start = f"| {d} | {fmt_cell(agg['residual_bn', d])} | {he_reference(d)}"
@@ -132,19 +151,25 @@ def reference_context(params: Params, results: list[dict], datasets: list[str]) 
     sizes = sorted({m[TRAIN_IMAGES] for m in results if m.get(TRAIN_IMAGES)})
     shortcut = params.model.shortcut
     option, what = SHORTCUT_OPTION.get(shortcut, ("?", shortcut))
-    text = (f"Like for like: He et al. 2016 Table 6 used shortcut option A (zero padding, no parameters); this grid "
-            f"used option {option} ({what}; `model.shortcut: {shortcut}`). He et al. chose "
-            f"the schedule on a 45k/5k train/val split; reproductions of Table 6 usually train on all 50k; this grid "
-            f"trained on {', '.join(map(str, sizes)) or 'an unrecorded number of'} images. Seeds: "
-            f"{len({m['seed'] for m in results})} per cell here; He et al.'s 20-56 and 1202 are single runs and 110 is "
-            f"the best of {HE2016_MEAN[110][2]} runs (mean {HE2016_MEAN[110][0]} ± {HE2016_MEAN[110][1]}); akamaster "
-            f"reports its best epoch, which is optimistic.\n")
+    text = (
+        f"Like for like: He et al. 2016 Table 6 used shortcut option A (zero padding, no parameters); this grid "
+        f"used option {option} ({what}; `model.shortcut: {shortcut}`). He et al. chose "
+        f"the schedule on a 45k/5k train/val split; reproductions of Table 6 usually train on all 50k; this grid "
+        f"trained on {', '.join(map(str, sizes)) or 'an unrecorded number of'} images. Seeds: "
+        f"{len({m['seed'] for m in results})} per cell here; He et al.'s 20-56 and 1202 are single runs and 110 is "
+        f"the best of {HE2016_MEAN[110][2]} runs (mean {HE2016_MEAN[110][0]} ± {HE2016_MEAN[110][1]}); akamaster "
+        f"reports its best epoch, which is optimistic.\n"
+    )
     if shortcut == "projection":
-        text += ("\n**Warning:** this grid used projection shortcuts (option B); He et al.'s Table 6 is option A "
-                 "(zero padding). Projections add parameters, so the comparison is not like for like.\n")
+        text += (
+            "\n**Warning:** this grid used projection shortcuts (option B); He et al.'s Table 6 is option A "
+            "(zero padding). Projections add parameters, so the comparison is not like for like.\n"
+        )
     if datasets != ["cifar10"]:
-        text += (f"\nThe reference columns are CIFAR-10 results of ResNets (`residual_bn`, option A); this grid ran "
-                 f"on **{', '.join(datasets)}**, so they are context, not a comparison.\n")
+        text += (
+            f"\nThe reference columns are CIFAR-10 results of ResNets (`residual_bn`, option A); this grid ran "
+            f"on **{', '.join(datasets)}**, so they are context, not a comparison.\n"
+        )
     return text
 
 
@@ -160,21 +185,33 @@ def write_depth_csv(agg: dict, depths: list[int], key: str, path: Path) -> None:
 
 
 def environment_section(runs: Path, results: list[dict]) -> str:
-    envs = [json.loads(p.read_text()) for m in results
-            if (p := runs / Cell(m["variant"], m["depth"], m["seed"]).name / "env.json").exists()]
+    envs = [
+        json.loads(p.read_text())
+        for m in results
+        if (p := runs / Cell(m["variant"], m["depth"], m["seed"]).name / "env.json").exists()
+    ]
     if not envs:
         return "No env.json found in the cells.\n"
     unique = lambda f: sorted({json.dumps(f(e), sort_keys=True) for e in envs})
     lines = []
-    for label, f in [("versions", lambda e: e["versions"]), ("hardware", lambda e: e["hardware"]),
-                     ("git commit", lambda e: e["git"]), ("data md5", lambda e: e["data_md5"]),
-                     ("precision, processes", lambda e: [e["precision"], e["world_size"]])]:
+    for label, f in [
+        ("versions", lambda e: e["versions"]),
+        ("hardware", lambda e: e["hardware"]),
+        ("git commit", lambda e: e["git"]),
+        ("data md5", lambda e: e["data_md5"]),
+        ("precision, processes", lambda e: [e["precision"], e["world_size"]]),
+    ]:
         lines += [f"- {label}: `{u}`" for u in unique(f)]
     return "\n".join(lines) + "\n"
 
 
-def report(params: Params, runs: str | Path, out: str | Path, lr_summary: str | Path | None = None,
-           toy_dir: str | Path | None = None) -> dict:
+def report(
+    params: Params,
+    runs: str | Path,
+    out: str | Path,
+    lr_summary: str | Path | None = None,
+    toy_dir: str | Path | None = None,
+) -> dict:
     """Write the report into `out`: built whole in a folder beside it, then each of its outputs swapped in
     (metrics.json last); what a killed report left is removed first. Other files in `out` (the toy's) stay."""
     runs, final = Path(runs), Path(out)
@@ -199,22 +236,38 @@ def _write(params: Params, runs: Path, out: Path, results: list[dict], lr_summar
     figures = out / "figures"
     figures.mkdir(parents=True)
     plot_convergence(results, runs, variants, chance, figures / "convergence.png")
-    plot_vs_depth(agg, variants, depths, [(TRAIN_ERROR, "final training error (%, log scale)"),
-                                          (TEST_ERROR, "final test error (%, log scale)")],
-                  figures / "error_vs_depth.png", "Final error vs depth (degradation: plain nets get worse)", chance)
-    plot_vs_depth(agg, variants, depths, [(GAP, "test - training error (percentage points)")],
-                  figures / "gap_vs_depth.png", "Generalisation gap vs depth")
+    plot_vs_depth(
+        agg,
+        variants,
+        depths,
+        [(TRAIN_ERROR, "final training error (%, log scale)"), (TEST_ERROR, "final test error (%, log scale)")],
+        figures / "error_vs_depth.png",
+        "Final error vs depth (degradation: plain nets get worse)",
+        chance,
+    )
+    plot_vs_depth(
+        agg,
+        variants,
+        depths,
+        [(GAP, "test - training error (percentage points)")],
+        figures / "gap_vs_depth.png",
+        "Generalisation gap vs depth",
+    )
     write_depth_csv(agg, depths, TEST_ERROR, out / "error_vs_depth.csv")
     write_depth_csv(agg, depths, GAP, out / "gap_vs_depth.csv")
 
     datasets = sorted({m["dataset"] for m in results})
     seeds = sorted({m["seed"] for m in results})
-    he = (f"### Like for like with He et al. 2016 (residual_bn)\n\nOur mean over seeds against He et al.'s mean of 5 "
-          f"runs at 110, and against their single runs elsewhere: there the noise counts our seed spread once more, "
-          f"for the spread of their one run.\n\n{like_for_like(agg, depths)}" if datasets == ["cifar10"] else "")
+    he = (
+        f"### Like for like with He et al. 2016 (residual_bn)\n\nOur mean over seeds against He et al.'s mean of 5 "
+        f"runs at 110, and against their single runs elsewhere: there the noise counts our seed spread once more, "
+        f"for the spread of their one run.\n\n{like_for_like(agg, depths)}"
+        if datasets == ["cifar10"]
+        else ""
+    )
     md = f"""# Depth ablation: plain vs residual, with and without BatchNorm
 
-Dataset: {', '.join(datasets)}. Seeds: {len(seeds)} ({', '.join(map(str, seeds))}). Cells: {len(results)}, of which
+Dataset: {", ".join(datasets)}. Seeds: {len(seeds)} ({", ".join(map(str, seeds))}). Cells: {len(results)}, of which
 {sum(m[DIVERGED] for m in results)} diverged. Iterations per run: {params.train.max_steps}, batch
 {params.train.batch_size}, lr {params.train.lr}, shortcut `{params.model.shortcut}`.
 
@@ -222,7 +275,7 @@ Dataset: {', '.join(datasets)}. Seeds: {len(seeds)} ({', '.join(map(str, seeds))
 
 Mean ± sample std over the non-diverged seeds, of the final checkpoint (never the best epoch); n = those seeds.
 Diverged seeds (non-finite loss) are counted, not averaged. "At chance / untrained": final training error at
-least {AT_CHANCE:g} x chance error{f' ({100 * chance:.0f} %)' if chance else ''}.
+least {AT_CHANCE:g} x chance error{f" ({100 * chance:.0f} %)" if chance else ""}.
 
 {reference_context(params, results, datasets)}
 {table(agg, variants, depths)}

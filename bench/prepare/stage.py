@@ -5,6 +5,7 @@ or a DVC-tracked file under data/raw/. The checksum is verified before anything 
 mismatch, a corrupt archive or a malformed ImageFolder writes nothing, and the prepared folder is
 swapped in whole, so a refused or interrupted prepare leaves the previous one intact.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ import numpy as np
 
 from bench.config import Data
 from bench.files import atomic, recover_dir, replace_dir, temporary
-from bench.readers import CIFAR, Raw, file_md5, read_cifar, read_digits, read_imagefolder
+from bench.prepare.readers import CIFAR, Raw, file_md5, read_cifar, read_digits, read_imagefolder
 
 SPLIT_SEED = 0  # the validation split is drawn with this fixed seed, whatever the run's seed
 DATASETS = ("digits", *CIFAR, "imagefolder")
@@ -124,11 +125,18 @@ def prepare(cfg: Data, out: str | os.PathLike, raw_dir: Path = Path("data/raw"))
     train_idx, val_idx = split_val(len(raw.train_y), cfg.val_size)
     mean, std = channel_stats(raw.train_x[train_idx])
     meta = {
-        "name": cfg.name, "source": cfg.source, "md5": raw.md5, "classes": raw.classes,
+        "name": cfg.name,
+        "source": cfg.source,
+        "md5": raw.md5,
+        "classes": raw.classes,
         "shape": list(raw.train_x.shape[1:]),
         "counts": {"train": len(train_idx), "val": len(val_idx), "test": len(raw.test_y)},
-        "val_size": cfg.val_size, "split_seed": SPLIT_SEED,
-        "mean": mean, "std": std, "flip": raw.flip, "pad": raw.pad,
+        "val_size": cfg.val_size,
+        "split_seed": SPLIT_SEED,
+        "mean": mean,
+        "std": std,
+        "flip": raw.flip,
+        "pad": raw.pad,
         "val_indices": val_idx.tolist(),  # into the official training split; the rest is train
     }
     out = Path(out)

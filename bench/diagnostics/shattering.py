@@ -6,12 +6,13 @@ The paper's scalar input line is, for images, the straight path between two imag
 *distinct* inputs (`gradient_correlations`); the lag-1 autocorrelation along the path is a second,
 smoother measure of the same thing (`gradient_autocorrelation`).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from bench.diagnostics import mode
+from bench.diagnostics.signals import mode
 
 
 def input_gradients_along_path(
@@ -97,7 +98,10 @@ def shattering(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pairs: int, p
     mean = lambda v: torch.tensor(v, dtype=torch.float64).mean().item()  # NaN in, NaN out
     spread = lambda v: torch.tensor(v, dtype=torch.float64).std().item() if len(v) > 1 else 0.0
     return {
-        "correlation": mean(distinct), "correlation_std": spread(distinct), "correlation_pairs": distinct,
-        "lag1": mean(lag1), "lag1_std": spread(lag1),
+        "correlation": mean(distinct),
+        "correlation_std": spread(distinct),
+        "correlation_pairs": distinct,
+        "lag1": mean(lag1),
+        "lag1_std": spread(lag1),
         "by_distance": correlation_by_distance(torch.stack(matrices).mean(0)).tolist(),
     }

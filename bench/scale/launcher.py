@@ -11,6 +11,7 @@ imports are most of a small cell's start-up, paid here once per grid instead of 
 server does nothing but import, so a cell's process is the one `bench train` would be, minus the import
 time. Without it (`bench grid --no-forkserver`), each cell is a `bench train` process of its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,19 @@ from multiprocessing import forkserver
 from pathlib import Path
 
 from bench.config import Params
-from bench.grid import cells
-from bench.record import Cell
-from bench.stages import executable, stage_command
+from bench.progress import duration, estimate
+from bench.record import Cell, cells
+from bench.scale.stages import executable, stage_command
 
 # What a cell imports before its first step, imported once by the forkserver. wandb.init imports W&B's
 # launch package on every run (about half a second); Lightning's W&B logger is imported when the run starts.
-PRELOAD = ["bench.cli", "bench.train", "lightning.pytorch.loggers.wandb", "wandb", "wandb.sdk.launch.inputs.internal"]
+PRELOAD = [
+    "bench.cli",
+    "bench.train.stage",
+    "lightning.pytorch.loggers.wandb",
+    "wandb",
+    "wandb.sdk.launch.inputs.internal",
+]
 
 
 def dvc(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
@@ -68,14 +75,15 @@ def cell_env(threads: int, gpu: str | None = None) -> dict[str, str]:
 def in_process_argv(cmd: list[str]) -> list[str] | None:
     """The arguments of `cmd` if it runs bench's own script (the forkserver can run it in-process), else None."""
     program = executable("bench")
-    return cmd[len(program):] if cmd[:len(program)] == program and len(program) == 1 else None
+    return cmd[len(program) :] if cmd[: len(program)] == program and len(program) == 1 else None
 
 
 Main = Callable[[list[str]], int]  # bench's command line: its arguments in, its exit code out
 
 
-def run_cell(cell: Cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str],
-             main: Main | None = None) -> dict:
+def run_cell(
+    cell: Cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str], main: Main | None = None
+) -> dict:
     """One cell, by the train stage's own command, with its output in log_dir/<cell>.log: forked from the
     forkserver and run by `main` where given, else as a program of its own."""
     cmd = [*stage_command(cell), "--no-progress", *overrides]
@@ -161,29 +169,17 @@ def finish_wandb(exit_code: int) -> None:
         wandb.teardown(exit_code)
 
 
-def duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-def estimate(cell: Cell, finished: dict[Cell, float]) -> float | None:
-    """A cell's duration: the mean of the finished cells of its depth, else of all finished cells scaled by
-    depth (time per step grows about linearly with it); None before any cell has finished."""
-    same = [t for c, t in finished.items() if c.depth == cell.depth]
-    if same:
-        return sum(same) / len(same)
-    return sum(finished.values()) / sum(c.depth for c in finished) * cell.depth if finished else None
-
-
-def time_left(queue: list[Cell], running: dict[Cell, float], finished: dict[Cell, float], workers: int,
-              now: float) -> float | None:
+def time_left(
+    queue: list[Cell], running: dict[Cell, float], finished: dict[Cell, float], workers: int, now: float
+) -> float | None:
     """When the last cell should end: the queue handed out in order to the first free worker, as launch does."""
     left = [estimate(c, finished) for c in [*running, *queue]]
     if None in left:
         return None
-    free = sorted([max(0.0, t - (now - start)) for t, start in zip(left, running.values())]
-                  + [0.0] * (workers - len(running)))
-    for t in left[len(running):]:
+    free = sorted(
+        [max(0.0, t - (now - start)) for t, start in zip(left, running.values())] + [0.0] * (workers - len(running))
+    )
+    for t in left[len(running) :]:
         free[0] += t
         free.sort()
     return max(free)
@@ -201,8 +197,15 @@ def report(r: dict, k: int, n: int, log_dir: Path, left: float | None) -> None:
         print("".join(f"    {line}\n" for line in tail), end="", flush=True)
 
 
-def launch(params: Params, workers_per_gpu: int, gpus: list[str] | None = None, log_dir: str | Path = "logs/grid",
-           overrides: list[str] = (), commit: bool = True, main: Main | None = None) -> list[dict]:
+def launch(
+    params: Params,
+    workers_per_gpu: int,
+    gpus: list[str] | None = None,
+    log_dir: str | Path = "logs/grid",
+    overrides: list[str] = (),
+    commit: bool = True,
+    main: Main | None = None,
+) -> list[dict]:
     """Run the out-of-date cells on every slot, then `dvc commit` the ones that succeeded. `main`: bench's
     main function, to run the cells forked from the forkserver (see the module's docstring); as in any
     multiprocessing program, a script that passes it needs an `if __name__ == "__main__":` guard."""
@@ -212,9 +215,12 @@ def launch(params: Params, workers_per_gpu: int, gpus: list[str] | None = None, 
     # deepest (longest) first: the cells left at the end are short, so no worker idles long while one finishes
     todo = sorted(stale_cells(params), key=lambda c: -c.depth)
     workers = slots(workers_per_gpu, gpus)
-    print(f"{len(todo)} of {len(cells(params))} cells to train, {len(workers)} at a time "
-          f"({'GPUs ' + ','.join(sorted(set(workers))) if workers[0] is not None else 'CPU processes'}); "
-          f"logs in {log_dir}/", flush=True)
+    print(
+        f"{len(todo)} of {len(cells(params))} cells to train, {len(workers)} at a time "
+        f"({'GPUs ' + ','.join(sorted(set(workers))) if workers[0] is not None else 'CPU processes'}); "
+        f"logs in {log_dir}/",
+        flush=True,
+    )
     threads = max(1, (os.cpu_count() or 1) // len(workers))
     if todo and main:
         start_forkserver(cell_env(threads))
@@ -230,8 +236,9 @@ def launch(params: Params, workers_per_gpu: int, gpus: list[str] | None = None, 
     return results
 
 
-def run_all(todo: list[Cell], workers: list[str | None], log_dir: Path, threads: int, overrides: list[str],
-            main: Main | None) -> list[dict]:
+def run_all(
+    todo: list[Cell], workers: list[str | None], log_dir: Path, threads: int, overrides: list[str], main: Main | None
+) -> list[dict]:
     """The cells in order, each on the first free worker; a progress line as each ends."""
     results, free, queue = [], list(workers), list(todo)
     running: dict[Cell, float] = {}

@@ -7,16 +7,17 @@ cells in dvc.lock and runs the stages that remain (the lr sweep trains); submit.
 ddp_cell.sbatch trains one cell with DDP over `trainer.num_nodes` nodes x `trainer.devices`
 devices (srun, one task per device). Every job asks for SIGUSR1 90 s before its time limit:
 Lightning then saves a requeue checkpoint in the cell's folder and requeues the job, and the
-requeued job resumes from it when it is the same run's (bench/resume.py).
+requeued job resumes from it when it is the same run's (bench/train/resume.py).
 """
+
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
 from bench.config import Params
-from bench.grid import cells
-from bench.stages import stage_template, substitute
+from bench.record import cells
+from bench.scale.stages import stage_template, substitute
 
 HEADER = """#!/bin/bash
 #SBATCH --job-name={name}
@@ -46,8 +47,10 @@ def devices_per_node(params: Params) -> int:
         return len(d)
     if isinstance(d, int) and d >= 1:
         return d
-    raise ValueError(f"bench slurm needs trainer.devices as a number of devices per node, got {d!r}: SLURM "
-                     f"allocates the tasks and GPUs before the job starts")
+    raise ValueError(
+        f"bench slurm needs trainer.devices as a number of devices per node, got {d!r}: SLURM "
+        f"allocates the tasks and GPUs before the job starts"
+    )
 
 
 def resources(params: Params, cpus_per_task: int, one_task: bool = False) -> str:
@@ -60,9 +63,17 @@ def resources(params: Params, cpus_per_task: int, one_task: bool = False) -> str
     return "".join(f"#SBATCH {line}\n" for line in lines)
 
 
-def render(params: Params, root: str, out: str | Path = "slurm", time: str = "24:00:00", partition: str | None = None,
-           account: str | None = None, cpus_per_gpu: int = 8, max_parallel: int = 32,
-           dvc_yaml: str | Path = "dvc.yaml") -> dict[str, str]:
+def render(
+    params: Params,
+    root: str,
+    out: str | Path = "slurm",
+    time: str = "24:00:00",
+    partition: str | None = None,
+    account: str | None = None,
+    cpus_per_gpu: int = 8,
+    max_parallel: int = 32,
+    dvc_yaml: str | Path = "dvc.yaml",
+) -> dict[str, str]:
     """{file name: script text}. Cells run the train stage's command, read from `dvc_yaml`; logs go to
     `out`/logs under `root`, which `write` creates (SLURM opens a job's log before the job runs)."""
     grid = cells(params)
@@ -71,41 +82,66 @@ def render(params: Params, root: str, out: str | Path = "slurm", time: str = "24
     extra = _extra(partition, account)
     logs = str(Path(root) / out / "logs")
     cell = resources(params, cpus_per_gpu)
-    header = lambda name, limit=time, array="": HEADER.format(name=name, time=limit, logs=logs, array=array,  # noqa: E731
-                                                               extra=extra)
+    header = lambda name, limit=time, array="": HEADER.format(
+        name=name, time=limit, logs=logs, array=array, extra=extra
+    )
     array = header("bench-grid", array="_%a") + (
-        f"#SBATCH --array=0-{len(grid) - 1}%{max_parallel}\n" + cell + "\n"
+        f"#SBATCH --array=0-{len(grid) - 1}%{max_parallel}\n"
+        + cell
+        + "\n"
         + SETUP.format(root=shlex.quote(root))
-        + "CELLS=(" + " ".join(names) + ")\n"
-        + "VARIANTS=(" + " ".join(c.variant for c in grid) + ")\n"
-        + "DEPTHS=(" + " ".join(str(c.depth) for c in grid) + ")\n"
-        + "SEEDS=(" + " ".join(str(c.seed) for c in grid) + ")\n"
+        + "CELLS=("
+        + " ".join(names)
+        + ")\n"
+        + "VARIANTS=("
+        + " ".join(c.variant for c in grid)
+        + ")\n"
+        + "DEPTHS=("
+        + " ".join(str(c.depth) for c in grid)
+        + ")\n"
+        + "SEEDS=("
+        + " ".join(str(c.seed) for c in grid)
+        + ")\n"
         + "i=$SLURM_ARRAY_TASK_ID\n"
-        + 'echo "cell ${CELLS[$i]} (task $i of ' + str(len(grid)) + ')"\n'
+        + 'echo "cell ${CELLS[$i]} (task $i of '
+        + str(len(grid))
+        + ')"\n'
         + "# the train stage's command (dvc.yaml); srun starts one task per device, which Lightning detects\n"
-        + "srun " + substitute(template, '"${VARIANTS[$i]}"', '"${DEPTHS[$i]}"', '"${SEEDS[$i]}"') + " --no-progress\n"
+        + "srun "
+        + substitute(template, '"${VARIANTS[$i]}"', '"${DEPTHS[$i]}"', '"${SEEDS[$i]}"')
+        + " --no-progress\n"
     )
     commit = header("bench-commit", "04:00:00") + (
-        resources(params, cpus_per_gpu, one_task=True) + "\n" + SETUP.format(root=shlex.quote(root))
-        + "dvc commit --force " + " ".join(f"train@{n}" for n in names) + "\n"
+        resources(params, cpus_per_gpu, one_task=True)
+        + "\n"
+        + SETUP.format(root=shlex.quote(root))
+        + "dvc commit --force "
+        + " ".join(f"train@{n}" for n in names)
+        + "\n"
         + "dvc repro  # the stages that remain: the lr sweep (it trains, hence this job's device), toy, report\n"
     )
     ddp = header("bench-ddp-cell") + (
-        cell + "\n" + SETUP.format(root=shlex.quote(root))
+        cell
+        + "\n"
+        + SETUP.format(root=shlex.quote(root))
         + "# usage: sbatch ddp_cell.sbatch VARIANT DEPTH SEED\n"
         + "# trainer.devices, trainer.num_nodes and trainer.strategy (ddp) come from params.yaml, as do the\n"
         + "# #SBATCH lines above: one task per device, and train.batch_size is the global batch across them all\n"
-        + 'V=$1 D=$2 S=$3\n'
-        + "srun " + substitute(template, '"$V"', '"$D"', '"$S"') + " --no-progress\n"
+        + "V=$1 D=$2 S=$3\n"
+        + "srun "
+        + substitute(template, '"$V"', '"$D"', '"$S"')
+        + " --no-progress\n"
         + 'dvc commit --force "train@$V-$D-$S"\n'
     )
     submit = (
         "#!/bin/bash\n# Submit the grid as a job array, then the commit job once every cell has succeeded.\n"
-        "set -euo pipefail\nhere=$(cd \"$(dirname \"$0\")\" && pwd)\ncd " + shlex.quote(root) + "\nsource .venv/bin/activate\n"
+        'set -euo pipefail\nhere=$(cd "$(dirname "$0")" && pwd)\ncd '
+        + shlex.quote(root)
+        + "\nsource .venv/bin/activate\n"
         "dvc repro prepare  # on the login node: verifies and prepares the data once\n"
-        "jid=$(sbatch --parsable \"$here/grid.sbatch\")\n"
-        "sbatch --dependency=afterok:${jid} \"$here/commit.sbatch\"\n"
-        "echo \"submitted job array ${jid} (" + str(len(grid)) + " cells) and its commit job; logs in " + logs + "\"\n"
+        'jid=$(sbatch --parsable "$here/grid.sbatch")\n'
+        'sbatch --dependency=afterok:${jid} "$here/commit.sbatch"\n'
+        'echo "submitted job array ${jid} (' + str(len(grid)) + " cells) and its commit job; logs in " + logs + '"\n'
     )
     return {"grid.sbatch": array, "commit.sbatch": commit, "ddp_cell.sbatch": ddp, "submit.sh": submit}
 

@@ -1,10 +1,11 @@
 """Measurements of the pathologies the suite compares: vanishing/exploding gradients and signals (He
 et al. 2016, Fig. 7), block lesions (Veit et al. 2016) and BatchNorm's train/eval gap (Ioffe & Szegedy
-2015). Shattered gradients are bench.shattering's; bench.probe runs them all on a cell's probe batch.
+2015). Shattered gradients are bench.diagnostics.shattering's; bench.diagnostics.probe runs them all on a cell's probe batch.
 
 Pure torch functions over a `bench.models` network (they address `model.blocks`) and tensors. Each one
 leaves the model as it found it: train/eval flags, BN running statistics, parameters and `.grad`.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,6 +71,7 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn
 
 # --- Vanishing / exploding signals ----------------------------------------------------------------
 
+
 def ratio(numerator: float, denominator: float) -> float:
     """numerator / denominator, NaN where the denominator is 0 or either is not finite: never inf from a 0/0."""
     if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator == 0:
@@ -98,16 +100,20 @@ def block_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     finally:
         for h in hooks:
             h.remove()
-    activation, rest = grads[: len(outputs)], list(grads[len(outputs):])
+    activation, rest = grads[: len(outputs)], list(grads[len(outputs) :])
     relative = []
     for ps in params:
-        block_grads, rest = rest[: len(ps)], rest[len(ps):]
+        block_grads, rest = rest[: len(ps)], rest[len(ps) :]
         norm = lambda ts: torch.sqrt(sum(t.double().pow(2).sum() for t in ts)).item()
         relative.append(ratio(norm(block_grads), norm(ps)))
     rms = [g.double().pow(2).mean().sqrt().item() for g in activation]
     first_over_last = ratio(rms[0], rms[-1])
-    return {"activation_rms": rms, "relative_weight": relative, "ratio": first_over_last,
-            "saturated": math.isnan(first_over_last)}
+    return {
+        "activation_rms": rms,
+        "relative_weight": relative,
+        "ratio": first_over_last,
+        "saturated": math.isnan(first_over_last),
+    }
 
 
 @torch.no_grad()
@@ -159,6 +165,7 @@ def forward_variance(model: nn.Module, x: torch.Tensor) -> list[float]:
 
 
 # --- Lesions (Veit et al. 2016) -------------------------------------------------------------------
+
 
 class _Deleted(nn.Module):
     """A block with its branch f removed: relu(shortcut(x)). A plain block's shortcut is the identity
@@ -226,13 +233,18 @@ def lesion_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chance: fl
 
     mean = lambda v: sum(v) / len(v) if v else None
     return {
-        "intact": intact, "per_block": per_block, "downsampling": down, "at_chance": intact >= AT_CHANCE * chance,
-        "mean_increase": mean(increases(False)), "max_increase": max(increases(False), default=None),
+        "intact": intact,
+        "per_block": per_block,
+        "downsampling": down,
+        "at_chance": intact >= AT_CHANCE * chance,
+        "mean_increase": mean(increases(False)),
+        "max_increase": max(increases(False), default=None),
         "downsampling_mean_increase": mean(increases(True)),
     }
 
 
 # --- BatchNorm (Ioffe & Szegedy 2015) -------------------------------------------------------------
+
 
 def train_vs_eval_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> dict:
     """Error with BN on batch statistics (train mode, batches of `batch_size`) vs running statistics
