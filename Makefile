@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)  # so that dvc stages find `bench`
 
-.PHONY: run test test-all setup clean he2016 perf
+.PHONY: run test test-all lint setup clean he2016 perf
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -35,10 +35,12 @@ HE_SEEDS ?= [0,1,2]
 he2016: setup
 	set -f; preset=$$($(BIN)/bench preset presets/he2016.yaml --dvc) && dvc exp run -n he2016 $$preset -S 'grid.seeds=$(HE_SEEDS)'
 
-# The CPU speed figures of the README's "Speed" table (about 12 minutes on 2 cores); on a GPU machine,
-# bash benchmarks/gpu.sh. PERF_ARGS="--cifar PATH/cifar10-jpeg.tar.gz" adds bench prepare.
+# The speed figures of docs/speed.md, by benchmarks/speed.py: the CPU's (about 12 minutes on 2 cores), or with
+# PERF_DEVICE=cuda the GPU check (480 s). PERF_ARGS="--cifar PATH/cifar10-jpeg.tar.gz" adds the steps that need
+# CIFAR-10; PERF_ARGS=--dry-run runs every step on the CPU, a few iterations each, into perf/DEVICE-dry-run/.
+PERF_DEVICE ?= cpu
 perf: setup
-	$(BIN)/python benchmarks/cpu.py $(PERF_ARGS)
+	$(BIN)/python benchmarks/speed.py --device $(PERF_DEVICE) $(PERF_ARGS)
 
 # `make test`: the default tier, quick feedback. `make test-all`: every tier that runs without a GPU.
 test: setup
@@ -46,6 +48,11 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "not gpu" --durations=15 $(PYTEST_ARGS)
+
+# `make lint`: the one style, checked (ruff's config is in pyproject.toml); `ruff format .` applies it.
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 # Only what is generated and git-ignored: checkpoints, logs, scratch runs, plots, the venv. Results git tracks
 # (runs/*/metrics.json, report/, ...) stay; W&B run folders (wandb/) stay too: they are records.

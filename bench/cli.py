@@ -1,20 +1,27 @@
-"""The `bench` command: thin entry points over pure functions. Bad input exits 2 before any work."""
+"""The `bench` command: thin entry points over pure functions. Bad input exits 2 before any work.
+
+Each command imports its stage's code inside its own function: `bench --help` and bad input are answered
+before torch and Lightning load, and a DVC stage's deps follow its command's imports (tests/test_structure.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from bench import config, quiet, record, validate
+import bench
+from bench import config, quiet, record, tracking, validate
 from bench.config import Params
+from bench.files import write_json
 from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell, cells
 
 OVERRIDES_HELP = "param overrides as section.key=value, e.g. train.lr=0.05 trainer.devices=2"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description=__import__("bench").__doc__)
+    p = argparse.ArgumentParser(prog="bench", description=bench.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, overrides: bool = True) -> argparse.ArgumentParser:
@@ -51,15 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     ty.add_argument("--out", default="report/toy", help="output folder (default: report/toy)")
 
     g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", overrides=False)
-    g.add_argument(
-        "-j",
-        "--jobs",
-        "--workers-per-gpu",
-        dest="jobs",
-        type=int,
-        default=1,
-        help="cells trained at once on each GPU, or CPU processes without a GPU (default: 1)",
-    )
+    g.add_argument("-j", "--jobs", type=int, default=1, help="cells at once per GPU, or CPU processes (default: 1)")
     g.add_argument(
         "--no-forkserver",
         action="store_true",
@@ -86,22 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: trainer.precision)")
     pf.add_argument("--steps", type=int, default=100, help="timed steps per run (default: 100)")
     pf.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning (default: 10)")
-    pf.add_argument(
-        "--repeats", type=int, default=3, help="runs of each path, back to back; medians reported (default: 3)"
-    )
+    pf.add_argument("--repeats", type=int, default=3, help="runs of each path, back to back, medians (default: 3)")
     pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
     pf.add_argument("--out", default=None, help="also write the JSON to this file")
-    pf.add_argument(
-        "--profile",
-        default=None,
-        metavar="DIR",
-        help="then one more run of the real path under "
-        "torch.profiler: DIR/fit-profile.txt (where the time goes) and a Chrome trace",
-    )
+    pf.add_argument("--profile", metavar="DIR", help="one more run under torch.profiler: DIR/fit-profile.txt, a trace")
 
-    ps = command(
-        "preset", "print a preset file (e.g. presets/he2016.yaml) as overrides, checked against params", overrides=False
-    )
+    ps = command("preset", "print a preset file (presets/he2016.yaml) as overrides, checked", overrides=False)
     ps.add_argument("file", help="a YAML file in params.yaml's layout, holding only the keys it sets")
     ps.add_argument("--dvc", action="store_true", help="as `dvc exp run` flags: -S section.key=value")
 
@@ -111,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_lr_sweep(args, params) -> int:
-    from bench.lr_sweep import sweep
+    from bench.lr_sweep import sweep  # lazy: see the module's docstring
 
     for r in sweep(params, args.data, args.out):
         state = f"diverged at step {r[DIVERGED_STEP]}" if r[DIVERGED] else f"training error {r[TRAIN_ERROR]:.3f}"
@@ -120,7 +109,7 @@ def cmd_lr_sweep(args, params) -> int:
 
 
 def cmd_toy(args, params) -> int:
-    from bench.toy import toy
+    from bench.toy import toy  # lazy: see the module's docstring
 
     toy(params.toy, args.out)
     print(f"toy shattering ({params.toy.seeds} seeds) -> {args.out}/toy_shattering.png")
@@ -138,7 +127,7 @@ def stage_params_only(args) -> None:
 
 
 def cmd_grid(args, params) -> int:
-    from bench.scale.launcher import launch
+    from bench.scale.launcher import launch  # lazy: see the module's docstring
 
     stage_params_only(args)
     if args.jobs < 1:
@@ -154,7 +143,7 @@ def cmd_grid(args, params) -> int:
 
 
 def cmd_slurm(args, params) -> int:
-    from bench.scale.slurm import write
+    from bench.scale.slurm import write  # lazy: see the module's docstring
 
     stage_params_only(args)
     root = args.root or str(Path.cwd())
@@ -173,10 +162,8 @@ def cmd_slurm(args, params) -> int:
 
 
 def cmd_wandb(args, params) -> int:
-    from bench import tracking
-
     if args.report:
-        from bench.report.wandb_report import publish
+        from bench.report.wandb_report import publish  # lazy: the W&B API, for the Report only
 
         print(publish(params))
     else:
@@ -185,8 +172,8 @@ def cmd_wandb(args, params) -> int:
 
 
 def cmd_report(args, params) -> int:
-    from bench.report.stage import collect, report
-    from bench.report.wandb_report import log_grid
+    from bench.report.stage import collect, report  # lazy: see the module's docstring
+    from bench.report.wandb_report import log_grid  # lazy: see the module's docstring
 
     s = report(params, args.runs, args.out, args.lr_sweep, args.toy)
     log_grid(params, collect(params, Path(args.runs)))  # the report's files first; W&B is a copy of them
@@ -195,7 +182,7 @@ def cmd_report(args, params) -> int:
 
 
 def cmd_prepare(args, params) -> int:
-    from bench.prepare.stage import prepare
+    from bench.prepare.stage import prepare  # lazy: see the module's docstring
 
     meta = prepare(params.data, args.out, Path(args.raw))
     c = meta["counts"]
@@ -207,11 +194,8 @@ def cmd_prepare(args, params) -> int:
 
 
 def cmd_perf(args, params) -> int:
-    import json
-
-    from bench.files import write_json
-    from bench.perf import perf, profile, synthetic
-    from bench.train.data import load_prepared
+    from bench.perf import perf, profile, synthetic  # lazy: see the module's docstring
+    from bench.train.data import load_prepared  # lazy: see the module's docstring
 
     data = load_prepared(args.data, params.data) if args.data else synthetic()  # built once, for the profile too
     result = perf(params, args.variant, args.depth, args.device, args.steps, args.warmup, args.repeats, data)
@@ -219,10 +203,8 @@ def cmd_perf(args, params) -> int:
     if args.out:
         write_json(Path(args.out), result)
     if args.profile:
-        print(
-            f"bench perf: profile in {profile(params, args.variant, args.depth, args.device, args.warmup, data, Path(args.profile))}",
-            file=sys.stderr,
-        )
+        folder = profile(params, args.variant, args.depth, args.device, args.warmup, data, Path(args.profile))
+        print(f"bench perf: profile in {folder}", file=sys.stderr)
     return 0
 
 
@@ -232,27 +214,25 @@ def cmd_preset(args, params) -> int:
 
 
 def cmd_train(args, params) -> int:
-    from bench.progress import progress_line
-    from bench.train.stage import train  # heavy imports only once the input is known to be good
+    from bench.progress import duration, progress_line  # lazy: in the train stage's deps only
+    from bench.train.distributed import is_rank_zero  # lazy: see the module's docstring
+    from bench.train.stage import train  # lazy: see the module's docstring
 
     cell, out = Cell(args.variant, args.depth, args.seed), Path(args.out)
     if out.name == cell.name and (line := progress_line(params, cell, out.parent)):  # the grid's own folders
         print(line, flush=True)
-    from lightning.pytorch.utilities import rank_zero_only  # imported by train already; here only for a cell
-
-    rank_zero_only(say_result)(cell, train(params, cell, out, args.data, progress=not args.no_progress), out)
-    return 0
-
-
-def say_result(cell: Cell, m: dict, out: Path) -> None:
+    m = train(params, cell, out, args.data, progress=not args.no_progress)
+    if not is_rank_zero():
+        return 0
     if m[DIVERGED]:
         print(f"{cell.name}: diverged (non-finite loss) at step {m[DIVERGED_STEP]}; recorded in {out}/metrics.json")
     else:
         speed = f", {m[IMAGES_PER_S]:.0f} images/s" if m[IMAGES_PER_S] else ""
         print(
             f"{cell.name}: test error {m[TEST_ERROR]:.4f} after {m['steps']} steps "
-            f"({m[WALL_TIME]:.0f} s{speed}); wrote {out}/metrics.json"
+            f"({duration(m[WALL_TIME])}{speed}); wrote {out}/metrics.json"
         )
+    return 0
 
 
 # command: (its function, the cells it runs, whether it reads `speed`, whether it reads `wandb`)

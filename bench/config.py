@@ -1,7 +1,8 @@
-"""params.yaml -> typed, frozen dataclasses; the only place config is read.
+"""params.yaml -> typed, frozen dataclasses; the only place config is typed and checked.
 
-params.yaml holds the only copy of each default: these classes declare types, not values. An unknown
-or missing key is an error naming it, and `section.key=value` overrides any param from the command line.
+params.yaml holds the only copy of each default: these classes declare types and ranges, not values. An
+unknown or missing key, or a value out of its range, is an error naming it, and `section.key=value`
+overrides any param from the command line.
 """
 
 from __future__ import annotations
@@ -9,21 +10,48 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench import params_file
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take (for a list, each of its numbers), and whether a list may be empty."""
+
+    at_least: float | None = None
+    above: float | None = None
+    below: float | None = None
+    non_empty: bool = False
+
+    def holds(self, v: float) -> bool:
+        return (
+            (self.at_least is None or v >= self.at_least)
+            and (self.above is None or v > self.above)
+            and (self.below is None or v < self.below)
+        )
+
+    def __str__(self) -> str:
+        bounds = {"at least": self.at_least, "above": self.above, "below": self.below}
+        return " and ".join(f"{word} {b}" for word, b in bounds.items() if b is not None)
+
+
+def ranged(**bounds) -> Any:
+    """A field whose value must lie in Range(**bounds): the range is declared next to the field it checks."""
+    return field(metadata={"range": Range(**bounds)})
+
 
 @dataclass(frozen=True)
 class Grid:
-    variants: list[str]  # the ablation axes; dvc.yaml's train matrix reads these
-    depths: list[int]
-    seeds: list[int]
+    variants: list[str] = ranged(non_empty=True)  # the ablation axes; dvc.yaml's train matrix reads these
+    depths: list[int] = ranged(non_empty=True)
+    seeds: list[int] = ranged(non_empty=True, at_least=0)
 
 
 @dataclass(frozen=True)
@@ -31,9 +59,9 @@ class Data:
     name: str  # digits | cifar10 | cifar100 | imagefolder
     source: str | None  # URL, local path or DVC-tracked file; null = the dataset's default
     md5: str | None  # expected archive checksum; null = the official one
-    val_size: int  # images held out of the training split for validation
-    max_image_pixels: int  # an image larger than this is refused before any is decoded (decompression bombs)
-    max_total_pixels: int  # and so is a dataset larger than this in all
+    val_size: int = ranged(at_least=0)  # images held out of the training split for validation
+    max_image_pixels: int = ranged(at_least=1)  # a larger image is refused before any is decoded (decompression bombs)
+    max_total_pixels: int = ranged(at_least=1)  # and so is a dataset larger than this in all
 
 
 @dataclass(frozen=True)
@@ -44,65 +72,67 @@ class Model:
 
 @dataclass(frozen=True)
 class Train:
-    batch_size: int  # global batch, split across ranks
+    batch_size: int = ranged(at_least=1)  # global batch, split across ranks
     augment: bool  # random crop with padding, plus flips where the dataset suits them
-    max_steps: int  # iterations, as He et al. count them
-    lr: float
-    momentum: float
-    weight_decay: float
+    max_steps: int = ranged(at_least=1)  # iterations, as He et al. count them
+    lr: float = ranged(above=0)
+    momentum: float = ranged(at_least=0, below=1)
+    weight_decay: float = ranged(at_least=0)
     nesterov: bool
-    milestones: list[int]  # iterations at which lr is multiplied by gamma
-    gamma: float
-    warmup_steps: int  # linear warm-up from 0 to lr over this many iterations
-    low_lr: float | None  # constant low-lr warm-up (He et al., ResNet-110) ...
-    low_lr_steps: int  # ... for this many iterations ...
-    low_lr_min_depth: int  # ... for nets at least this deep
+    milestones: list[int] = ranged(at_least=1)  # iterations at which lr is multiplied by gamma
+    gamma: float = ranged(above=0)
+    warmup_steps: int = ranged(at_least=0)  # linear warm-up from 0 to lr over this many iterations
+    low_lr: float | None = ranged(above=0)  # constant low-lr warm-up (He et al., ResNet-110) ...
+    low_lr_steps: int = ranged(at_least=0)  # ... for this many iterations ...
+    low_lr_min_depth: int = ranged(at_least=8)  # ... for nets at least this deep
 
 
 @dataclass(frozen=True)
 class Trainer:
     accelerator: str  # Lightning Trainer flags
     devices: Any  # int, list of ids, or "auto"
-    num_nodes: int
+    num_nodes: int = ranged(at_least=1)
     strategy: str  # auto | ddp | ddp_spawn | ...
     sync_batchnorm: bool  # BN statistics over the global batch instead of each process's share
     precision: str
     deterministic: bool
     benchmark: bool | None  # cuDNN's autotuner; null: Lightning's default (off)
-    log_every_n_steps: int
-    check_val_every_n_epoch: int
+    log_every_n_steps: int = ranged(at_least=1)
+    check_val_every_n_epoch: int = ranged(at_least=1)
 
 
 @dataclass(frozen=True)
 class Speed:
     compile: str | None  # torch.compile mode for the network in training; null: eager
     channels_last: bool  # NHWC memory format for the network and its inputs
-    eval_batch_size: int  # validation and test batches, per process; the results do not depend on it
-    threads: int  # CPU threads per process (torch.set_num_threads); a CPU result's bits depend on it
+    eval_batch_size: int = ranged(at_least=1)  # validation and test batches, per process; results do not depend on it
+    threads: int = ranged(
+        at_least=1
+    )  # CPU threads per process (torch.set_num_threads); a CPU result's bits depend on it
 
 
 @dataclass(frozen=True)
 class Diagnostics:
-    probe_size: int  # test images in the fixed probe batch, stratified by class
-    probe_seed: int  # which images: the same for every cell
-    pairs: int  # image pairs whose connecting paths measure shattering
-    points: int  # input points along each path
-    every: int  # also measure every N epochs; 0: only at initialisation and at the end
+    probe_size: int = ranged(at_least=2)  # test images in the fixed probe batch, stratified by class
+    probe_seed: int = ranged(at_least=0)  # which images: the same for every cell
+    pairs: int = ranged(at_least=1)  # image pairs whose connecting paths measure shattering
+    points: int = ranged(at_least=3)  # input points along each path
+    every: int = ranged(at_least=0)  # also measure every N epochs; 0: only at initialisation and at the end
 
 
 @dataclass(frozen=True)
 class Toy:
-    depths: list[int]  # fully connected layers
-    seeds: int  # networks per depth
-    width: int
-    points: int  # equally spaced scalar inputs on [-2, 2]
+    depths: list[int] = ranged(non_empty=True, at_least=1)  # fully connected layers
+    seeds: int = ranged(at_least=1)  # networks per depth
+    width: int = ranged(at_least=1)
+    points: int = ranged(at_least=3)  # equally spaced scalar inputs on [-2, 2]
 
 
 @dataclass(frozen=True)
 class LrSweep:
-    depth: int  # one depth, every variant of the grid
-    lrs: list[float]
-    max_steps: int
+    depth: int = ranged(at_least=8)  # one depth, every variant of the grid
+    lrs: list[float] = ranged(non_empty=True, above=0)
+    max_steps: int = ranged(at_least=1)
 
 
 @dataclass(frozen=True)
@@ -150,65 +180,28 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-# The range of every number and list in params.yaml: a value outside it is refused, naming the key and
-# the range. For a list, the rule holds for each element; "non-empty" for the list itself.
-RANGES = {
-    "grid.variants": ["non-empty"],
-    "grid.depths": ["non-empty"],
-    "grid.seeds": ["non-empty", ">= 0"],
-    "data.val_size": [">= 0"],
-    "data.max_image_pixels": [">= 1"],
-    "data.max_total_pixels": [">= 1"],
-    "train.batch_size": [">= 1"],
-    "train.max_steps": [">= 1"],
-    "train.lr": ["> 0"],
-    "train.momentum": [">= 0", "< 1"],
-    "train.weight_decay": [">= 0"],
-    "train.milestones": [">= 1"],
-    "train.gamma": ["> 0"],
-    "train.warmup_steps": [">= 0"],
-    "train.low_lr": ["> 0"],
-    "train.low_lr_steps": [">= 0"],
-    "train.low_lr_min_depth": [">= 8"],
-    "trainer.num_nodes": [">= 1"],
-    "trainer.log_every_n_steps": [">= 1"],
-    "trainer.check_val_every_n_epoch": [">= 1"],
-    "speed.eval_batch_size": [">= 1"],
-    "speed.threads": [">= 1"],
-    "diagnostics.probe_size": [">= 2"],
-    "diagnostics.probe_seed": [">= 0"],
-    "diagnostics.pairs": [">= 1"],
-    "diagnostics.points": [">= 3"],
-    "diagnostics.every": [">= 0"],
-    "toy.depths": ["non-empty", ">= 1"],
-    "toy.seeds": [">= 1"],
-    "toy.width": [">= 1"],
-    "toy.points": [">= 3"],
-    "lr_sweep.depth": [">= 8"],
-    "lr_sweep.lrs": ["non-empty", "> 0"],
-    "lr_sweep.max_steps": [">= 1"],
-}
-_WORDS = {">=": "at least", ">": "above", "<": "below", "<=": "at most"}
-_TESTS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<": lambda v, b: v < b, "<=": lambda v, b: v <= b}
-
-
 def _check_ranges(params: Params) -> None:
-    for key, rules in RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(params, section), name)
-        if "non-empty" in rules and value == []:
-            raise ValueError(f"{key} is empty: it needs at least one value")
-        bounds = [r.split() for r in rules if r != "non-empty"]
-        text = " and ".join(f"{_WORDS[op]} {b}" for op, b in bounds)
-        for v in value if isinstance(value, list) else [value]:
-            if (
-                isinstance(v, (int, float))
-                and not isinstance(v, bool)
-                and not all(_TESTS[op](v, float(b)) for op, b in bounds)
-            ):
-                raise ValueError(
-                    f"{key}={value!r} must be {text}" + (" (each value)" if isinstance(value, list) else "")
-                )
+    """Every field's declared Range, then the rules between fields; raise ValueError naming the key and its range."""
+    for section in fields(params):
+        cfg = getattr(params, section.name)
+        for f in fields(cfg):
+            if (r := f.metadata.get("range")) is None:
+                continue
+            key, value = f"{section.name}.{f.name}", getattr(cfg, f.name)
+            if r.non_empty and value == []:
+                raise ValueError(f"{key} is empty: it needs at least one value")
+            numbers = [v for v in (value if isinstance(value, list) else [value]) if _is_number(v)]
+            if not all(r.holds(v) for v in numbers):
+                raise ValueError(f"{key}={value!r} must be {r}" + (" (each value)" if isinstance(value, list) else ""))
+    _check_rules(params)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_rules(params: Params) -> None:
+    """The rules that tie fields together, and trainer.devices, which takes several types."""
     dg = params.diagnostics
     if 2 * dg.pairs > dg.probe_size:
         raise ValueError(
@@ -265,7 +258,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if name not in raw[section]:
             raise ValueError(f"unknown key {key} in override {item!r}; valid keys: {', '.join(raw[section])}")
         try:
-            raw[section][name] = value if _is_text(section, name) and value not in ("null", "~") else _yaml(value)
+            raw[section][name] = (
+                value if _is_text(section, name) and value not in ("null", "~") else params_file.parse(value)
+            )
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: {value!r} is not a YAML value ({str(e).splitlines()[0]})") from None
     return raw
@@ -281,7 +276,7 @@ def _is_text(section: str, name: str) -> bool:
 def preset(path: str | Path) -> list[str]:
     """A preset file (params.yaml's layout, holding only the keys it sets) as section.key=value overrides.
     Values are written as compact JSON, which YAML reads back: no spaces, so each override is one word."""
-    raw = _read_yaml(Path(path))
+    raw = params_file.read(Path(path))
     return [
         f"{section}.{key}=" + (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
         for section, keys in raw.items()
@@ -289,49 +284,9 @@ def preset(path: str | Path) -> list[str]:
     ]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently),
-    and reading every float a person writes as a float: YAML 1.1 (PyYAML) reads 1e-3 and 1E-4 as strings,
-    since its floats need a dot; YAML 1.2's do not."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_implicit_resolver(  # after 1.1's own: an exponent without a dot (1e-3, 2E4, -1.5e+2 is 1.1's)
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
-def _yaml(text: str):
-    return yaml.load(text, Loader=_UniqueKeyLoader)
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        raw = _yaml(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"params file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"params file {path} cannot be read ({type(e).__name__}: {e})") from None
-    except yaml.YAMLError as e:  # one line: what, and where
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValueError(f"{path} is not valid YAML: {getattr(e, 'problem', None) or e}{where}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of sections (grid, data, ...), got {raw!r}")
-    return raw
-
-
 def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Params:
     """Read, override and type-check params; raise ValueError naming the first bad key or value."""
-    params = _build(Params, apply_overrides(_read_yaml(Path(path)), list(overrides)), "")
+    params = _build(Params, apply_overrides(params_file.read(Path(path)), list(overrides)), "")
     _check_ranges(params)
     return params
 

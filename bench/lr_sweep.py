@@ -21,7 +21,7 @@ NO_WANDB = Wandb(mode="disabled", project=None, entity=None, group=None, dir=Non
 
 def _run(params: Params, variant: str, lr: float, data_dir: str, out: str) -> dict:
     """One run of the sweep, in a worker process: `train` at this lr, its summary row."""
-    from bench.train.stage import train
+    from bench.train.stage import train  # lazy: the workers import it (the forkserver once), not the parent
 
     s = params.lr_sweep
     p = replace(params, train=replace(params.train, lr=lr, max_steps=s.max_steps), wandb=NO_WANDB)

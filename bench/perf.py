@@ -58,11 +58,6 @@ def synthetic(shape=(3, 32, 32), train_images: int = 45_000, classes: int = 10, 
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Losses(L.Callback):
     """Every training step's loss, kept on the device until the end."""
 
@@ -126,12 +121,12 @@ def through_bare_loop(
             losses.append(loss.detach())
             step += 1
             if step == warmup:
-                _sync(device)
+                speed.sync(device)
                 start = time.perf_counter()
             if step == total:
                 break
         epoch += 1
-    _sync(device)
+    speed.sync(device)
     return _result(step - warmup, time.perf_counter() - start, params.train.batch_size, losses)
 
 
@@ -198,14 +193,7 @@ def perf(
 ) -> dict:
     """images/s through `bench train`'s path and a bare loop, each the median of `repeats` alternating runs.
     The cell and `speed` are validated by the caller (bench.validate.run)."""
-    if params.trainer.precision not in AUTOCAST:
-        raise ValueError(f"bench perf supports precision {', '.join(AUTOCAST)}; got {params.trainer.precision!r}")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but torch sees no CUDA GPU")
-    if steps < 1 or warmup < 1 or repeats < 1:
-        raise ValueError("--steps, --warmup and --repeats must be at least 1")
+    _check(params, device, steps, warmup, repeats)
     data = data or synthetic()
     validate.batch(params, len(data.train.y), world_size=1)
     params = alone(params, device, warmup + steps)
@@ -213,37 +201,25 @@ def perf(
     for r in range(repeats):
         for path in runs:
             if progress:
-                print(
-                    f"bench perf: {variant}-{depth} {path} {r + 1}/{repeats} ({warmup}+{steps} steps)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                where = f"{variant}-{depth} {path} {r + 1}/{repeats} ({warmup}+{steps} steps)"
+                print(f"bench perf: {where}", file=sys.stderr, flush=True)
             run = (
                 through_bench(params, variant, depth, data, warmup)
                 if path == "bench"
                 else through_bare_loop(params, variant, depth, data, warmup, torch.device(device))
             )
             runs[path].append(run)
-    summary = {
-        path: {
-            "images_per_s": round(statistics.median(x["images_per_s"] for x in rs), 1),
-            "step_ms": round(statistics.median(x["step_ms"] for x in rs), 3),
-            "samples": [round(x["images_per_s"], 1) for x in rs],
-        }
-        for path, rs in runs.items()
-    }
-    overheads = [
-        100 * (bare["images_per_s"] / bench["images_per_s"] - 1) for bench, bare in zip(runs["bench"], runs["bare"])
-    ]
-    bench_losses, bare_losses = runs["bench"][0]["losses"], runs["bare"][0]["losses"]
+    hardware = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"{provenance.cpu_name()} ({torch.get_num_threads()} threads)"
+    )
     return {
         "variant": variant,
         "depth": depth,
         "batch": params.train.batch_size,
         "device": device,
-        "hardware": torch.cuda.get_device_name()
-        if device == "cuda"
-        else f"{provenance.cpu_name()} ({torch.get_num_threads()} threads)",
+        "hardware": hardware,
         "precision": params.trainer.precision,
         "trainer.deterministic": params.trainer.deterministic,
         "trainer.benchmark": params.trainer.benchmark,
@@ -254,15 +230,42 @@ def perf(
         "repeats": repeats,
         "torch": torch.__version__,
         "lightning": L.__version__,
+        **_compare(runs),
+    }
+
+
+def _check(params: Params, device: str, steps: int, warmup: int, repeats: int) -> None:
+    if params.trainer.precision not in AUTOCAST:
+        raise ValueError(f"bench perf supports precision {', '.join(AUTOCAST)}; got {params.trainer.precision!r}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch sees no CUDA GPU")
+    if steps < 1 or warmup < 1 or repeats < 1:
+        raise ValueError("--steps, --warmup and --repeats must be at least 1")
+
+
+def _compare(runs: dict[str, list[dict]]) -> dict:
+    """Each path's medians and samples, and the real path's overhead over the bare loop."""
+    summary = {
+        path: {
+            "images_per_s": round(statistics.median(x["images_per_s"] for x in rs), 1),
+            "step_ms": round(statistics.median(x["step_ms"] for x in rs), 3),
+            "samples": [round(x["images_per_s"], 1) for x in rs],
+        }
+        for path, rs in runs.items()
+    }
+    pairs = list(zip(runs["bench"], runs["bare"]))
+    overheads = [100 * (bare["images_per_s"] / bench["images_per_s"] - 1) for bench, bare in pairs]
+    bench_losses, bare_losses = runs["bench"][0]["losses"], runs["bare"][0]["losses"]
+    return {
         **summary,
         # extra time per step of the real path over the bare loop: the median over the repeats of each
         # pair run back to back, which cancels the drift of a shared machine between pairs
         "lightning_overhead_pct": round(statistics.median(overheads), 2),
         "lightning_overhead_pct_range": [round(min(overheads), 2), round(max(overheads), 2)],
         # the same in milliseconds per step: Lightning's and torchmetrics' fixed cost, whatever the net
-        "lightning_overhead_ms": round(
-            statistics.median(a["step_ms"] - b["step_ms"] for a, b in zip(runs["bench"], runs["bare"])), 3
-        ),
+        "lightning_overhead_ms": round(statistics.median(a["step_ms"] - b["step_ms"] for a, b in pairs), 3),
         # the same step: the two paths' losses, step by step, from the same weights and batches
         "max_loss_difference": max(abs(a - b) for a, b in zip(bench_losses, bare_losses)),
     }

@@ -1,14 +1,16 @@
-"""The record of one cell of the grid: its name, and the results its metrics.json holds.
+"""The record of one cell of the grid: its name, its metrics.json as a typed record, and one loader of its folder.
 
-Every stage that writes or reads a cell's results (train, lr-sweep, report, W&B, the CLI) takes
-the names from here. Errors are fractions in [0, 1]; a value that is not finite is recorded as
-null, since JSON has no NaN.
+Every stage that writes or reads a cell's results (train, lr-sweep, report, W&B, the CLI) takes the names from
+here. Errors are fractions in [0, 1]; a value that is not finite is recorded as null, since JSON has no NaN.
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
+import json
 import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -73,10 +75,79 @@ def chance_error(num_classes: int | None) -> float | None:
 
 
 def finite(v) -> float | None:
+    """`v` as a float, or None where it is missing or not finite: the one way a NaN becomes JSON's null."""
     if v is None:
         return None
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+MOMENTS = ("init/", "end/")  # the scalar diagnostics' prefixes: at initialisation, after training
+
+
+def key(name: str):
+    """A field whose metrics.json key is `name` rather than the field's own name."""
+    return field(metadata={"key": name})
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A cell's metrics.json. The fields are in the file's order; `scalars` holds the scalar diagnostics
+    ("init/shattering", "end/grad_ratio", ...; a diverged cell has no "end/..."), which follow them."""
+
+    variant: str
+    depth: int
+    seed: int
+    dataset: str
+    data_md5: str
+    num_classes: int
+    train_images: int
+    test_images: int  # the test error's n
+    params: int
+    train_loss: float | None = key(TRAIN_LOSS)
+    train_error: float | None = key(TRAIN_ERROR)
+    val_loss: float | None = key(VAL_LOSS)
+    val_error: float | None = key(VAL_ERROR)
+    test_loss: float | None = key(TEST_LOSS)
+    test_error: float | None = key(TEST_ERROR)
+    steps: int
+    epochs: int
+    wall_time_s: float
+    images_per_s: float | None
+    diverged: bool
+    diverged_step: int | None
+    scalars: dict[str, float | bool | None] = field(default_factory=dict)
+
+    @property
+    def cell(self) -> Cell:
+        return Cell(self.variant, self.depth, self.seed)
+
+    @property
+    def gap(self) -> float | None:
+        """The generalisation gap, test error - training error; None for a diverged cell."""
+        if self.test_error is None or self.train_error is None:
+            return None
+        return self.test_error - self.train_error
+
+    def to_json(self) -> dict:
+        """The metrics.json object, its keys in the file's order."""
+        return {**{k: getattr(self, name) for k, name in KEYS.items()}, **self.scalars}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Metrics:
+        """The record of a metrics.json object; a ValueError names a key missing, or one no cell writes."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"a JSON object was expected, not {type(obj).__name__}")
+        if missing := [k for k in KEYS if k not in obj]:
+            raise ValueError(f"missing {', '.join(missing)}")
+        if unknown := [k for k in obj if k not in KEYS and not k.startswith(MOMENTS)]:
+            raise ValueError(f"unknown {', '.join(unknown)}")
+        scalars = {k: v for k, v in obj.items() if k not in KEYS}
+        return cls(**{name: obj[k] for k, name in KEYS.items()}, scalars=scalars)
+
+
+KEYS = {f.metadata.get("key", f.name): f.name for f in fields(Metrics) if f.name != "scalars"}  # JSON key -> field
+SPLIT_KEYS = (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)
 
 
 def metrics(
@@ -94,34 +165,72 @@ def metrics(
     images_per_s: float,
     diverged_step: int | None,
     diagnostics: dict,
-) -> dict:
-    """A cell's metrics.json. `errors`: the split losses and errors by key (TRAIN_LOSS, ...);
+) -> Metrics:
+    """A finished cell's record. `errors`: the split losses and errors by key (TRAIN_LOSS, ...);
     `diagnostics`: the scalar diagnostics ("init/shattering", ...)."""
-    return {
-        "variant": cell.variant,
-        "depth": cell.depth,
-        "seed": cell.seed,
-        "dataset": dataset,
-        "data_md5": data_md5,
-        NUM_CLASSES: num_classes,
-        TRAIN_IMAGES: train_images,
-        TEST_IMAGES: test_images,
-        "params": n_params,
+    return Metrics(
+        *cell,
+        dataset=dataset,
+        data_md5=data_md5,
+        num_classes=num_classes,
+        train_images=train_images,
+        test_images=test_images,
+        params=n_params,
         # a diverged net's weights are not finite: its errors are argmaxes of NaN logits, not results
-        **{
-            k: None if diverged_step is not None else finite(errors.get(k))
-            for k in (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)
-        },
-        "steps": steps,
-        "epochs": epochs,
-        WALL_TIME: round(wall_time_s, 2),
-        IMAGES_PER_S: finite(round(images_per_s, 1)),  # null when a resumed run had no step left
-        DIVERGED: diverged_step is not None,
-        DIVERGED_STEP: diverged_step,
-        **{k: v if isinstance(v, bool) else finite(v) for k, v in diagnostics.items()},
-    }
+        **{KEYS[k]: None if diverged_step is not None else finite(errors.get(k)) for k in SPLIT_KEYS},
+        steps=steps,
+        epochs=epochs,
+        wall_time_s=round(wall_time_s, 2),
+        images_per_s=finite(round(images_per_s, 1)),  # null when a resumed run had no step left
+        diverged=diverged_step is not None,
+        diverged_step=diverged_step,
+        scalars={k: v if isinstance(v, bool) else finite(v) for k, v in diagnostics.items()},
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything a finished cell's folder holds for the report, read once."""
+
+    metrics: Metrics
+    diagnostics: dict  # diagnostics.json: the probe, and per-block lists at each moment ("init", "end")
+    env: dict  # env.json: versions, hardware, git commit, data checksum, precision, processes
+    history: dict[str, list[float]]  # history.csv by column, one value per epoch; NaN where none was logged
+
+    @property
+    def cell(self) -> Cell:
+        return self.metrics.cell
 
 
 def path(runs: Path, cell: Cell) -> Path:
     """Where a cell's metrics.json is, in the folder of the grid's cells."""
     return runs / cell.name / "metrics.json"
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv by column."""
+    cols: dict[str, list[float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                cols.setdefault(k, []).append(float(v) if v not in ("", None) else math.nan)
+    return cols
+
+
+def load(runs: Path, cell: Cell) -> Run:
+    """A finished cell's folder: metrics.json, diagnostics.json, env.json and history.csv. A missing or
+    unreadable file is a ValueError naming the cell and how to redo it."""
+    folder = runs / cell.name
+    if not path(runs, cell).exists():
+        raise ValueError(f"no results for cell {cell.name}: {path(runs, cell)} is missing (run `dvc repro`)")
+    try:
+        m = Metrics.from_json(json.loads((folder / "metrics.json").read_text()))
+        if m.cell != cell:  # a folder copied or renamed by hand
+            raise ValueError(f"its metrics.json is cell {m.cell.name}'s")
+        diagnostics, env = (json.loads((folder / name).read_text()) for name in ("diagnostics.json", "env.json"))
+        history = read_history(folder / "history.csv")
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{folder} is not a finished cell ({type(e).__name__}: {e}); rerun it (dvc repro train@{cell.name})"
+        ) from None
+    return Run(m, diagnostics, env, history)

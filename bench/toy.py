@@ -102,20 +102,13 @@ def toy_jacobian(
     return jacobian, (jacobian @ weights["v"]).squeeze(1)
 
 
-def toy_shattering(
-    depth: int, residual: bool, width: int = 200, points: int = 256, seed: int = 0, batchnorm: bool = True
-) -> torch.Tensor:
-    """dy/dx of the toy net along the line, (points,): the one signal whose lag-1 autocorrelation is `lag1`."""
-    return toy_jacobian(depth, residual, width, points, seed, batchnorm)[1]
-
-
 def correlation(jacobian: torch.Tensor) -> float:
     """Mean over pairs i != j of R(i, j) = cos(J(x_i), J(x_j)): the correlation between dy/dx at distinct
     inputs, in expectation over the readout v. 1 for a linear net (J the same at every input)."""
     return mean_off_diagonal(gradient_correlations(jacobian))
 
 
-def measure(depth: int, residual: bool, width: int, points: int, seed: int) -> dict:
+def net_statistics(depth: int, residual: bool, width: int, points: int, seed: int) -> dict:
     """Both statistics for one net: {"correlation": R averaged over distinct pairs, "lag1": lag-1 ACF}."""
     jacobian, dydx = toy_jacobian(depth, residual, width, points, seed)
     return {"correlation": correlation(jacobian), "lag1": shattering_score(dydx)}
@@ -127,7 +120,9 @@ def run(cfg: Toy) -> dict:
     for family in FAMILIES:
         results[family] = {}
         for depth in cfg.depths:
-            nets = [measure(depth, family == "residual", cfg.width, cfg.points, seed) for seed in range(cfg.seeds)]
+            nets = [
+                net_statistics(depth, family == "residual", cfg.width, cfg.points, seed) for seed in range(cfg.seeds)
+            ]
             results[family][depth] = {s: [net[s] for net in nets] for s in STATISTICS}
     return results
 
@@ -157,7 +152,7 @@ def panel(ax, results: dict, statistic: str, colours: dict) -> None:
 
 def plot(results: dict, path: Path) -> None:
     """Left: the paper's statistic with its 2^-L and 1/sqrt(L); right: lag-1 autocorrelation, no theory."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: the measures (and their tests) need no matplotlib
 
     colours = {"plain": plots.STYLE["plain_bn"][0], "residual": plots.STYLE["residual_bn"][0]}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -18,7 +18,7 @@ MODES = ("online", "offline", "disabled")
 
 
 def mode(params: Params) -> str:
-    """wandb.mode; where it is null, $WANDB_MODE; where that is unset, online when WANDB_API_KEY is set, else offline."""
+    """wandb.mode; where it is null, $WANDB_MODE; where that is unset, online with WANDB_API_KEY set, else offline."""
     m = (
         params.wandb.mode
         or os.environ.get("WANDB_MODE")
@@ -74,7 +74,7 @@ def logger(params: Params, cell: Cell, dataset: str, config: dict, run_id: str |
     `run_id`: the same id continues the same W&B run when a killed cell resumes."""
     if mode(params) == "disabled":
         return None
-    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.loggers import WandbLogger  # lazy: every command validates through this module
 
     kw = run_kwargs(params, cell.name, cell.variant, [cell.variant, f"depth-{cell.depth}", dataset], config)
     wandb = WandbLogger(save_dir=kw.pop("dir"), log_model=False, id=run_id, resume="allow" if run_id else None, **kw)
@@ -89,7 +89,7 @@ def start(params: Params, cell: Cell, dataset: str, config: dict, run_id: str | 
     if wandb is None:
         return None
     try:
-        wandb.experiment  # creates the run on rank 0
+        _ = wandb.experiment  # reading it creates the run on rank 0
         return wandb
     except Exception as e:  # wandb raises many types: none of them may cost the training result
         print(
@@ -117,7 +117,7 @@ BLOCK_COLUMNS = ("activation_grad_rms", "relative_weight_grad", "forward_varianc
 def log_diagnostics(run, results: dict) -> None:
     """The per-block diagnostics as one W&B Table per moment (init, end, ...), to plot against the block
     index, and the response std of every 3x3 layer as another (a layer index: two per block, the stem first)."""
-    import wandb
+    import wandb  # lazy: every command validates through this module, and wandb takes seconds to import
 
     for when, r in results.items():
         if when == "probe":  # which images, not a measurement

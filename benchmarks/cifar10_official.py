@@ -12,18 +12,45 @@ and so do the md5 and the accuracies. Labels follow CIFAR-10's label order, whic
 from __future__ import annotations
 
 import argparse
+import io
+import pickle
 import sys
+import tarfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.prepare.readers import read_imagefolder  # noqa: E402
-from tests.archives import write_cifar  # noqa: E402
+from bench.prepare.readers import CIFAR, file_md5, read_imagefolder  # noqa: E402
 
 # batches.meta's label_names in the official archive, in label order
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+SPEC = CIFAR["cifar10"]  # the official archive's folder, batch names and keys
+
+
+def write_official(path: Path, train_x, train_y, test_x, test_y, compresslevel: int) -> None:
+    """Five training batches and a test batch, pickled dicts of flat uint8 rows (N, 3072), and batches.meta."""
+    parts = np.array_split(np.arange(len(train_y)), len(SPEC.train))
+    batches = [(name, train_x[i], train_y[i]) for name, i in zip(SPEC.train, parts)]
+    with tarfile.open(path, "w:gz", compresslevel=compresslevel) as tar:
+        for name, x, y in [*batches, (SPEC.test, test_x, test_y)]:
+            batch = {
+                b"batch_label": name.encode(),
+                SPEC.label_key: [int(v) for v in y],
+                b"data": np.asarray(x, np.uint8).reshape(len(x), -1),
+                b"filenames": [f"{i:05d}.png".encode() for i in range(len(x))],
+            }
+            _add(tar, f"{SPEC.folder}/{name}", pickle.dumps(batch))
+        _add(tar, f"{SPEC.folder}/{SPEC.meta}", pickle.dumps({SPEC.names_key: [c.encode() for c in LABELS]}))
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
 
 
 def convert(source: Path, out: Path, compresslevel: int = 1) -> str:
@@ -35,11 +62,9 @@ def convert(source: Path, out: Path, compresslevel: int = 1) -> str:
         raise ValueError(f"{source}: images of shape {raw.train_x.shape[1:]}, not CIFAR-10's (3, 32, 32)")
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")  # whole or not at all
-    md5 = write_cifar(
-        part, "cifar10", raw.train_x, raw.train_y, raw.test_x, raw.test_y, LABELS, compresslevel=compresslevel
-    )
+    write_official(part, raw.train_x, raw.train_y, raw.test_x, raw.test_y, compresslevel)
     part.replace(out)
-    return md5
+    return file_md5(out)
 
 
 def main() -> None:
@@ -49,7 +74,10 @@ def main() -> None:
     ap.add_argument("--compresslevel", type=int, default=1, help="gzip level, 1 (fast) to 9 (small)")
     a = ap.parse_args()
     start = time.perf_counter()
-    md5 = convert(a.source, a.out, a.compresslevel)
+    try:
+        md5 = convert(a.source, a.out, a.compresslevel)
+    except ValueError as e:
+        raise SystemExit(f"cifar10_official.py: {e}") from None
     print(
         f"wrote {a.out} ({a.out.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - start:.0f} s), md5 {md5}",
         file=sys.stderr,

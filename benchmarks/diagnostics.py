@@ -24,7 +24,7 @@ import torch
 from bench import config
 from bench.record import Cell
 from bench.train.data import load_prepared
-from bench.train.stage import build, make_probe
+from bench.train.stage import build, diagnostics_callback
 
 KEYS = ("grad_ratio", "shattering", "shattering_lag1", "variance_growth")
 
@@ -32,7 +32,7 @@ KEYS = ("grad_ratio", "shattering", "shattering_lag1", "variance_growth")
 def measure_at_init(params: config.Params, data, variant: str, depth: int, seed: int) -> dict:
     """A cell's init diagnostics, as bench.train.stage records them: its network, its probe, BN calibrated on it."""
     module, _ = build(params, Cell(variant, depth, seed), data)
-    return make_probe(params, data).measure(module.model, "cpu", init=True)
+    return diagnostics_callback(params, data).probe_diagnostics(module.model, "cpu", init=True)
 
 
 def summary(values: list) -> str:

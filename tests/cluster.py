@@ -110,8 +110,8 @@ class Cluster:
         raise RuntimeError(f"the node never became idle:\n{self.logs()}")
 
     def _run(self, *cmd: str) -> None:
-        log = open(self.folder / f"{Path(cmd[0]).name}.out", "w")
-        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        with open(self.folder / f"{Path(cmd[0]).name}.out", "w") as log:  # the daemon keeps its own descriptor
+            self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self) -> None:
         self.run("scancel", "--full", "-u", "root", check=False)  # jobs first, then the daemons, newest first

@@ -1,3 +1,5 @@
+"""The tests' fixtures: params for a quick CPU run, the prepared digits, `bench` in-process, a repo copy, SLURM."""
+
 import shutil
 
 import pytest
@@ -53,3 +55,26 @@ def repo(tmp_path):
     (repo / "data/raw/.gitkeep").touch()
     run("git init -q && git config user.email t@t && git config user.name t && dvc init -q", repo)
     return repo
+
+
+@pytest.fixture
+def fake_slurm(monkeypatch):
+    """Call it to enter the environment of a SLURM job array's task, as Lightning's SLURMEnvironment reads it
+    (job 4242, task 2 of array 4240, one process); the real scheduler is test_cluster.py's."""
+
+    def enter() -> dict:
+        env = {
+            "SLURM_NTASKS": "1",
+            "SLURM_JOB_NAME": "bench-grid",
+            "SLURM_JOB_ID": "4242",
+            "SLURM_PROCID": "0",
+            "SLURM_LOCALID": "0",
+            "SLURM_NODEID": "0",
+            "SLURM_ARRAY_JOB_ID": "4240",
+            "SLURM_ARRAY_TASK_ID": "2",
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        return env
+
+    return enter

@@ -1,4 +1,5 @@
-"""What the tests share besides fixtures: the project's paths, and one way to run a command in a subprocess."""
+"""What the tests share besides fixtures: the project's paths, one way to run a command in a subprocess, a
+folder's snapshot, and hand-made cells."""
 
 import os
 import subprocess
@@ -43,31 +44,86 @@ def set_params(repo, **sections):
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
-def crash_after_epoch(monkeypatch, epoch: int, run) -> None:
-    """`run()` (a training) crashing at the end of training epoch `epoch`, after that epoch's checkpoint:
-    a kill or a preemption, in this process. The crash is undone afterwards."""
-    import pytest
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, by path relative to it (lock files excepted: they say who ran
+    last), to compare before and after a command that must change nothing."""
+    from bench.files import LOCK
 
-    from bench.train import callbacks
-
-    end_of_epoch = callbacks.Divergence.on_train_epoch_end
-
-    def crash(self, trainer, module):
-        end_of_epoch(self, trainer, module)
-        if trainer.current_epoch == epoch:
-            raise RuntimeError("crashed")
-
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", crash)
-    with pytest.raises(RuntimeError, match="crashed"):
-        run()
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", end_of_epoch)
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK
+    }
 
 
-def benchmark_tool(name: str):
-    """A script of benchmarks/ (they are not a package) as a module, e.g. benchmark_tool("wheels")."""
-    import importlib.util
+def metrics(
+    variant, depth, seed, test, train=0.01, diverged=False, dataset="cifar10", step=300, scalars=None, **fields
+):
+    """A hand-made cell's record, a bench.record.Metrics as `bench train` writes it: CIFAR-10's sizes, the given
+    test and training errors; a diverged one (at `step`) has no errors and no "end/..." scalars. `fields` replace
+    any other field (wall_time_s=30.0, ...)."""
+    from dataclasses import replace
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from bench.record import Metrics
+
+    ok = not diverged
+    m = Metrics(
+        variant=variant,
+        depth=depth,
+        seed=seed,
+        dataset=dataset,
+        data_md5="0" * 32,
+        num_classes=10,
+        train_images=50_000,
+        test_images=10_000,
+        params=270_000,
+        train_loss=1.0 if ok else None,
+        train_error=train if ok else None,
+        val_loss=1.0 if ok else None,
+        val_error=test if ok else None,
+        test_loss=1.0 if ok else None,
+        test_error=test if ok else None,
+        steps=400,
+        epochs=4,
+        wall_time_s=1.0,
+        images_per_s=1000.0,
+        diverged=diverged,
+        diverged_step=step if diverged else None,
+        scalars=scalars or {"init/shattering": 0.5, **({} if diverged else {"end/shattering": 0.4})},
+    )
+    return replace(m, **fields)
+
+
+def diagnostics(m) -> dict:
+    """A hand-made diagnostics.json: the probe, per-block lists at init and, unless the cell diverged, at the end."""
+    blocks = [1.0, 0.5, 0.25]
+    moment = {"activation_grad_rms": blocks, "relative_weight_grad": blocks, "response_std": blocks * 2}
+    end = {"lesion_error": [0.5, 0.9, 0.4], "lesion_downsampling": [False, True, False], "lesion_at_chance": False}
+    probe = {"seed": 0, "size": 256, "indices": list(range(256)), "class_counts": [25] * 4 + [26] * 6}
+    return {"probe": probe, "init": moment} | ({} if m.diverged else {"end": moment | end | {"intact_error": 0.1}})
+
+
+def write_cell(runs: Path, m, steps=(100, 200, 300, 400)) -> Path:
+    """A hand-made finished cell's folder in `runs`, for the record `m`: metrics.json, diagnostics.json, env.json and
+    history.csv, which falls from chance towards the final errors (NaN from the step a diverged cell diverged at)."""
+    import csv
+    import json
+
+    folder = runs / m.cell.name
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(m.to_json(), indent=2) + "\n")
+    (folder / "diagnostics.json").write_text(json.dumps(diagnostics(m)))
+    env = {"versions": {"python": "3.11"}, "hardware": {"cpu": "test"}, "git": {"commit": "0" * 40, "dirty": False}}
+    (folder / "env.json").write_text(
+        json.dumps(env | {"data_md5": m.data_md5, "precision": "32-true", "world_size": 1})
+    )
+    with open(folder / "history.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "step", "lr", "train/loss", "train/error", "test/loss", "test/error"])
+        for i, s in enumerate(steps):
+            end = (i + 1) / len(steps)
+            train = 0.9 + end * ((m.train_error or 0.9) - 0.9)
+            test = 0.9 + end * ((m.test_error or 0.9) - 0.9)
+            row = [1, train, 1, test] if not (m.diverged and s >= m.diverged_step) else ["nan"] * 4
+            w.writerow([i, s, 0.1, *row])
+    return folder

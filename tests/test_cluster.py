@@ -1,5 +1,4 @@
-"""On a real one-node SLURM cluster (tests/cluster.py): the grid as a job array and its commit job,
-preemption and requeue, DDP under srun, and a requeued cell whose params changed meanwhile."""
+"""A real one-node SLURM cluster: the grid as a job array, preemption and requeue, DDP under srun, changed params."""
 
 import json
 import time
@@ -47,14 +46,16 @@ def submit(cluster, repo, script, *args) -> str:
 def test_the_grid_as_a_job_array_then_its_commit_job(cluster, repo):
     run("bench slurm --cpus-per-gpu 1 --time 00:10:00", repo)
     out = cluster.run("bash", repo / "slurm/submit.sh", cwd=repo, timeout=300).stdout
-    assert "submitted job array" in out and "(2 cells)" in out
+    assert "submitted job array" in out
+    assert "(2 cells)" in out
     jobs = cluster.run("squeue", "-h", "-o", "%i %j", timeout=30).stdout.split("\n")
     commit = next(line.split()[0] for line in jobs if "bench-commit" in line)
     assert cluster.wait(commit, timeout=400)[commit] == "COMPLETED", cluster.logs()
     for cell in ("plain-8-0", "residual_bn-8-0"):
         assert json.loads((repo / "runs" / cell / "metrics.json").read_text())["steps"] == 20
     status = run("dvc status --json", repo).stdout
-    assert "train@" not in status and json.loads(status or "{}") == {}  # every stage recorded, nothing to run
+    assert "train@" not in status  # every stage recorded, nothing to run
+    assert json.loads(status or "{}") == {}
     assert (repo / "report/report.md").exists()
 
 
@@ -73,7 +74,8 @@ def preempt(cluster, repo, job: str, cell: str, after_step: int = 30) -> None:
     folder = repo / "runs" / cell
     deadline = time.time() + 300
     while checkpoint_step(folder / "last.ckpt") < after_step:
-        assert time.time() < deadline and cluster.state(job) in ("PENDING", "RUNNING", "CONFIGURING"), cluster.logs()
+        assert time.time() < deadline, cluster.logs()
+        assert cluster.state(job) in ("PENDING", "RUNNING", "CONFIGURING"), cluster.logs()
         time.sleep(0.2)
     assert cluster.state(job) == "RUNNING", "the cell ended before it could be preempted: make it longer"
     cluster.run("scancel", "--signal=USR1", job)
@@ -148,7 +150,8 @@ def test_a_requeued_cell_whose_params_changed_trains_afresh_and_says_why(cluster
     release(cluster, job)
     assert cluster.wait(job, timeout=300)[job] == "COMPLETED", log_of(repo, job)
     log = log_of(repo, job)
-    assert "set aside hpc_ckpt_" in log and "other params" in log
+    assert "set aside hpc_ckpt_" in log
+    assert "other params" in log
     assert list((repo / "runs/residual_bn-8-0").glob("hpc-ckpt-*.other-run-1.ckpt"))
     requeued = json.loads((repo / "runs/residual_bn-8-0/metrics.json").read_text())
     fresh = local_run(repo, "residual_bn-8-0")  # params.yaml now has lr 0.02
@@ -167,7 +170,8 @@ def test_ddp_under_srun_writes_one_result_like_one_process(cluster, repo):
     )
     run("bench slurm --cpus-per-gpu 1 --time 00:10:00", repo)
     ddp = (repo / "slurm/ddp_cell.sbatch").read_text()
-    assert "#SBATCH --ntasks-per-node=2" in ddp and "--gres" not in ddp
+    assert "#SBATCH --ntasks-per-node=2" in ddp
+    assert "--gres" not in ddp
     job = submit(cluster, repo, "ddp_cell.sbatch", "residual", "8", "0")
     assert cluster.wait(job, timeout=300)[job] == "COMPLETED", log_of(repo, job)
     two = json.loads((repo / "runs/residual-8-0/metrics.json").read_text())

@@ -7,15 +7,22 @@ from bench import config
 
 def test_default_params_load_typed():
     p = config.load(PARAMS)
-    assert isinstance(p.train.lr, float) and isinstance(p.train.max_steps, int)
-    assert 56 in p.grid.depths and p.grid.variants == ["plain", "plain_bn", "residual", "residual_bn", "residual_fixup"]
-    assert len(p.grid.seeds) == 3 and p.trainer.deterministic and p.speed.threads == 1  # mean ± std, repeatable
+    assert isinstance(p.train.lr, float)
+    assert isinstance(p.train.max_steps, int)
+    assert 56 in p.grid.depths
+    assert p.grid.variants == ["plain", "plain_bn", "residual", "residual_bn", "residual_fixup"]
+    assert len(p.grid.seeds) == 3  # mean ± std
+    assert p.trainer.deterministic  # repeatable ...
+    assert p.speed.threads == 1  # ... bit for bit
 
 
 def test_he_preset_trains_on_all_50k_with_option_a():
     he = config.load(PARAMS, config.preset(PARAMS.parent / "presets" / "he2016.yaml"))
-    assert he.data.val_size == 0 and he.model.shortcut == "zero_pad" and he.train.max_steps == 64000
-    assert he.trainer.benchmark and not he.trainer.deterministic  # cuDNN autotuned: the fast kernels, not repeatable
+    assert he.data.val_size == 0
+    assert he.model.shortcut == "zero_pad"
+    assert he.train.max_steps == 64000
+    assert he.trainer.benchmark
+    assert not he.trainer.deterministic  # cuDNN autotuned: the fast kernels, not repeatable
 
 
 def test_shattering_pairs_must_fit_in_the_probe():
@@ -25,7 +32,9 @@ def test_shattering_pairs_must_fit_in_the_probe():
 
 def test_overrides_are_parsed_as_yaml():
     p = config.load(PARAMS, ["train.lr=0.05", "train.milestones=[10, 20]", "train.low_lr=null", "train.augment=false"])
-    assert p.train.lr == 0.05 and p.train.milestones == [10, 20] and p.train.low_lr is None
+    assert p.train.lr == 0.05
+    assert p.train.milestones == [10, 20]
+    assert p.train.low_lr is None
     assert p.train.augment is False
 
 
@@ -86,7 +95,8 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 
 def test_text_overrides_stay_text():
     p = config.load(PARAMS, ["data.md5=00000000000000000000000000000123", "data.source=null", "data.name=cifar10"])
-    assert p.data.md5 == "00000000000000000000000000000123" and p.data.source is None
+    assert p.data.md5 == "00000000000000000000000000000123"
+    assert p.data.source is None
 
 
 def test_the_he_preset_applies_to_params_as_overrides(cli):
@@ -100,17 +110,22 @@ def test_the_he_preset_applies_to_params_as_overrides(cli):
         0.1,
         1e-4,
     )
-    assert p.model.shortcut == "zero_pad" and p.data.md5 is None and p.grid.depths == [8, 14, 20, 32, 44, 56, 110]
+    assert p.model.shortcut == "zero_pad"
+    assert p.data.md5 is None
+    assert p.grid.depths == [8, 14, 20, 32, 44, 56, 110]
     assert all(" " not in o for o in preset)  # one shell word each, as `make he2016` passes them
     code, out, _ = cli("preset", ROOT / "presets/he2016.yaml", "--dvc", "--params", PARAMS)
-    assert code == 0 and out.split() == [w for o in preset for w in ("-S", o)]
+    assert code == 0
+    assert out.split() == [w for o in preset for w in ("-S", o)]
 
 
 def test_a_preset_that_does_not_apply_is_refused(cli, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lrr: 0.1\n")
     code, out, err = cli("preset", bad, "--params", PARAMS)
-    assert code == 2 and "unknown key train.lrr" in err and out == ""
+    assert code == 2
+    assert "unknown key train.lrr" in err
+    assert out == ""
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
+"""The measures of bench.diagnostics, one section per module (one paper each), then the probe that runs them all."""
+
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from bench.diagnostics import shattering as S
-from bench.diagnostics import signals as D
+from bench.diagnostics import batchnorm, lesions, probe, shattering, signals
 from bench.models import build_model
 
 
@@ -25,65 +26,15 @@ def zero_branches(model):
     return model
 
 
-# --- shattered gradients ---
+class Linear(nn.Module):
+    """A linear 'network' with the blocks interface: d logit / d input is W[target] at every input."""
 
+    def __init__(self, d_in: int, classes: int):
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Flatten(), nn.Linear(d_in, classes))
 
-def test_linear_model_gradient_is_constant_along_the_path_so_its_correlation_is_one():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-    g = S.input_gradients_along_path(model, torch.randn(3, 8, 8), torch.randn(3, 8, 8), target=4, points=100)
-    assert g.shape == (100, 3 * 8 * 8)
-    assert torch.allclose(g, model[1].weight[4].expand_as(g))  # d logit_4 / dx = W[4] everywhere
-    assert S.gradient_autocorrelation(g, 5) == pytest.approx([1.0] * 5)
-    assert S.shattering_score(g) == pytest.approx(1.0)
-
-
-def test_autocorrelation_separates_white_from_brown_noise():
-    torch.manual_seed(0)
-    white = torch.randn(4096)
-    brown = white.cumsum(0)  # a random walk: Balduzzi et al.'s "brown noise"
-    assert abs(S.shattering_score(white)) < 0.05
-    assert S.shattering_score(brown) > 0.95
-    acf = S.gradient_autocorrelation(brown, 10)
-    assert (acf[1:] < acf[:-1]).all()  # correlation falls with the lag
-
-
-# --- vanishing / exploding ---
-
-
-def test_zeroed_branch_passes_the_gradient_through_unchanged():
-    torch.manual_seed(0)
-    block = zero_branches(build_model("residual", 8)).blocks[0]  # identity shortcut, 16 -> 16 channels
-    x = torch.relu(torch.randn(2, 16, 8, 8)).requires_grad_()  # a block's input is post-ReLU
-    out = block(x)
-    v = torch.randn_like(out)
-    (g,) = torch.autograd.grad(out, x, v)
-    assert torch.equal(out, x)
-    assert torch.equal(g, v * (x > 0))  # the Jacobian is the identity on active units
-
-
-@pytest.mark.parametrize("variant", ["residual", "residual_bn"])
-def test_response_std_is_zero_for_a_zeroed_branch(variant):
-    torch.manual_seed(0)
-    model = build_model(variant, 14, in_channels=1)
-    x = torch.randn(8, 1, 8, 8)
-    assert all(s > 0 for s in D.response_stds(model, x))
-    zeroed = D.response_stds(zero_branches(model), x)  # the stem, then conv1 and conv2 of each block
-    assert zeroed[2::2] == [0.0] * len(model.blocks) and all(s > 0 for s in zeroed[1::2])
-
-
-def test_response_std_is_the_std_of_the_branch_output():
-    torch.manual_seed(0)
-    model = build_model("plain", 14, in_channels=1).eval()
-    x = torch.randn(8, 1, 8, 8)
-    with torch.no_grad():
-        expected = [model.stem[1](model.stem[0](x)).std().item()]  # the stem's conv, before its ReLU
-        h = model.stem(x)
-        h = torch.relu(h)
-        for b in model.blocks:
-            expected += [b.conv1(h).std().item(), b.residual(h).std().item()]  # before each ReLU
-            h = b(h)
-    assert D.response_stds(model, x) == pytest.approx(expected, rel=1e-5)
+    def forward(self, x):
+        return self.blocks(x)
 
 
 class Stack(nn.Module):
@@ -108,6 +59,105 @@ class Block(nn.Module):
         return x + self.w2(torch.relu(self.w1(x)))
 
 
+# --- signals: vanishing and exploding (He et al. 2016, Fig. 7) ---
+
+
+def test_ratio_is_nan_never_inf_for_a_zero_or_non_finite_denominator():
+    assert signals.ratio(2.0, 4.0) == 0.5
+    for num, den in [(0.0, 0.0), (1.0, 0.0), (math.inf, 1.0), (1.0, math.nan)]:
+        assert math.isnan(signals.ratio(num, den))
+
+
+def test_zeroed_branch_passes_the_gradient_through_unchanged():
+    torch.manual_seed(0)
+    block = zero_branches(build_model("residual", 8)).blocks[0]  # identity shortcut, 16 -> 16 channels
+    x = torch.relu(torch.randn(2, 16, 8, 8)).requires_grad_()  # a block's input is post-ReLU
+    out = block(x)
+    v = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, x, v)
+    assert torch.equal(out, x)
+    assert torch.equal(g, v * (x > 0))  # the Jacobian is the identity on active units
+
+
+def test_backward_signal_is_the_rms_per_element_of_the_activation_gradient():
+    torch.manual_seed(0)
+    model = build_model("residual_bn", 14, in_channels=1)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    out = signals.block_gradients(model, x, y)
+    outputs = []
+    hooks = [b.register_forward_hook(lambda m, a, o: outputs.append(o)) for b in model.blocks]
+    loss = nn.functional.cross_entropy(model.train()(x), y)
+    grads = torch.autograd.grad(loss, outputs)
+    for h in hooks:
+        h.remove()
+    expected = [math.sqrt((g.double() ** 2).sum().item() / g.numel()) for g in grads]
+    assert out["activation_rms"] == pytest.approx(expected, rel=1e-5)
+    assert out["ratio"] == pytest.approx(expected[0] / expected[-1], rel=1e-5)
+    assert not out["saturated"]
+    assert len(out["relative_weight"]) == len(model.blocks)
+    assert all(n > 0 for n in out["relative_weight"])
+
+
+def test_block_gradients_leave_no_trace_on_the_model():
+    torch.manual_seed(0)
+    model = build_model("residual_bn", 14, in_channels=1)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    before = bn_buffers(model)
+    signals.block_gradients(model, x, y)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in bn_buffers(model).items())
+    assert model.training  # mode restored
+
+
+def saturated():
+    """A net that puts class 0 first by a margin of 1e4, and a batch of class 0: its loss is exactly 0."""
+    torch.manual_seed(0)
+    model = build_model("residual", 14, in_channels=1)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([1e4] + [0.0] * 9))
+    return model, torch.randn(16, 1, 8, 8), torch.zeros(16, dtype=torch.long)
+
+
+def test_a_loss_saturated_at_zero_gives_nan_and_the_saturated_flag_not_inf():
+    out = signals.block_gradients(*saturated())
+    assert math.isnan(out["ratio"])
+    assert out["saturated"]
+
+
+def test_response_std_is_read_at_every_3x3_layer_stem_included():
+    model = build_model("plain_bn", 20, in_channels=1)
+    convs_3x3 = sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in model.modules())
+    assert len(signals.layers_3x3(model)) == 1 + 2 * 9
+    assert convs_3x3 == 1 + 2 * 9
+    assert len(signals.response_stds(model.eval(), torch.randn(8, 1, 8, 8))) == 19
+
+
+def test_response_std_is_the_std_of_the_branch_output():
+    torch.manual_seed(0)
+    model = build_model("plain", 14, in_channels=1).eval()
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        expected = [model.stem[1](model.stem[0](x)).std().item()]  # the stem's conv, before its ReLU
+        h = model.stem(x)
+        h = torch.relu(h)
+        for b in model.blocks:
+            expected += [b.conv1(h).std().item(), b.residual(h).std().item()]  # before each ReLU
+            h = b(h)
+    assert signals.response_stds(model, x) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["residual", "residual_bn"])
+def test_response_std_is_zero_for_a_zeroed_branch(variant):
+    torch.manual_seed(0)
+    model = build_model(variant, 14, in_channels=1)
+    x = torch.randn(8, 1, 8, 8)
+    assert all(s > 0 for s in signals.response_stds(model, x))
+    zeroed = signals.response_stds(zero_branches(model), x)  # the stem, then conv1 and conv2 of each block
+    assert zeroed[2::2] == [0.0] * len(model.blocks)
+    assert all(s > 0 for s in zeroed[1::2])
+
+
 def test_forward_variance_of_a_residual_stack_matches_its_analytic_growth():
     """Given x, W1 x ~ N(0, 2|x|^2/n) per unit, so E|relu(W1 x)|^2 = |x|^2 and E|W2 relu(W1 x)|^2 =
     2|x|^2; the cross term has mean 0. Hence E|x_{l+1}|^2 = 3 |x_l|^2 exactly: the second moment
@@ -117,51 +167,12 @@ def test_forward_variance_of_a_residual_stack_matches_its_analytic_growth():
     for seed in range(seeds):
         torch.manual_seed(seed)
         x = torch.randn(128, width)  # (batch, width), unit variance
-        v = D.forward_variance(Stack(width, depth), x)
+        v = signals.forward_variance(Stack(width, depth), x)
         log_growth.append(math.log(v[-1] / x.var().item()) / depth)
     assert math.exp(sum(log_growth) / seeds) == pytest.approx(3.0, rel=0.05)
 
 
-def test_block_gradients_one_entry_per_block_finite_ratio_and_no_side_effects():
-    torch.manual_seed(0)
-    model = build_model("residual_bn", 14, in_channels=1)
-    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    before = bn_buffers(model)
-    out = D.block_gradients(model, x, y)
-    assert len(out["relative_weight"]) == len(out["activation_rms"]) == len(model.blocks) == 6
-    assert all(math.isfinite(n) and n > 0 for n in out["relative_weight"] + out["activation_rms"])
-    rms = out["activation_rms"]
-    assert out["ratio"] == pytest.approx(rms[0] / rms[-1]) and math.isfinite(out["ratio"]) and not out["saturated"]
-    assert all(p.grad is None for p in model.parameters())
-    assert all(torch.equal(before[k], v) for k, v in bn_buffers(model).items())
-    assert model.training  # mode restored
-
-
-# --- lesions ---
-
-
-def test_lesion_of_a_residual_net_with_zero_branches_changes_nothing():
-    torch.manual_seed(0)
-    model = zero_branches(build_model("residual", 14, in_channels=1))
-    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
-    out = D.lesion_errors(model, x, y, chance=0.9)
-    assert out["per_block"] == [out["intact"]] * 6
-    assert out["mean_increase"] == out["max_increase"] == out["downsampling_mean_increase"] == 0
-
-
-def test_lesion_skips_plain_downsampling_blocks_and_restores_the_model():
-    torch.manual_seed(0)
-    model = build_model("plain", 14, in_channels=1).eval()
-    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
-    blocks, logits = list(model.blocks), model(x)
-    out = D.lesion_errors(model, x, y, chance=0.9)
-    assert [e is None for e in out["per_block"]] == [False, False, True, False, True, False]  # n = 2 per stage
-    assert list(model.blocks) == blocks and torch.equal(model(x), logits)
-    with D.deleted(model, 1):  # a real deletion changes the function
-        assert not torch.allclose(model(x), logits)
-
-
-# --- BatchNorm ---
+# --- batchnorm: train and eval modes (Ioffe & Szegedy 2015) ---
 
 
 def test_train_vs_eval_error_differ_with_bn_on_shifted_inputs_and_running_stats_stay():
@@ -172,8 +183,149 @@ def test_train_vs_eval_error_differ_with_bn_on_shifted_inputs_and_running_stats_
         with torch.no_grad():
             y = model(x).argmax(1)  # labels = eval-mode predictions, so the eval error is 0
         before = bn_buffers(model)
-        out = D.train_vs_eval_error(model, x, y, batch_size=32)
+        out = batchnorm.train_vs_eval_error(model, x, y, batch_size=32)
         assert out["eval_mode"] == 0
         assert (out["train_mode"] > 0) == differ
         assert all(torch.equal(before[k], v) for k, v in bn_buffers(model).items())
         assert not model.training
+
+
+def test_bn_scale_change_is_the_mean_distance_of_gamma_from_one():
+    model = build_model("residual_bn", 8, in_channels=1)
+    assert batchnorm.bn_scale_change(model) == 0
+    assert batchnorm.bn_scale_change(build_model("residual", 8, in_channels=1)) is None
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(1.5)
+    assert batchnorm.bn_scale_change(model) == pytest.approx(0.5)
+
+
+# --- lesions (Veit et al. 2016) ---
+
+
+def test_lesion_of_a_residual_net_with_zero_branches_changes_nothing():
+    torch.manual_seed(0)
+    model = zero_branches(build_model("residual", 14, in_channels=1))
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    out = lesions.lesion_errors(model, x, y, chance=0.9)
+    assert out["per_block"] == [out["intact"]] * 6
+    assert [out[k] for k in ("mean_increase", "max_increase", "downsampling_mean_increase")] == [0, 0, 0]
+
+
+def test_lesion_skips_plain_downsampling_blocks_and_restores_the_model():
+    torch.manual_seed(0)
+    model = build_model("plain", 14, in_channels=1).eval()
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    blocks, logits = list(model.blocks), model(x)
+    out = lesions.lesion_errors(model, x, y, chance=0.9)
+    assert [e is None for e in out["per_block"]] == [False, False, True, False, True, False]  # n = 2 per stage
+    assert list(model.blocks) == blocks
+    assert torch.equal(model(x), logits)
+    with lesions.deleted(model, 1):  # a real deletion changes the function
+        assert not torch.allclose(model(x), logits)
+
+
+def test_lesions_report_downsampling_blocks_apart_and_flag_a_net_at_chance():
+    torch.manual_seed(0)
+    model = build_model("residual", 14, in_channels=1).eval()
+    x = torch.randn(64, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # the intact net is right on every image: error 0
+    out = lesions.lesion_errors(model, x, y, chance=0.9)
+    assert out["intact"] == 0
+    assert not out["at_chance"]
+    assert out["downsampling"] == [False, False, True, False, True, False]
+    increases = [e for e, down in zip(out["per_block"], out["downsampling"]) if not down]
+    assert out["mean_increase"] == pytest.approx(sum(increases) / 4)
+    assert out["downsampling_mean_increase"] == pytest.approx((out["per_block"][2] + out["per_block"][4]) / 2)
+    wrong = (y + 1) % 10  # every label wrong: error 1, at or above chance
+    assert lesions.lesion_errors(model, x, wrong, chance=0.9)["at_chance"]
+
+
+# --- shattering (Balduzzi et al. 2017) ---
+
+
+def test_a_linear_net_has_the_same_gradient_everywhere_so_every_correlation_is_one():
+    torch.manual_seed(0)
+    model = Linear(3 * 8 * 8, 10)
+    g = shattering.input_gradients_along_path(model, torch.randn(3, 8, 8), torch.randn(3, 8, 8), target=4, points=100)
+    assert g.shape == (100, 3 * 8 * 8)
+    assert torch.allclose(g, model.blocks[1].weight[4].expand_as(g))  # d logit_4 / dx = W[4] everywhere
+    assert shattering.gradient_autocorrelation(g, 5) == pytest.approx([1.0] * 5)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    out = shattering.shattering(model, x, y, pairs=8, points=16)
+    assert out["correlation"] == pytest.approx(1.0)
+    assert out["correlation_std"] == pytest.approx(0.0, abs=1e-12)
+    assert out["lag1"] == pytest.approx(1.0)
+    assert out["by_distance"] == pytest.approx([1.0] * 16)
+    assert len(out["correlation_pairs"]) == 8
+
+
+def test_autocorrelation_separates_white_from_brown_noise():
+    torch.manual_seed(0)
+    white = torch.randn(4096)
+    brown = white.cumsum(0)  # a random walk: Balduzzi et al.'s "brown noise"
+    assert abs(shattering.shattering_score(white)) < 0.05
+    assert shattering.shattering_score(brown) > 0.95
+    acf = shattering.gradient_autocorrelation(brown, 10)
+    assert (acf[1:] < acf[:-1]).all()  # correlation falls with the lag
+
+
+def test_white_noise_gradients_are_uncorrelated_and_a_zero_gradient_has_no_direction():
+    torch.manual_seed(0)
+    c = shattering.gradient_correlations(torch.randn(64, 20000))
+    assert c.diagonal() == pytest.approx(torch.ones(64, dtype=torch.float64))
+    assert abs(shattering.mean_off_diagonal(c)) < 0.01
+    assert math.isnan(shattering.mean_off_diagonal(shattering.gradient_correlations(torch.zeros(4, 3))))
+
+
+def test_plain_nets_gradients_decorrelate_with_depth_more_than_residual_nets_at_init():
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    score = {}
+    for variant in ("plain_bn", "residual_bn"):
+        for depth in (8, 56):
+            torch.manual_seed(1)
+            model = batchnorm.calibrate_bn(build_model(variant, depth, in_channels=1), x)
+            score[variant, depth] = shattering.shattering(model, x, y, pairs=4, points=64)["lag1"]
+    # 64 points per path: with 16, neighbouring points are too far apart for the residual net's gradients to
+    # stay correlated at depth 56, and the two nets' values differ by less than their spread over pairs
+    assert score["plain_bn", 56] < score["plain_bn", 8] - 0.5
+    assert score["plain_bn", 56] < score["residual_bn", 56] - 0.2
+
+
+# --- the probe: the batch, and every measure on it ---
+
+
+def test_probe_is_stratified_by_class_alternates_classes_and_depends_on_the_seed_only():
+    labels = torch.arange(10).repeat_interleave(36)  # sorted by class, as an ImageFolder test split is
+    picked = probe.indices(labels, 256, seed=0)
+    counts = torch.bincount(labels[picked], minlength=10)
+    assert len(set(picked)) == 256
+    assert counts.max() - counts.min() <= 1  # 25 or 26 of each class
+    assert all(labels[a] != labels[b] for a, b in zip(picked[::2], picked[1::2]))  # every pair: two classes
+    assert picked == probe.indices(labels, 256, seed=0)
+    assert picked != probe.indices(labels, 256, seed=1)
+    assert picked[:10] != list(range(0, 360, 36))  # shuffled within each class, not the first of each
+    uneven = torch.tensor([0] * 3 + [1] * 50)  # a class runs out: the rest come from the others
+    assert sorted(probe.indices(uneven, 20, seed=0)) == sorted(set(probe.indices(uneven, 20, seed=0)))
+    assert torch.bincount(uneven[probe.indices(uneven, 20, seed=0)]).tolist() == [3, 17]
+
+
+def test_the_probe_record_writes_a_saturated_ratio_as_null_never_inf():
+    record = probe.diagnose(*saturated(), num_classes=10, pairs=2, points=8)
+    assert set(probe.SCALARS) <= set(record)
+    assert record["grad_ratio"] is None  # JSON: null
+    assert record["grad_saturated"] is True
+
+
+def test_the_probe_record_of_an_untrained_net_has_no_lesions():
+    torch.manual_seed(0)
+    model = build_model("plain", 8, in_channels=1)
+    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
+    record = probe.diagnose(model, x, y, num_classes=10, pairs=2, points=8, lesions=False)
+    assert record["lesion_error"] is None
+    assert record["intact_error"] is None
+    assert len(record["response_std"]) == 1 + 2 * len(model.blocks)

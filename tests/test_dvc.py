@@ -18,7 +18,8 @@ def test_prepare_stage_pins_raw_and_prepared_data(repo):
     run("dvc repro prepare", repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]
     assert {d["path"] for d in lock["deps"]} == {"bench/prepare/stage.py", "data/raw"}
-    assert lock["outs"][0]["path"] == "data/prepared" and lock["outs"][0]["md5"].endswith(".dir")
+    assert lock["outs"][0]["path"] == "data/prepared"
+    assert lock["outs"][0]["md5"].endswith(".dir")
     assert lock["params"]["params.yaml"]["data"]["md5"] == md5
     assert (repo / "data/prepared/meta.json").exists()
     assert yaml.safe_load((repo / "data/raw/cifar-10-python.tar.gz.dvc").read_text())["outs"][0]["md5"] == md5
@@ -27,7 +28,8 @@ def test_prepare_stage_pins_raw_and_prepared_data(repo):
 
     set_params(repo, data={"md5": "0" * 32})  # a wrong checksum: the stage fails, the old outputs stay
     bad = run("dvc repro prepare", repo, check=False)
-    assert bad.returncode != 0 and "checksum mismatch" in bad.stderr + bad.stdout
+    assert bad.returncode != 0
+    assert "checksum mismatch" in bad.stderr + bad.stdout
     assert (repo / "data/prepared/meta.json").exists()
 
 

@@ -1,15 +1,16 @@
-"""`bench grid`'s launcher: cells forked from a forkserver that has done the imports, the same results as
-`bench train`, a failed cell's exit code and log, the time-left estimate."""
+"""`bench grid`: cells in parallel slots, forked cells that are `bench train`, failed cells and logs, time left."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
-from helpers import ROOT, run, set_params
+from helpers import PARAMS, ROOT, run, set_params
 
+from bench import config
 from bench.progress import estimate
 from bench.record import Cell
 from bench.scale import launcher
@@ -30,6 +31,44 @@ def test_time_left_hands_the_queue_to_the_first_free_worker():
     assert estimate(Cell("plain", 56, 0), finished) == pytest.approx(70.0)  # no 56-layer cell yet: by depth
 
 
+def test_grid_launcher_runs_the_command_dvc_yaml_declares(tmp_path):
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text((ROOT / "dvc.yaml").read_text().replace("--data data/prepared", "--data elsewhere"))
+    cmd = stage_command(Cell("plain_bn", 20, 1), dvc_yaml)
+    assert cmd[-11:] == [
+        "train",
+        "--variant",
+        "plain_bn",
+        "--depth",
+        "20",
+        "--seed",
+        "1",
+        "--data",
+        "elsewhere",
+        "--out",
+        "runs/plain_bn-20-1",
+    ]
+    assert cmd[0].endswith("bench") or cmd[-12:-11] == ["bench"]  # the venv's script, or python -m bench
+
+
+def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
+    calls = []
+    together = threading.Barrier(4, timeout=60)  # passes only once 4 cells run at the same time
+
+    def fake_run_cell(cell, gpu, log_dir, threads, overrides, main):  # the pool logic only
+        calls.append(gpu)
+        together.wait()  # raises BrokenBarrierError if the slots ran the cells one after another
+        return {"cell": cell.name, "gpu": gpu, "returncode": 0, "start": 0.0, "end": 0.0}
+
+    monkeypatch.setattr(launcher, "run_cell", fake_run_cell)
+    monkeypatch.setattr(launcher, "dvc", lambda *a, **k: None)
+    monkeypatch.setattr(launcher, "stale_cells", lambda p: [Cell("plain", 8, s) for s in range(4)])
+    results = launcher.launch(config.load(PARAMS), 2, ["0", "1"], tmp_path, commit=False)
+    assert len(results) == 4
+    assert sorted(calls) == ["0", "0", "1", "1"]  # 2 GPUs x 2 workers: 4 slots, together
+    assert not together.broken
+
+
 def test_the_stage_command_runs_in_process_only_when_it_is_bench():
     argv = in_process_argv(stage_command(Cell("plain_bn", 20, 1), ROOT / "dvc.yaml"))
     assert argv[:7] == ["train", "--variant", "plain_bn", "--depth", "20", "--seed", "1"]
@@ -44,17 +83,19 @@ def test_a_cells_output_reaches_its_log_at_the_file_descriptor_level(tmp_path):
         "os.write(1, b'from fd 1\\n'); os.write(2, b'from fd 2\\n'); subprocess.run(['echo', 'from a subprocess'])"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0 and r.stdout == r.stderr == "", r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == r.stderr == "", r.stderr
     text = log.read_text()
     for line in ("from print", "from stderr", "from fd 1", "from fd 2", "from a subprocess"):
         assert line in text
 
 
-def test_jobs_is_the_flag_and_workers_per_gpu_still_works(cli, monkeypatch):
+def test_jobs_is_the_flag(cli, monkeypatch):
     monkeypatch.chdir(ROOT)  # params.yaml
-    for flag in ("-j", "--jobs", "--workers-per-gpu"):
+    for flag in ("-j", "--jobs"):
         code, _, err = cli("grid", flag, "0")
-        assert code == 2 and "--jobs must be at least 1" in err
+        assert code == 2
+        assert "--jobs must be at least 1" in err
 
 
 def stage_files(tmp_path, monkeypatch):
@@ -84,7 +125,8 @@ def test_a_failed_cell_fails_the_grid_and_names_its_log(cli, tmp_path, monkeypat
     code, out, _ = cli("grid", "-j", "1", "--logs", "logs")
     log = tmp_path / "logs/plain-8-0.log"
     assert code == 1
-    assert "[1/1] plain-8-0 FAILED" in out and "(exit 2; log: logs/plain-8-0.log)" in out
+    assert "[1/1] plain-8-0 FAILED" in out
+    assert "(exit 2; log: logs/plain-8-0.log)" in out
     assert "bench train: error:" in log.read_text()  # the cell's own stderr, in its log ...
     assert "bench train: error:" in out  # ... and its last lines under the progress line
     assert "1 of 1 cells failed: logs/plain-8-0.log" in out
@@ -104,7 +146,9 @@ def test_a_cell_forked_from_the_forkserver_is_a_bench_train(repo):
         toy={"depths": [1, 4], "seeds": 1},
     )
     out = run("bench grid --jobs 2", repo).stdout
-    assert "2 of 2 cells to train, 2 at a time" in out and "[2/2]" in out and "recorded 2 cells" in out
+    assert "2 of 2 cells to train, 2 at a time" in out
+    assert "[2/2]" in out
+    assert "recorded 2 cells" in out
     threads = max(1, (os.cpu_count() or 1) // 2)  # what the launcher gives each of its 2 processes
     for cell in ("plain_bn-8-1", "residual-8-1"):
         variant, depth, seed = cell.split("-")
@@ -123,3 +167,29 @@ def test_a_cell_forked_from_the_forkserver_is_a_bench_train(repo):
         assert "`Trainer.fit` stopped" in log, log  # Lightning's stderr
         assert "wandb: Find logs at" in log, log  # W&B's run closed
     assert len(list((repo / "wandb").glob("offline-run-*"))) == 4  # two cells, each forked and direct
+
+
+@pytest.mark.integration
+def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(repo):
+    set_params(
+        repo,
+        grid={"variants": ["plain", "residual_bn"], "depths": [8], "seeds": [0, 1]},
+        train={"max_steps": 20},
+        wandb={"mode": "disabled"},
+        trainer={"accelerator": "cpu"},
+        lr_sweep={"depth": 8, "lrs": [0.1], "max_steps": 10},
+        toy={"depths": [1, 4], "seeds": 1},
+    )
+    out = run("bench grid --jobs 2", repo).stdout
+    assert "4 of 4 cells to train, 2 at a time" in out
+    assert "[4/4]" in out
+    assert "recorded 4 cells" in out
+    for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
+        assert json.loads((repo / "runs" / cell / "metrics.json").read_text())["steps"] == 20
+    status = run("dvc status --json", repo).stdout
+    assert "train@" not in status  # every cell recorded in dvc.lock
+    rest = run("dvc repro", repo).stdout
+    assert "Running stage 'train@" not in rest
+    assert "Running stage 'report'" in rest
+    again = run("bench grid --jobs 2", repo).stdout
+    assert "0 of 4 cells to train" in again

@@ -1,5 +1,4 @@
-"""The Makefile's set-up and clean-up, as a user runs them: `make clean` keeps everything git tracks, and the
-torch build's index can be chosen."""
+"""The Makefile as a user runs it: `make clean` keeps what git tracks; the torch build's index can be chosen."""
 
 import shutil
 import subprocess
@@ -40,7 +39,8 @@ def test_make_clean_removes_what_is_generated_and_keeps_what_git_tracks(tmp_path
 
 def test_the_torch_index_can_be_chosen_and_the_default_is_pypi(tmp_path):
     default = sh(f"make -n -B VENV={tmp_path / 'v'} setup", ROOT).stdout
-    assert "torch==2.13.0" in default and "--index-url" not in default
+    assert "torch==2.13.0" in default
+    assert "--index-url" not in default
     url = "https://download.pytorch.org/whl/cu126"
     cuda = sh(f"make -n -B VENV={tmp_path / 'v'} TORCH_INDEX={url} setup", ROOT).stdout
     torch_line = next(line for line in cuda.splitlines() if "torch==" in line)

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.diagnostics.signals import forward_variance
 from bench.models import BasicBlock, build_model
 from bench.record import SHORTCUTS, VARIANTS
 
@@ -20,7 +21,8 @@ def test_every_cell_builds_and_maps_inputs_to_logits(variant, depth, shortcut):
     torch.manual_seed(0)
     m = build_model(variant, depth, shortcut, num_classes=10, in_channels=3).eval()
     y = m(torch.randn(2, 3, 32, 32))
-    assert y.shape == (2, 10) and torch.isfinite(y).all()
+    assert y.shape == (2, 10)
+    assert torch.isfinite(y).all()
     assert len(m.blocks) == 3 * (depth - 2) // 6  # the blocks, reachable in order
 
 
@@ -40,7 +42,8 @@ def test_other_shapes_and_classes():
 def test_parameter_counts_match_he_et_al_table_6(depth, millions):
     counts = {v: n_params(build_model(v, depth, "zero_pad")) for v in VARIANTS}
     assert round(counts["residual_bn"] / 1e6, 2 if depth < 110 else 1) == millions
-    assert counts["plain"] == counts["residual"] and counts["plain_bn"] == counts["residual_bn"]
+    assert counts["plain"] == counts["residual"]
+    assert counts["plain_bn"] == counts["residual_bn"]
     # option B adds the two 1x1 projections, to residual nets only
     assert n_params(build_model("residual_bn", depth, "projection")) > counts["residual_bn"]
     assert n_params(build_model("plain_bn", depth, "projection")) == counts["plain_bn"]
@@ -70,7 +73,8 @@ def test_batchnorm_uses_batch_statistics_in_train_and_running_statistics_in_eval
     torch.manual_seed(0)
     m = build_model("plain_bn", 8)
     bn = m.stem[1]
-    assert isinstance(bn, torch.nn.BatchNorm2d) and bn.num_features == 16  # per channel of the conv
+    assert isinstance(bn, torch.nn.BatchNorm2d)
+    assert bn.num_features == 16  # per channel of the conv
     seen = {}
     bn.register_forward_hook(lambda mod, i, o: seen.update(inp=i[0], out=o))
     x = torch.randn(16, 3, 32, 32) * 3 + 1
@@ -103,9 +107,11 @@ def test_zero_pad_shortcut_subsamples_and_pads_channels():
     block = BasicBlock(16, 32, 2, skip=True, norm_layer=nn.BatchNorm2d, shortcut="zero_pad")
     x = torch.randn(2, 16, 8, 8)
     s = block.shortcut(x)
-    assert s.shape == (2, 32, 4, 4) and not list(block.shortcut.parameters())
+    assert s.shape == (2, 32, 4, 4)
+    assert not list(block.shortcut.parameters())
     assert torch.equal(s[:, 8:24], x[:, :, ::2, ::2])
-    assert s[:, :8].abs().sum() == 0 and s[:, 24:].abs().sum() == 0
+    assert s[:, :8].abs().sum() == 0
+    assert s[:, 24:].abs().sum() == 0
 
 
 @pytest.mark.parametrize("variant", ["residual", "residual_bn"])
@@ -130,8 +136,7 @@ def test_fixup_scales_the_first_conv_zeroes_the_last_and_keeps_the_stream_at_eve
     ratio = (fixup.blocks[0].conv1.weight.std() / reference.blocks[0].conv1.weight.std()).item()
     assert ratio == pytest.approx(27**-0.5, rel=1e-5)  # L^(-1/2), L = 27 residual branches
     x = torch.randn(64, 1, 8, 8)
-    from bench.diagnostics.signals import forward_variance
-
     stream = forward_variance(fixup, x)
-    assert stream[8] == pytest.approx(stream[0]) and stream[26] == pytest.approx(stream[18])  # identity within a stage
+    assert stream[8] == pytest.approx(stream[0])
+    assert stream[26] == pytest.approx(stream[18])  # identity within a stage
     assert forward_variance(naive, x)[8] > 10 * forward_variance(naive, x)[0]  # He init: about doubles per block

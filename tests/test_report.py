@@ -1,52 +1,85 @@
-"""The report's statistics and honesty: Wilson intervals, the noise band, diverged cells as NaN, cells at chance,
-and He et al. 2016 compared like for like. Hand-made cells with every key bench.record writes."""
+"""The report and the record it reads: a cell's metrics.json as a typed record and back, byte for byte; the one loader
+of a cell's folder; the report's statistics and honesty (Wilson intervals, the noise band, diverged cells as NaN,
+cells at chance, He et al. 2016 compared like for like), its figures and its folder swapped in whole. Hand-made
+cells hold every file and key bench.train writes."""
 
 import csv
 import json
 
 import pytest
-from helpers import PARAMS
+from helpers import PARAMS, ROOT
 
-from bench import config
+from bench import config, record
+from bench.record import Cell, Metrics
+from bench.report import stage
+from bench.report.grid import aggregate, fmt_cell
+from bench.report.markdown import plus_minus, table
 from bench.report.noise import at_chance
-from bench.report.stage import aggregate, fmt_cell, report
+from bench.report.pathologies import bn_note, entry
+from bench.report.stage import report
 from bench.report.stats import difference_noise, wilson, within_noise
 
 CIFAR_TEST = 10_000
+COMMITTED = ROOT / "runs"
+COMMITTED_CELLS = sorted(p.parent.name for p in COMMITTED.glob("*/metrics.json"))
 
 
-def metrics(variant, depth, seed, test, train=0.01, diverged=False, dataset="cifar10", test_images=CIFAR_TEST):
-    """A cell's metrics.json as bench.record.metrics writes it (the keys the report reads)."""
-    return {
-        "variant": variant,
-        "depth": depth,
-        "seed": seed,
-        "dataset": dataset,
-        "num_classes": 10,
-        "train_images": 50_000,
-        "test_images": test_images,
-        "test/error": None if diverged else test,
-        "train/error": None if diverged else train,
-        "diverged": diverged,
-        "diverged_step": 300 if diverged else None,
-    }
+def metrics(variant, depth, seed, test, train=0.01, diverged=False, dataset="cifar10", step=300, scalars=None):
+    """A cell's record as bench.record.metrics builds it; a diverged one has no errors and no "end/..." scalars."""
+    ok = not diverged
+    return Metrics(
+        variant=variant,
+        depth=depth,
+        seed=seed,
+        dataset=dataset,
+        data_md5="0" * 32,
+        num_classes=10,
+        train_images=50_000,
+        test_images=CIFAR_TEST,
+        params=270_000,
+        train_loss=1.0 if ok else None,
+        train_error=train if ok else None,
+        val_loss=1.0 if ok else None,
+        val_error=test if ok else None,
+        test_loss=1.0 if ok else None,
+        test_error=test if ok else None,
+        steps=400,
+        epochs=4,
+        wall_time_s=1.0,
+        images_per_s=1000.0,
+        diverged=diverged,
+        diverged_step=step if diverged else None,
+        scalars=scalars or {"init/shattering": 0.5, **({} if diverged else {"end/shattering": 0.4})},
+    )
 
 
-def write_cell(runs, m, steps=(100, 200, 300, 400)):
-    d = runs / f"{m['variant']}-{m['depth']}-{m['seed']}"
+def diagnostics(m: Metrics) -> dict:
+    """A diagnostics.json: the probe, per-block lists at init and, unless the cell diverged, after training."""
+    blocks = [1.0, 0.5, 0.25]
+    moment = {"activation_grad_rms": blocks, "relative_weight_grad": blocks, "response_std": blocks * 2}
+    end = {"lesion_error": [0.5, 0.9, 0.4], "lesion_downsampling": [False, True, False], "lesion_at_chance": False}
+    probe = {"seed": 0, "size": 256, "indices": list(range(256)), "class_counts": [25] * 4 + [26] * 6}
+    return {"probe": probe, "init": moment} | ({} if m.diverged else {"end": moment | end | {"intact_error": 0.1}})
+
+
+def write_cell(runs, m: Metrics, steps=(100, 200, 300, 400)):
+    """A finished cell's folder: metrics.json, diagnostics.json, env.json and history.csv, which falls from chance
+    towards the final errors (NaN from the step a diverged cell diverged at)."""
+    d = runs / m.cell.name
     d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps(m))
+    (d / "metrics.json").write_text(json.dumps(m.to_json(), indent=2) + "\n")
+    (d / "diagnostics.json").write_text(json.dumps(diagnostics(m)))
+    env = {"versions": {"python": "3.11"}, "hardware": {"cpu": "test"}, "git": {"commit": "0" * 40, "dirty": False}}
+    (d / "env.json").write_text(json.dumps(env | {"data_md5": m.data_md5, "precision": "32-true", "world_size": 1}))
     with open(d / "history.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["epoch", "step", "lr", "train/loss", "train/error", "test/loss", "test/error"])
         for i, s in enumerate(steps):
-            end = (i + 1) / len(steps)  # from chance towards the final error
-            bad = m["diverged"] and s >= m["diverged_step"]
-            train = 0.9 + end * ((m["train/error"] or 0.9) - 0.9)
-            test = 0.9 + end * ((m["test/error"] or 0.9) - 0.9)
-            w.writerow(
-                [i, s, 0.1, "nan" if bad else 1, "nan" if bad else train, "nan" if bad else 1, "nan" if bad else test]
-            )
+            end = (i + 1) / len(steps)
+            train = 0.9 + end * ((m.train_error or 0.9) - 0.9)
+            test = 0.9 + end * ((m.test_error or 0.9) - 0.9)
+            row = [1, train, 1, test] if not (m.diverged and s >= m.diverged_step) else ["nan"] * 4
+            w.writerow([i, s, 0.1, *row])
 
 
 # plain: 20 trains, 56 is at chance with one seed diverged, 110 diverges; residual_bn near He et al.
@@ -58,6 +91,7 @@ GRID = {
     ("residual_bn", 56): [0.069, 0.071, 0.070],
     ("residual_bn", 110): [0.0695, 0.0700, 0.0705],
 }
+GRID_PARAMS = ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56, 110]", "grid.seeds=[0, 1, 2]"]
 
 
 def write_grid(runs, dataset="cifar10"):
@@ -68,9 +102,7 @@ def write_grid(runs, dataset="cifar10"):
 
 
 def make_report(tmp_path, *overrides, dataset="cifar10"):
-    params = config.load(
-        PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56, 110]", "grid.seeds=[0, 1, 2]", *overrides]
-    )
+    params = config.load(PARAMS, [*GRID_PARAMS, *overrides])
     write_grid(tmp_path / "runs", dataset)
     summary = report(params, tmp_path / "runs", tmp_path / "report")
     return summary, (tmp_path / "report/report.md").read_text()
@@ -78,6 +110,110 @@ def make_report(tmp_path, *overrides, dataset="cifar10"):
 
 def row(md, depth):
     return next(line for line in md.splitlines() if line.startswith(f"| {depth} |"))
+
+
+# --- the record ---
+
+
+def test_every_committed_metrics_json_round_trips_byte_for_byte():
+    assert COMMITTED_CELLS  # the grid's committed results, which these tests read
+    for cell in COMMITTED_CELLS:
+        text = (COMMITTED / cell / "metrics.json").read_text()
+        m = Metrics.from_json(json.loads(text))
+        assert json.dumps(m.to_json(), indent=2) + "\n" == text, cell  # the key order too, not only the values
+
+
+def test_a_hand_made_record_round_trips():
+    for m in (metrics("plain", 20, 0, 0.1), metrics("plain", 56, 1, None, diverged=True)):
+        assert Metrics.from_json(json.loads(json.dumps(m.to_json()))) == m, m.cell.name
+
+
+def test_the_builder_writes_every_committed_metrics_json_again():
+    """bench.record.metrics, given what training measured, gives the committed file: a retrained cell's metrics.json
+    differs only where the machine does (wall time, throughput)."""
+    for cell in COMMITTED_CELLS:
+        m = Metrics.from_json(json.loads((COMMITTED / cell / "metrics.json").read_text()))
+        nan = float("nan")
+        built = record.metrics(
+            m.cell,
+            m.dataset,
+            m.data_md5,
+            m.num_classes,
+            m.train_images,
+            m.test_images,
+            m.params,
+            {k: nan if m.diverged else v for k, v in m.to_json().items() if k in record.SPLIT_KEYS},
+            m.steps,
+            m.epochs,
+            m.wall_time_s,
+            m.images_per_s if m.images_per_s is not None else nan,
+            m.diverged_step,
+            {k: nan if v is None else v for k, v in m.scalars.items()},  # NaN is written as null
+        )
+        assert built == m, cell
+
+
+def test_from_json_names_a_missing_or_unknown_key():
+    good = metrics("plain", 20, 0, 0.1).to_json()
+    with pytest.raises(ValueError, match="missing test/error"):
+        Metrics.from_json({k: v for k, v in good.items() if k != "test/error"})
+    with pytest.raises(ValueError, match="unknown best/error"):
+        Metrics.from_json(good | {"best/error": 0.05})
+    with pytest.raises(ValueError, match="JSON object"):
+        Metrics.from_json([good])
+
+
+def test_the_record_s_gap_and_cell():
+    m = metrics("plain", 20, 1, test=0.10, train=0.04)
+    assert m.gap == pytest.approx(0.06)
+    assert m.cell == Cell("plain", 20, 1)
+    assert metrics("plain", 20, 1, None, diverged=True).gap is None
+
+
+def test_finite_is_the_one_nan_to_null():
+    assert record.finite(float("nan")) is None
+    assert record.finite(float("inf")) is None
+    assert record.finite(None) is None
+    assert record.finite(1) == 1.0
+
+
+def test_the_loader_reads_a_cell_s_folder_once(tmp_path):
+    m = metrics("plain", 20, 0, 0.1)
+    write_cell(tmp_path, m)
+    run = record.load(tmp_path, m.cell)
+    assert run.metrics == m
+    assert run.diagnostics["probe"]["size"] == 256
+    assert run.env["precision"] == "32-true"
+    assert run.history["step"] == [100.0, 200.0, 300.0, 400.0]
+    assert run.cell == m.cell
+
+
+def test_the_loader_reads_every_committed_cell():
+    for cell in COMMITTED_CELLS:
+        variant, depth, seed = cell.rsplit("-", 2)
+        run = record.load(COMMITTED, Cell(variant, int(depth), int(seed)))
+        assert run.env["cell"] == cell
+        assert ("end" in run.diagnostics) != run.metrics.diverged, cell  # a diverged net is not measured at the end
+
+
+def test_the_loader_names_the_cell_and_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="no results for cell plain-20-0"):
+        record.load(tmp_path, Cell("plain", 20, 0))
+    write_cell(tmp_path, metrics("plain", 20, 0, 0.1))
+    (tmp_path / "plain-20-0/env.json").unlink()
+    with pytest.raises(ValueError, match=r"plain-20-0 is not a finished cell .*env\.json.*dvc repro train@plain-20-0"):
+        record.load(tmp_path, Cell("plain", 20, 0))
+    write_cell(tmp_path, metrics("plain", 20, 1, 0.1))
+    (tmp_path / "plain-20-1").rename(tmp_path / "plain-20-2")  # a folder renamed by hand
+    with pytest.raises(ValueError, match="its metrics.json is cell plain-20-1's"):
+        record.load(tmp_path, Cell("plain", 20, 2))
+    write_cell(tmp_path, metrics("plain", 20, 3, 0.1))
+    (tmp_path / "plain-20-3/metrics.json").write_text("{half written")
+    with pytest.raises(ValueError, match="JSONDecodeError"):
+        record.load(tmp_path, Cell("plain", 20, 3))
+
+
+# --- the statistics ---
 
 
 def test_wilson_interval_against_hand_computed_values():
@@ -107,19 +243,43 @@ def test_a_cell_at_chance_is_flagged():
     assert at_chance(metrics("plain", 56, 0, 0.9, train=0.81))  # 0.9 x chance error (90 %)
     assert not at_chance(metrics("plain", 56, 0, 0.9, train=0.80))
     assert not at_chance(metrics("plain", 56, 0, None, diverged=True))
-    old = metrics("plain", 56, 0, 0.9, train=0.9)
-    del old["num_classes"]  # recorded before the field existed: chance unknown, nothing flagged
-    assert not at_chance(old)
 
 
 def test_mean_over_non_diverged_seeds_and_the_diverged_fraction():
     results = [metrics("plain", 20, s, t, diverged=t is None) for s, t in enumerate([0.10, 0.12, None])]
     results += [metrics("plain", 56, s, None, diverged=True) for s in range(3)]
     results += [metrics("plain", 110, s, 0.9, train=0.9) for s in range(2)]
-    agg = aggregate([{**m, "gap": None if m["diverged"] else m["test/error"] - m["train/error"]} for m in results])
+    agg = aggregate(results)
     assert fmt_cell(agg["plain", 20]) == "11.00 ± 1.41 (n=2; 1/3 diverged)"
     assert fmt_cell(agg["plain", 56]) == "diverged (3/3)"
     assert fmt_cell(agg["plain", 110]) == "90.00 ± 0.00 (n=2; at chance / untrained)"
+
+
+def test_aggregation_mean_std_and_diverged_cells():
+    results = [metrics("residual_bn", 20, s, t, train=0.1) for s, t in enumerate([0.08, 0.09, 0.10])]
+    results += [metrics("plain", 20, 0, 0.3, train=0.1), metrics("plain", 20, 1, None, diverged=True, step=7)]
+    results += [metrics("plain", 56, 0, None, diverged=True, step=7)]
+    agg = aggregate(results)
+    r = agg["residual_bn", 20]["test/error"]
+    assert r["n"] == 3
+    assert r["mean"] == pytest.approx(0.09)
+    assert r["std"] == pytest.approx(0.01)  # the sample std
+    assert fmt_cell(agg["residual_bn", 20]) == "9.00 ± 1.00 (n=3)"
+    assert agg["plain", 20]["diverged"] == 1
+    assert fmt_cell(agg["plain", 20]) == "30.00 (n=1; 1/2 diverged)"
+    assert fmt_cell(agg["plain", 56]) == "diverged (1/1)"
+    assert agg["plain", 56]["diverged_steps"] == [7]
+    assert agg["residual_bn", 20]["gap"]["mean"] == pytest.approx(-0.01)
+
+
+def test_markdown_helpers():
+    assert plus_minus(0.0912, 0.0041, scale=100) == "9.12 ± 0.41"
+    assert plus_minus(0.0912, None, scale=100) == "9.12"  # one seed: no spread
+    assert plus_minus(0.123456, 0.0123, ".3g", ".2g") == "0.123 ± 0.012"
+    assert table(["a", "b"], [["1", ""]]) == "| a | b |\n|---|---|\n| 1 |  |"
+
+
+# --- the report ---
 
 
 def test_report_diverged_cells_are_nan_in_every_csv(tmp_path):
@@ -127,9 +287,11 @@ def test_report_diverged_cells_are_nan_in_every_csv(tmp_path):
     for name in ("error_vs_depth.csv", "gap_vs_depth.csv"):
         text = (tmp_path / "report" / name).read_text()
         rows = list(csv.DictReader(text.splitlines()))
-        assert rows[2]["depth"] == "110" and rows[2]["plain"] == "NaN", name
-        assert ",," not in text and not any(line.endswith(",") for line in text.splitlines()), name
-    rows = list(csv.DictReader(open(tmp_path / "report/error_vs_depth.csv")))
+        assert rows[2]["depth"] == "110", name
+        assert rows[2]["plain"] == "NaN", name
+        assert ",," not in text, name
+        assert not any(line.endswith(",") for line in text.splitlines()), name
+    rows = list(csv.DictReader((tmp_path / "report/error_vs_depth.csv").read_text().splitlines()))
     assert float(rows[1]["residual_bn"]) == pytest.approx(7.0)
 
 
@@ -145,22 +307,53 @@ def test_report_statistics_chance_and_intervals(tmp_path):
     assert summary["test/error/residual_bn-110"] == pytest.approx(0.07)
     assert summary["test/error_std/residual_bn-110"] == pytest.approx(0.0005)
     assert summary["diverged_fraction/plain-56"] == pytest.approx(1 / 3)
-    assert summary["test/error/plain-110"] is None and summary["diverged_fraction/plain-110"] == 1
-    for figure in ("convergence", "error_vs_depth", "gap_vs_depth"):
-        assert (tmp_path / f"report/figures/{figure}.png").stat().st_size > 0
+    assert summary["test/error/plain-110"] is None
+    assert summary["diverged_fraction/plain-110"] == 1
+    assert json.loads((tmp_path / "report/metrics.json").read_text()) == summary
+    for figure in ("convergence", "error_vs_depth", "gap_vs_depth", "shattering_vs_depth", "lesion"):
+        assert (tmp_path / f"report/figures/{figure}.png").stat().st_size > 0, figure
+
+
+def test_report_from_hand_made_cells_with_two_seeds(tmp_path):
+    params = config.load(PARAMS, ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56]", "grid.seeds=[0, 1]"])
+    runs = tmp_path / "runs"
+    for v in ("plain", "residual_bn"):
+        for d in (20, 56):
+            for s in (0, 1):
+                write_cell(runs, metrics(v, d, s, 0.1 + 0.01 * s, train=0.1, diverged=v == "plain" and d == 56))
+    summary = report(params, runs, tmp_path / "report")
+    md = (tmp_path / "report/report.md").read_text()
+    assert "| 56 | diverged (2/2) | 10.50 ± 0.71 (n=2) | 6.97 (single run) | 6.61 |" in md  # He et al., akamaster
+    assert summary["diverged"] == 2
+    assert summary["test/error/residual_bn-20"] == pytest.approx(0.105)
+    rows = list(csv.DictReader((tmp_path / "report/error_vs_depth.csv").read_text().splitlines()))
+    assert rows[1]["depth"] == "56"
+    assert rows[1]["plain"] == "NaN"
+    assert float(rows[1]["residual_bn"]) == pytest.approx(10.5)
+
+
+def test_report_names_a_missing_cell_and_writes_nothing(tmp_path):
+    params = config.load(PARAMS, ["grid.variants=[plain]", "grid.depths=[20]", "grid.seeds=[0]"])
+    with pytest.raises(ValueError, match="no results for cell plain-20-0"):
+        report(params, tmp_path / "runs", tmp_path / "report")
+    assert not (tmp_path / "report").exists()
 
 
 def test_he_reference_like_for_like(tmp_path):
     _, md = make_report(tmp_path, "model.shortcut=zero_pad")
     assert "6.61 ± 0.16 (mean of 5 runs; best 6.43)" in row(md, 110)  # a mean over seeds beside a mean of runs
-    assert "8.75 (single run)" in row(md, 20) and "6.97 (single run)" in row(md, 56)
+    assert "8.75 (single run)" in row(md, 20)
+    assert "6.97 (single run)" in row(md, 56)
     # residual_bn-110: 7.00 against 6.61 ± 0.16 over 5 runs; noise, in points,
     # 1.96 sqrt(0.05²/3 + 0.16²/5 + 7 * 93 / 1e4 + 6.61 * 93.39 / 1e4) = 1.96 * sqrt(13.278) / 10 = 0.71
     assert "| 110 | 7.00 ± 0.05 (n=3) | 6.61 ± 0.16 (mean of 5 runs; best 6.43) | +0.39 | 0.71 | yes |" in md
     # the option, training-set size and seeds are stated for CIFAR-10 too; option A: no warning
     assert "this grid used option A (zero padding, no parameters; `model.shortcut: zero_pad`)" in md
-    assert "45k/5k train/val split" in md and "trained on 50000 images" in md and "Seeds: 3 per cell" in md
-    assert "Warning" not in md and "context, not a comparison" not in md
+    assert "45k/5k train/val split" in md
+    assert "trained on 50000 images" in md
+    assert "Seeds: 3 per cell" in md
+    assert "Warning" not in md
+    assert "context, not a comparison" not in md
 
 
 def test_projection_shortcuts_are_warned_about(tmp_path):
@@ -170,42 +363,82 @@ def test_projection_shortcuts_are_warned_about(tmp_path):
 
 def test_another_dataset_gets_the_reference_as_context(tmp_path):
     _, md = make_report(tmp_path, "model.shortcut=zero_pad", dataset="cifar100")
-    assert "context, not a comparison" in md and "Like for like: He et al." in md
+    assert "context, not a comparison" in md
+    assert "Like for like: He et al." in md
     assert "### Like for like with He et al." not in md  # no Δ against CIFAR-10 numbers
 
 
-def test_figures_label_every_axis_use_log2_depth_and_ring_cells_at_chance(tmp_path, monkeypatch):
-    from bench.report import figures as report_figures
+def test_the_sweep_and_the_toy_are_in_the_report_only_where_they_ran(tmp_path):
+    params = config.load(PARAMS, GRID_PARAMS)
+    write_grid(tmp_path / "runs")
+    report(params, tmp_path / "runs", tmp_path / "report", tmp_path / "no-sweep.json", tmp_path / "no-toy")
+    md = (tmp_path / "report/report.md").read_text()
+    assert "learning rate" not in md
+    assert "toy setting" not in md
+    sweep = [{"variant": "plain", "depth": 20, "lr": 1.0, "train/error": None, "diverged": True, "diverged_step": 3}]
+    sweep += [{"variant": "plain_bn", "depth": 20, "lr": 1.0, "train/error": 0.05, "diverged": False}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"runs": sweep}))
+    (tmp_path / "report/toy").mkdir()
+    (tmp_path / "report/toy/toy_shattering.png").write_bytes(b"png")  # the toy stage writes into the report's folder
+    report(params, tmp_path / "runs", tmp_path / "report", tmp_path / "sweep.json", tmp_path / "report/toy")
+    md = (tmp_path / "report/report.md").read_text()
+    assert "| variant | lr 1 |\n|---|---|\n| plain | diverged at step 3 |\n| plain_bn | 5.0 |" in md
+    assert "![toy](toy/toy_shattering.png)" in md
+    assert (tmp_path / "report/figures/lr_sweep.png").stat().st_size > 0
+    assert (tmp_path / "report/toy/toy_shattering.png").read_bytes() == b"png"  # the toy's files stay
 
-    figures = {}
-    monkeypatch.setattr(report_figures, "save", lambda fig, path: figures.__setitem__(path.name, fig))
+
+def test_the_report_is_built_beside_and_swapped_in_whole(tmp_path, monkeypatch):
+    """A report that fails while it is written leaves the previous one as it was, and nothing beside it."""
     make_report(tmp_path)
+    before = (tmp_path / "report/report.md").read_text()
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stage, "write_json", fail)  # the last file written
+    params = config.load(PARAMS, [*GRID_PARAMS, "model.shortcut=zero_pad"])
+    with pytest.raises(OSError, match="disk full"):
+        report(params, tmp_path / "runs", tmp_path / "report")
+    assert (tmp_path / "report/report.md").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]
+
+
+def test_figures_label_every_axis_use_log2_depth_and_ring_cells_at_chance(tmp_path):
+    import matplotlib.pyplot as plt
+
+    params = config.load(PARAMS, GRID_PARAMS)
+    write_grid(tmp_path / "runs")
+    results = stage.collect(params, tmp_path / "runs")
+    agg = aggregate([r.metrics for r in results])
+    figures = stage.figures(params, results, agg, 0.9, None)
     for name in ("convergence.png", "error_vs_depth.png", "gap_vs_depth.png"):
         for ax in (ax for ax in figures[name].axes if ax.get_visible()):
-            assert ax.get_xlabel() and (ax.get_ylabel() or name == "convergence.png"), name  # rows share a y label
+            assert ax.get_xlabel(), name
+            assert ax.get_ylabel() or name == "convergence.png", name  # the convergence rows share a y label
     for ax in figures["error_vs_depth.png"].axes + figures["gap_vs_depth.png"].axes:
         assert ax.get_xscale() == "log"
         assert [t.get_text() for t in ax.get_xticklabels()] == ["20", "56", "110"]
     error_axis = figures["error_vs_depth.png"].axes[1]
-    assert error_axis.get_ylim()[1] <= 100 and any(line.get_label().startswith("chance") for line in error_axis.lines)
+    assert error_axis.get_ylim()[1] <= 100
+    assert any(line.get_label().startswith("chance") for line in error_axis.lines)
     gap = figures["gap_vs_depth.png"].axes[0]
     assert [line.get_label() for line in gap.lines].count("at chance / untrained") == 1
-    import matplotlib.pyplot as plt
-
-    plt.close("all")  # the stand-in for save kept them open
+    for fig in figures.values():
+        plt.close(fig)
 
 
 def test_diagnostics_table_entries_say_why_a_value_is_missing_and_bn_note_when_scales_stayed_near_one():
-    from bench.report.pathologies import _entry, bn_note
-
-    ms = [
+    seeds = [
         {"init/grad_ratio": None, "init/grad_saturated": True},
         {"init/grad_ratio": 2.0, "init/grad_saturated": False},
     ]
-    assert _entry(ms, "init/grad_ratio", False) == "2 (1/2 saturated)"
+    assert entry(seeds, "init/grad_ratio", False) == "2 (1/2 saturated)"
     chance = [{"end/lesion_at_chance": True, "end/lesion_mean_increase": 0.0}] * 2
-    assert _entry(chance, "end/lesion_mean_increase", True) == "at chance: untrained"  # not "0.0": not robust
-    assert _entry([{"end/bn_scale_change": None}], "end/bn_scale_change", False) == "–"  # no BN: not applicable
-    assert _entry([{"x": 0.1}, {"x": 0.3}], "x", True) == "20 ± 14"
-    assert "too little" in bn_note([{"end/bn_scale_change": 0.01}, {"end/bn_scale_change": 0.02}])
-    assert bn_note([{"end/bn_scale_change": 0.3}]) == ""
+    assert entry(chance, "end/lesion_mean_increase", True) == "at chance: untrained"  # not "0.0": not robust
+    assert entry([{"end/bn_scale_change": None}], "end/bn_scale_change", False) == "–"  # no BN: not applicable
+    assert entry([{"x": 0.1}, {"x": 0.3}], "x", True) == "20 ± 14"
+    assert entry([{"x": 0.1}, {}], "x", False) == "0.1 (1/2 not measured)"  # a diverged seed has no "end/..."
+    still = [metrics("plain_bn", 20, s, 0.1, scalars={"end/bn_scale_change": c}) for s, c in enumerate([0.01, 0.02])]
+    assert "too little" in bn_note(still)
+    assert bn_note([metrics("plain_bn", 20, 0, 0.1, scalars={"end/bn_scale_change": 0.3})]) == ""

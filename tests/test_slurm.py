@@ -1,17 +1,13 @@
-"""bench slurm's scripts follow the params, and a requeued cell records only its own, final results."""
+"""`bench slurm`: its scripts follow the params and dvc.yaml; in a job's environment Lightning requeues the job."""
 
-import json
 import shutil
 import subprocess
 
 import pytest
-from helpers import DIGITS, PARAMS, ROOT, crash_after_epoch
+from helpers import PARAMS, ROOT
 
 from bench import config
-from bench.record import Cell
 from bench.scale.slurm import render, write
-from bench.train import callbacks
-from bench.train.stage import train
 
 
 def scripts(*overrides, **kw):
@@ -21,14 +17,17 @@ def scripts(*overrides, **kw):
 def test_a_cell_gets_the_tasks_and_gpus_trainer_asks_for():
     s = scripts("trainer.devices=2", "trainer.num_nodes=1", "trainer.accelerator=gpu")
     for name in ("grid.sbatch", "ddp_cell.sbatch"):
-        assert "#SBATCH --ntasks-per-node=2\n" in s[name] and "#SBATCH --gres=gpu:2\n" in s[name], name
+        assert "#SBATCH --ntasks-per-node=2\n" in s[name], name
+        assert "#SBATCH --gres=gpu:2\n" in s[name], name
     cpu = scripts("trainer.devices=2", "trainer.accelerator=cpu")
-    assert "--gres" not in "".join(cpu.values()) and "#SBATCH --ntasks-per-node=2\n" in cpu["grid.sbatch"]
+    assert "--gres" not in "".join(cpu.values())
+    assert "#SBATCH --ntasks-per-node=2\n" in cpu["grid.sbatch"]
 
 
 def test_the_commit_job_has_a_device_for_the_stages_that_train():
     commit = scripts("trainer.accelerator=gpu")["commit.sbatch"]
-    assert "#SBATCH --gres=gpu:1\n" in commit and "dvc repro" in commit
+    assert "#SBATCH --gres=gpu:1\n" in commit
+    assert "dvc repro" in commit
 
 
 @pytest.mark.parametrize("devices", ["auto", "-1"])
@@ -42,74 +41,64 @@ def test_submit_and_logs_follow_the_output_folder(tmp_path, monkeypatch):
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     paths = {p.name: p for p in write(config.load(PARAMS), "cluster/jobs", str(tmp_path))}
     submit = paths["submit.sh"].read_text()
-    assert '"$here/grid.sbatch"' in submit and '"$here/commit.sbatch"' in submit and "slurm/" not in submit
+    assert '"$here/grid.sbatch"' in submit
+    assert '"$here/commit.sbatch"' in submit
+    assert "slurm/" not in submit
     assert (tmp_path / "cluster/jobs/logs").is_dir()  # SLURM opens a job's log before the job runs
     assert f"#SBATCH --output={tmp_path}/cluster/jobs/logs/%x-%A.out" in paths["ddp_cell.sbatch"].read_text()
     for p in paths.values():
         subprocess.run(["bash", "-n", str(p)], check=True)
 
 
-@pytest.mark.parametrize("command", ["grid", "slurm"])
-def test_another_params_file_is_refused_for_the_stages(cli, tmp_path, command):
-    other = tmp_path / "other.yaml"
-    shutil.copy(PARAMS, other)
-    code, _, err = cli(command, "--params", other)
-    assert code == 2 and "reads params.yaml" in err
-
-
-def fake_slurm(monkeypatch):
-    """The variables a SLURM batch job has, for Lightning's SLURMEnvironment (the real scheduler: test_cluster.py)."""
-    for k, v in {
-        "SLURM_NTASKS": "1",
-        "SLURM_JOB_NAME": "bench-grid",
-        "SLURM_JOB_ID": "4242",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-    }.items():
-        monkeypatch.setenv(k, v)
-
-
-def test_a_requeued_cell_records_its_final_weights_not_the_requeue_checkpoint(tmp_path, digits_dir, monkeypatch):
+def test_slurm_scripts_render_for_the_grid(tmp_path):
     p = config.load(
         PARAMS,
-        ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40", "trainer.deterministic=true"],
+        [
+            "grid.variants=[plain, residual_bn]",
+            "grid.depths=[20, 56]",
+            "grid.seeds=[0, 1, 2]",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+        ],
     )
-    whole = train(p, Cell("plain", 8, 0), tmp_path / "whole", digits_dir, progress=False)
-    crash_after_epoch(
-        monkeypatch, 1, lambda: train(p, Cell("plain", 8, 0), tmp_path / "requeued", digits_dir, progress=False)
-    )
-    cell = tmp_path / "requeued"
-    (cell / "last.ckpt").rename(cell / "hpc_ckpt_1.ckpt")  # what Lightning saves on SIGUSR1, at step 20
-    fake_slurm(monkeypatch)
-    requeued = train(p, Cell("plain", 8, 0), cell, digits_dir, progress=False)
-    assert requeued["steps"] == 40
-    for k in ("test/error", "test/loss", "train/loss"):  # the final weights' results, as uninterrupted
-        assert requeued[k] == pytest.approx(whole[k], rel=1e-6), k
-    assert json.loads((cell / "metrics.json").read_text())["test/error"] == requeued["test/error"]
+    dvc_yaml = tmp_path / "dvc.yaml"  # the cells run what dvc.yaml's train stage declares
+    dvc_yaml.write_text((ROOT / "dvc.yaml").read_text().replace("--data data/prepared", "--data elsewhere"))
+    scripts = tmp_path / "slurm"
+    paths = {
+        x.name: x for x in write(p, scripts, "/scratch/bench", partition="gpu", time="12:00:00", dvc_yaml=dvc_yaml)
+    }
+    array = paths["grid.sbatch"].read_text()
+    assert (
+        'srun bench train --variant "${VARIANTS[$i]}" --depth "${DEPTHS[$i]}" --seed "${SEEDS[$i]}" '
+        '--data elsewhere --out runs/"${VARIANTS[$i]}"-"${DEPTHS[$i]}"-"${SEEDS[$i]}" --no-progress'
+    ) in array
+    assert "#SBATCH --array=0-11%32" in array
+    assert "#SBATCH --signal=SIGUSR1@90" in array
+    assert "#SBATCH --requeue" in array
+    assert "#SBATCH --partition=gpu" in array
+    assert "cd /scratch/bench" in array
+    assert "CELLS=(plain-20-0 plain-20-1 plain-20-2 plain-56-0" in array
+    assert "srun bench train" in array
+    ddp = paths["ddp_cell.sbatch"].read_text()
+    assert 'srun bench train --variant "$V" --depth "$D" --seed "$S" --data elsewhere --out runs/"$V"-"$D"-"$S"' in ddp
+    assert "#SBATCH --nodes=2" in ddp
+    assert "#SBATCH --ntasks-per-node=4" in ddp
+    assert "#SBATCH --gres=gpu:4" in ddp
+    assert "train@residual_bn-56-2" in paths["commit.sbatch"].read_text()
+    assert "--dependency=afterok:${jid}" in paths["submit.sh"].read_text()
+    for x in paths.values():
+        subprocess.run(["bash", "-n", str(x)], check=True)
 
 
-def test_a_cell_requeued_mid_epoch_ends_like_an_uninterrupted_run(tmp_path, digits_dir, monkeypatch):
-    """Lightning saves its requeue checkpoint on SIGUSR1, mid-epoch: the resumed run skips the batches done."""
-    p = config.load(
-        PARAMS,
-        ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=40", "trainer.deterministic=true"],
-    )
-    whole = train(p, Cell("residual_bn", 8, 0), tmp_path / "whole", digits_dir, progress=False)
-    cell = tmp_path / "requeued"
-    batch_end = callbacks.Divergence.on_train_batch_end
+def test_lightning_detects_a_slurm_job_and_requeues_it(fake_slurm):
+    """In a job's environment, Lightning's SLURMEnvironment is the cluster: on the SIGUSR1 the scripts ask for,
+    it saves hpc_ckpt_N.ckpt and requeues the job (the job's own id, not its array's)."""
+    import lightning as L
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    def preempted_at_step_15(self, trainer, module, outputs, batch, batch_idx):
-        batch_end(self, trainer, module, outputs, batch, batch_idx)
-        if trainer.global_step == 15:  # in the middle of the second epoch (10 steps each)
-            trainer.save_checkpoint(cell / "hpc_ckpt_1.ckpt")
-            raise RuntimeError("preempted")
-
-    monkeypatch.setattr(callbacks.Divergence, "on_train_batch_end", preempted_at_step_15)
-    with pytest.raises(RuntimeError, match="preempted"):
-        train(p, Cell("residual_bn", 8, 0), cell, digits_dir, progress=False)
-    monkeypatch.setattr(callbacks.Divergence, "on_train_batch_end", batch_end)
-    fake_slurm(monkeypatch)
-    requeued = train(p, Cell("residual_bn", 8, 0), cell, digits_dir, progress=False)
-    for k in ("steps", "test/error", "test/loss", "train/loss", "val/loss", "end/shattering"):
-        assert requeued[k] == pytest.approx(whole[k], rel=1e-6), k
+    fake_slurm()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    env = trainer._accelerator_connector.cluster_environment
+    assert isinstance(env, SLURMEnvironment)
+    assert env.auto_requeue
+    assert SLURMEnvironment.job_id() == 4242

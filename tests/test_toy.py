@@ -8,7 +8,7 @@ import torch
 
 from bench.config import Toy
 from bench.diagnostics.shattering import gradient_correlations, shattering_score
-from bench.toy import correlation, init_weights, inputs, last_hidden, measure, paper, run, toy, toy_jacobian
+from bench.toy import correlation, init_weights, inputs, last_hidden, net_statistics, paper, run, toy, toy_jacobian
 
 SMALL = {"width": 64, "points": 64}
 
@@ -74,8 +74,10 @@ def test_the_statistics_are_correlations():
     for depth, residual in [(1, False), (6, False), (6, True)]:
         jacobian, dydx = toy_jacobian(depth, residual, seed=2, **SMALL)
         c = gradient_correlations(jacobian)
-        assert c.abs().max() <= 1 + 1e-12 and torch.allclose(c.diagonal(), torch.ones(len(c), dtype=c.dtype))
-        assert -1 <= correlation(jacobian) <= 1 and -1 <= shattering_score(dydx) <= 1
+        assert c.abs().max() <= 1 + 1e-12
+        assert torch.allclose(c.diagonal(), torch.ones(len(c), dtype=c.dtype))
+        assert -1 <= correlation(jacobian) <= 1
+        assert -1 <= shattering_score(dydx) <= 1
 
 
 # --- the paper's result ---
@@ -85,7 +87,8 @@ def test_plain_nets_decorrelate_with_depth_faster_than_residual_nets():
     """Balduzzi et al. 2017: 2^-L for plain nets, a slow decay for resnets with BN."""
     plain = [mean_correlation(d, False) for d in (1, 2, 4, 8)]
     residual = [mean_correlation(d, True) for d in (1, 2, 4, 8)]
-    assert plain == sorted(plain, reverse=True) and residual == sorted(residual, reverse=True)
+    assert plain == sorted(plain, reverse=True)
+    assert residual == sorted(residual, reverse=True)
     assert all(p < r for p, r in zip(plain, residual))
     assert plain[-1] / plain[0] < residual[-1] / residual[0]
     assert plain[-1] < 0.05 < 0.1 < residual[-1]
@@ -95,9 +98,10 @@ def test_lag1_plain_net_shatters_with_depth_residual_net_does_not():
     """The paper's Fig. 2 at lag 1: plain nets' dy/dx turns to white noise along the line, resnets' stays brown."""
 
     def lag1(depth, residual):
-        return statistics.fmean(measure(depth, residual, 64, 256, s)["lag1"] for s in range(2))
+        return statistics.fmean(net_statistics(depth, residual, 64, 256, s)["lag1"] for s in range(2))
 
-    assert lag1(4, False) > 0.8 and lag1(30, False) < 0.2
+    assert lag1(4, False) > 0.8
+    assert lag1(30, False) < 0.2
     assert lag1(30, True) > 0.6
 
 
@@ -109,20 +113,22 @@ def test_paper_curves():
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
-    assert measure(6, True, 32, 32, seed=4) == measure(6, True, 32, 32, seed=4)
-    assert measure(6, True, 32, 32, seed=4) != measure(6, True, 32, 32, seed=5)
+    assert net_statistics(6, True, 32, 32, seed=4) == net_statistics(6, True, 32, 32, seed=4)
+    assert net_statistics(6, True, 32, 32, seed=4) != net_statistics(6, True, 32, 32, seed=5)
 
 
 def test_bench_toy_writes_its_figure_and_numbers(tmp_path):
     cfg = Toy(depths=[1, 8], seeds=2, width=32, points=32)
     results = toy(cfg, tmp_path)
     saved = json.loads((tmp_path / "toy.json").read_text())
-    assert set(saved) == {"plain", "residual"} and set(saved["plain"]) == {"1", "8"}
+    assert set(saved) == {"plain", "residual"}
+    assert set(saved["plain"]) == {"1", "8"}
     for family in ("plain", "residual"):
         for depth in (1, 8):
             entry = saved[family][str(depth)]
-            assert set(entry) == {"correlation", "lag1"} and all(len(v) == 2 for v in entry.values())
+            assert set(entry) == {"correlation", "lag1"}
+            assert all(len(v) == 2 for v in entry.values())
             assert entry == results[family][depth]
-            assert entry["correlation"][1] == measure(depth, family == "residual", 32, 32, seed=1)["correlation"]
+            assert entry["correlation"][1] == net_statistics(depth, family == "residual", 32, 32, seed=1)["correlation"]
     assert (tmp_path / "toy_shattering.png").stat().st_size > 10_000
     assert run(cfg) == results

@@ -1,3 +1,5 @@
+"""`bench train` of one cell: it learns and writes its results, repeatably; divergence; the lr sweep; the history."""
+
 import csv
 import json
 
@@ -16,26 +18,34 @@ def read_history(out):
 
 
 def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
-    p = params("train.max_steps=120", "train.milestones=[80]")
+    p = params("train.max_steps=60", "train.milestones=[40]")
     m = train(p, Cell("residual_bn", 8, 0), tmp_path, digits_dir, progress=False)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == m
-    assert m["steps"] == 120 and not m["diverged"] and m["diverged_step"] is None
+    assert m["steps"] == 60
+    assert not m["diverged"]
+    assert m["diverged_step"] is None
     assert m["test/error"] < 0.3  # chance is 0.9 on 10 digit classes
-    assert m["images_per_s"] > 0 and m["wall_time_s"] > 0
+    assert m["images_per_s"] > 0
+    assert m["wall_time_s"] > 0
     rows = read_history(tmp_path)
-    assert len(rows) == m["epochs"] and int(rows[-1]["step"]) == 120
+    assert len(rows) == m["epochs"]
+    assert int(rows[-1]["step"]) == 60
     assert float(rows[-1]["train/loss"]) < 0.5 * float(rows[0]["train/loss"])  # training lowers the loss
-    assert float(rows[-1]["lr"]) == pytest.approx(p.train.lr * 0.1, rel=1e-6)  # after the milestone at 80
+    assert float(rows[-1]["lr"]) == pytest.approx(p.train.lr * 0.1, rel=1e-6)  # after the milestone at 40
     assert all(r["test/error"] for r in rows)  # test error tracked per epoch
     assert (tmp_path / "last.ckpt").exists()
     for when in ("init", "end"):  # the pathology diagnostics, at initialisation and after training
-        assert -1 <= m[f"{when}/shattering"] <= 1 and m[f"{when}/grad_ratio"] > 0
-    assert m["end/intact_error"] < 0.5 and m["end/lesion_max_increase"] >= 0
+        assert -1 <= m[f"{when}/shattering"] <= 1
+        assert m[f"{when}/grad_ratio"] > 0
+    assert m["end/intact_error"] < 0.5
+    assert m["end/lesion_max_increase"] >= 0
     assert m["init/intact_error"] is None  # no lesions of an untrained net: it is at chance
     blocks = json.loads((tmp_path / "diagnostics.json").read_text())
-    assert set(blocks) == {"probe", "init", "end"} and len(blocks["end"]["response_std"]) == 7  # stem + 2 x 3 blocks
-    assert blocks["probe"]["size"] == p.diagnostics.probe_size and len(blocks["probe"]["indices"]) == 256
+    assert set(blocks) == {"probe", "init", "end"}
+    assert len(blocks["end"]["response_std"]) == 7  # stem + 2 x 3 blocks
+    assert blocks["probe"]["size"] == p.diagnostics.probe_size
+    assert len(blocks["probe"]["indices"]) == 256
     assert max(blocks["probe"]["class_counts"]) - min(blocks["probe"]["class_counts"]) <= 1  # stratified
     check_checkpoint_loads_alone(tmp_path / "last.ckpt", digits_dir, p, m)
 
@@ -49,7 +59,8 @@ def check_checkpoint_loads_alone(ckpt, data_dir, p, m):
     from bench.train.module import Classifier
 
     net = Classifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    assert net.hparams.architecture["variant"] == "residual_bn" and len(net.hparams.data["classes"]) == 10
+    assert net.hparams.architecture["variant"] == "residual_bn"
+    assert len(net.hparams.data["classes"]) == 10
     test = load_prepared(data_dir, p.data).test
     with torch.no_grad():
         logits = net(normalise(test.x, net.hparams.data["mean"], net.hparams.data["std"]))
@@ -59,8 +70,9 @@ def check_checkpoint_loads_alone(ckpt, data_dir, p, m):
 def test_the_default_run_is_bitwise_repeatable_on_the_cpu(params, tmp_path, digits_dir):
     """trainer.deterministic and speed.threads in params.yaml: the same cell twice gives the same bits,
     timings aside, so that a fresh clone reproduces the committed results exactly."""
-    p = params("train.max_steps=40", "train.milestones=[20]")
-    assert p.trainer.deterministic and p.speed.threads == 1
+    p = params("train.max_steps=20", "train.milestones=[10]")
+    assert p.trainer.deterministic
+    assert p.speed.threads == 1
     a, b = tmp_path / "a", tmp_path / "b"
     ma, mb = (train(p, Cell("plain_bn", 8, 1), out, digits_dir, progress=False) for out in (a, b))
     timing = {"wall_time_s", "images_per_s"}
@@ -131,30 +143,13 @@ def test_a_cell_uses_no_operator_that_cuda_refuses_when_deterministic(params, tm
 
 def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_dir):
     m = train(params("train.lr=1000", "train.max_steps=60"), Cell("plain", 8, 0), tmp_path, digits_dir, progress=False)
-    assert m["diverged"] is True and 0 <= m["diverged_step"] < 60
+    assert m["diverged"] is True
+    assert 0 <= m["diverged_step"] < 60
     assert m["steps"] < 60  # stopped early
     saved = json.loads((tmp_path / "metrics.json").read_text())  # valid JSON: no NaN
     assert saved["diverged_step"] == m["diverged_step"]
     assert all(saved[f"{split}/{k}"] is None for split in ("train", "val", "test") for k in ("error", "loss"))
     assert "end" not in json.loads((tmp_path / "diagnostics.json").read_text())  # nothing to measure
-
-
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--variant", "resnet", "--depth", "20"], "unknown variant 'resnet'"),
-        (["--variant", "plain", "--depth", "21"], "depth 21 is not 6n+2"),
-        (["--variant", "plain", "--depth", "20", "train.lrr=0.1"], "unknown key train.lrr"),
-        (["--variant", "plain", "--depth", "20", "model.shortcut=option_c"], "unknown shortcut 'option_c'"),
-        (["--variant", "plain", "--depth", "20", "data.val_size=100"], "is stale"),
-    ],
-)
-def test_cli_rejects_bad_input_before_training(cli, tmp_path, digits_dir, args, message):
-    code, _, err = cli(
-        "train", "--out", tmp_path / "out", "--data", digits_dir, "wandb.mode=disabled", *DIGITS, *args
-    )  # the case's own overrides last: they win
-    assert code == 2 and message in err
-    assert not (tmp_path / "out").exists()
 
 
 def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):
@@ -173,7 +168,8 @@ def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):
         *QUICK,
     )
     assert code == 0, err
-    assert "diverged" in out and json.loads((tmp_path / "metrics.json").read_text())["diverged"]
+    assert "diverged" in out
+    assert json.loads((tmp_path / "metrics.json").read_text())["diverged"]
 
 
 @pytest.mark.slow
@@ -197,17 +193,35 @@ def test_readme_run_residual_bn_20(tmp_path, digits_dir):
     assert json.loads((tmp_path / "metrics.json").read_text())["test/error"] < 0.1
 
 
+SWEEP = [  # plain and plain_bn at lr 1.0
+    "grid.variants=[plain, plain_bn]",
+    "lr_sweep.depth=8",
+    "lr_sweep.lrs=[1.0]",
+    "lr_sweep.max_steps=30",
+    "diagnostics.probe_size=64",
+    "diagnostics.pairs=2",
+    "diagnostics.points=4",
+]
+
+
 def test_lr_sweep_bn_trains_where_plain_diverges(params, tmp_path, digits_dir):
     from bench.lr_sweep import sweep
 
-    p = params("grid.variants=[plain, plain_bn]", "lr_sweep.depth=20", "lr_sweep.lrs=[1.0]", "lr_sweep.max_steps=60")
-    rows = sweep(p, digits_dir, tmp_path / "pool", workers=2)
-    assert rows == sweep(p, digits_dir, tmp_path, workers=1)  # two processes at a time, or one: the same rows
+    rows = sweep(params(*SWEEP), digits_dir, tmp_path, workers=1)
     results = {r["variant"]: r for r in rows}
     plain, bn = results["plain"], results["plain_bn"]
     assert plain["diverged"] or plain["train/error"] > 0.8  # diverges, or dies at chance
-    assert not bn["diverged"] and bn["train/error"] < 0.8
+    assert not bn["diverged"]
+    assert bn["train/error"] < 0.8
     assert json.loads((tmp_path / "summary.json").read_text())["runs"][1]["variant"] == "plain_bn"
+
+
+@pytest.mark.integration
+def test_lr_sweep_in_a_pool_of_processes_gives_the_rows_of_one_process(params, tmp_path, digits_dir):
+    from bench.lr_sweep import sweep
+
+    p = params(*SWEEP)
+    assert sweep(p, digits_dir, tmp_path / "pool", workers=2) == sweep(p, digits_dir, tmp_path / "one", workers=1)
 
 
 def test_history_is_rewritten_only_when_an_epoch_row_changes(tmp_path):
@@ -225,4 +239,5 @@ def test_history_is_rewritten_only_when_an_epoch_row_changes(tmp_path):
     log.log_metrics({"epoch": 1, "train/loss": 1.5, "train/error": 0.4}, step=21)  # the logger's step is not used
     log.save()
     rows = read_history(tmp_path)
-    assert [r["step"] for r in rows] == ["10", "20"] and rows[1]["train/loss"] == "1.5"
+    assert [r["step"] for r in rows] == ["10", "20"]
+    assert rows[1]["train/loss"] == "1.5"

@@ -1,11 +1,11 @@
-"""W&B runs, offline: one per cell, organised by group, job type, name and tags; read back with `wandb leet`."""
+"""W&B: one offline run per cell, organised for the report and read back with `wandb leet`; the mode; quiet cells."""
 
 import json
 import math
 import subprocess
 
 import pytest
-from helpers import BIN, bench
+from helpers import BIN, QUICK, bench
 
 from bench import tracking
 from bench.record import Cell
@@ -46,6 +46,9 @@ def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_p
         "train.batch_size=128",
         "train.lr=0.05",
         "model.shortcut=projection",
+        "diagnostics.probe_size=64",
+        "diagnostics.pairs=2",
+        "diagnostics.points=4",
     )
     cells = [Cell("plain", 8, 0), Cell("residual_bn", 8, 0)]
     metrics = {c.name: train(p, c, tmp_path / c.name, digits_dir, progress=False) for c in cells}
@@ -76,13 +79,15 @@ def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_p
         history = [r["history"]["item"] for r in recs if r.get("type") == "history"]
         epochs = [h for h in history if "train/error" in h]
         assert len(epochs) == m["epochs"] == 3  # one point per epoch
-        assert len([h for h in history if "val/error" in h]) == 3 and len([h for h in history if "gap" in h]) == 3
+        assert len([h for h in history if "val/error" in h]) == 3
+        assert len([h for h in history if "gap" in h]) == 3
         assert all(math.isfinite(h[k]) for h in epochs for k in ("train/error", "train/loss", "lr", "gap"))
         summary = {}
         for r in recs:
             if r.get("type") == "summary":
                 summary.update(r["summary"]["update"])
-        assert summary["test/error"] == pytest.approx(m["test/error"]) and summary["diverged"] is False
+        assert summary["test/error"] == pytest.approx(m["test/error"])
+        assert summary["diverged"] is False
     everything = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
     assert SECRET.encode() not in everything
     check_printed_commands(p, tmp_path)
@@ -99,12 +104,13 @@ def check_printed_commands(p, tmp_path):
     assert all(run.name in r.stdout + r.stderr for run in offline_runs(tmp_path / "wb"))
     summary = next(line.split("(")[0].strip() for line in lines if "leet inspect --summary" in line)
     r = subprocess.run(summary, shell=True, capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0 and "test/error" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "test/error" in r.stdout, r.stdout + r.stderr
 
 
 def test_disabled_mode_writes_nothing(params, tmp_path, digits_dir):
     train(
-        params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10"),
+        params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10", "diagnostics.pairs=2"),
         Cell("plain", 8, 0),
         tmp_path / "cell",
         digits_dir,
@@ -115,11 +121,16 @@ def test_disabled_mode_writes_nothing(params, tmp_path, digits_dir):
 
 def test_mode_defaults_to_offline_without_a_key(params, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     assert tracking.mode(params("wandb.mode=null")) == "offline"
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     assert tracking.mode(params("wandb.mode=null")) == "online"
-    with pytest.raises(ValueError, match="unknown wandb.mode 'cloud'"):
-        tracking.mode(params("wandb.mode=cloud"))
+
+
+def test_the_environment_s_wandb_mode_wins_over_the_key(params, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert tracking.mode(params("wandb.mode=null")) == "offline"
 
 
 def test_run_folders_default_to_the_parent_repo_in_queued_experiments(params, tmp_path, monkeypatch):
@@ -161,13 +172,59 @@ def test_report_spec_builds_offline(params):
     p = params("grid.variants=[plain, residual_bn]", "wandb.group=g1", "wandb.project=proj")
     report = build_report(p)
     grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
-    assert len(grids) == 3 and report.project == "proj"
+    assert len(grids) == 3
+    assert report.project == "proj"
     assert grids[0].runsets[0].filters == "Group = 'g1' and JobType = 'plain'"
     assert [pl.y for pl in grids[1].panels] == [["train/error"], ["test/error"], ["gap"]]
     assert all(pl.groupby == "config.cell.depth" for g in grids[:2] for pl in g.panels)
     assert grids[2].panels[0].x.name == "cell.depth"
 
 
+def test_lightning_s_per_cell_lines_stop_at_bench_quiet(cli, params, tmp_path, digits_dir):
+    """The quick check of the test below, in this process: Lightning's per-cell lines reach its loggers' handlers
+    only past bench.quiet's filter, and W&B's logger is not handed the `anonymous` setting wandb warns about."""
+    import logging
+
+    from bench import quiet
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    loggers = [logging.getLogger(name) for name in quiet.LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        code, out, err = cli(
+            "train",
+            "--variant",
+            "plain",
+            "--depth",
+            "8",
+            "--seed",
+            "0",
+            "--data",
+            digits_dir,
+            "--out",
+            tmp_path / "cell",
+            *QUICK,
+            "train.max_steps=10",
+            "diagnostics.probe_size=64",
+            "diagnostics.pairs=2",
+            "diagnostics.points=4",
+        )
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert code == 0, err
+    assert "plain-8-0: test error" in out
+    assert any("max_steps=10" in line for line in lines), lines  # Lightning's lines reach the handler ...
+    for noise in ("Tip", "GPU available"):  # ... but not these
+        assert not [line for line in [*lines, *(out + err).splitlines()] if noise in line], noise
+    p = params("wandb.mode=offline", f"wandb.dir={tmp_path / 'wb'}")
+    assert "anonymous" not in tracking.logger(p, Cell("plain", 8, 0), "digits", {})._wandb_init
+
+
+@pytest.mark.integration
 def test_a_cell_prints_none_of_the_per_cell_noise(tmp_path, digits_dir):
     """bench.quiet drops Lightning's tip and device lines and the checkpoint reload lines, and wandb is not
     handed the `anonymous` setting it warns about; the cell's own result line still prints."""

@@ -1,19 +1,17 @@
 """The probe: a fixed, class-stratified batch of test images on which every cell's diagnostics are measured.
 
-`indices` picks it, the same images for every cell of a dataset; `measure` runs every diagnostic of
-bench.diagnostics.signals and bench.diagnostics.shattering on it and returns one JSON-ready record.
+`indices` picks it, the same images for every cell of a dataset; `diagnose` runs every measure of this
+package on it (signals, shattering, lesions, batchnorm: one paper each) and returns one JSON-ready record.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from bench import record
-from bench.diagnostics import shattering
-from bench.diagnostics import signals as diagnostics
+from bench.diagnostics import batchnorm, shattering, signals
+from bench.diagnostics.lesions import lesion_errors
+from bench.record import chance_error, finite
 
 SCALARS = (  # the diagnostics that go into metrics.json as init/... and end/...
     "grad_ratio",
@@ -51,9 +49,9 @@ def indices(labels: torch.Tensor, size: int, seed: int) -> list[int]:
 
 
 def _json(v):
-    """NaN and inf as null (JSON has neither), through lists and dicts."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
+    """NaN and inf as null (JSON has neither), through lists and dicts; other values as they are."""
+    if isinstance(v, float):
+        return finite(v)
     if isinstance(v, (list, tuple)):
         return [_json(x) for x in v]
     if isinstance(v, dict):
@@ -61,17 +59,17 @@ def _json(v):
     return v
 
 
-def measure(
+def diagnose(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, pairs: int, points: int, lesions: bool = True
 ) -> dict:
     """Every diagnostic on the probe batch (x: (N, C, H, W) normalised, y: (N,)): the scalar summaries of
     SCALARS and the per-block and per-layer lists, JSON-ready (NaN as null). `lesions=False` skips the
     lesions (one evaluation of the probe per block), which say nothing about an untrained net: null."""
-    grads = diagnostics.block_gradients(model, x, y)
+    grads = signals.block_gradients(model, x, y)
     shatter = shattering.shattering(model, x, y, pairs, points)
-    variance = diagnostics.forward_variance(model, x)
+    variance = signals.forward_variance(model, x)
     lesion = (
-        diagnostics.lesion_errors(model, x, y, chance=record.chance_error(num_classes))
+        lesion_errors(model, x, y, chance=chance_error(num_classes))
         if lesions
         else dict.fromkeys(
             (
@@ -85,7 +83,7 @@ def measure(
             )
         )
     )
-    bn = diagnostics.train_vs_eval_error(model, x, y)
+    bn = batchnorm.train_vs_eval_error(model, x, y)
     return _json(
         {
             "grad_ratio": grads["ratio"],
@@ -97,10 +95,10 @@ def measure(
             "shattering_pairs": shatter["correlation_pairs"],
             "shattering_lag1": shatter["lag1"],
             "shattering_by_distance": shatter["by_distance"],
-            "response_std": diagnostics.response_stds(model, x),
-            "bn_scale_change": diagnostics.bn_scale_change(model),
+            "response_std": signals.response_stds(model, x),
+            "bn_scale_change": batchnorm.bn_scale_change(model),
             "forward_variance": variance,
-            "variance_growth": diagnostics.ratio(variance[-1], variance[0]) ** (1 / max(1, len(variance) - 1)),
+            "variance_growth": signals.ratio(variance[-1], variance[0]) ** (1 / max(1, len(variance) - 1)),
             "intact_error": lesion["intact"],
             "lesion_error": lesion["per_block"],
             "lesion_downsampling": lesion["downsampling"],

@@ -1,4 +1,4 @@
-"""Shattered gradients (Balduzzi et al. 2017): how the gradient of a network's output w.r.t. its input
+"""Shattered gradients (Balduzzi et al. 2017, Sec. 2-3): how the gradient of a network's output w.r.t. its input
 decorrelates between nearby inputs as depth grows.
 
 The paper's scalar input line is, for images, the straight path between two images. Its curves
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.diagnostics.signals import mode
+from bench.diagnostics.batchnorm import mode
 
 
 def input_gradients_along_path(

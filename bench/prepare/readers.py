@@ -8,6 +8,7 @@ folders) and give the same content checksum.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import io
@@ -157,10 +158,8 @@ def read_cifar(path: Path, spec: Cifar) -> tuple[np.ndarray, ...]:
 
 def _die_with_parent() -> None:
     """A decoding worker ends when `bench prepare` does, kill -9 included (Linux's PR_SET_PDEATHSIG)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the worker ends with the pool instead
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def _size(item: tuple[str, bytes]) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The prepare stage, `bench prepare`: a dataset source -> checksum-verified, prepared uint8 arrays plus a small meta.json.
+"""The prepare stage, `bench prepare`: a dataset source -> checksum-verified, prepared uint8 arrays and a meta.json.
 
 Sources are the official archive URL (downloaded with retries into data/raw/), a local file or folder,
 or a DVC-tracked file under data/raw/. The checksum is verified before anything is unpacked; a

@@ -7,30 +7,13 @@ diverged run is an x at the top of its panel, never a point at 0.
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
-from bench.plots import STYLE, save
-from bench.record import DIVERGED, DIVERGED_STEP, GAP, TEST_ERROR, TRAIN_ERROR, Cell
+from bench.plots import depth_axis, depth_colours, style
+from bench.record import GAP, TEST_ERROR, TRAIN_ERROR, Run
 
 ERROR_TICKS = (0, 0.5, 1, 2, 5, 10, 20, 50, 100)  # %
 FINE_TICKS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30, 40, 50, 60, 80, 100)
-
-
-def style(variant: str) -> tuple[str | None, str]:
-    """(colour, label) of a variant; a variant without a style gets matplotlib's next colour and its own name."""
-    return STYLE.get(variant, (None, variant))
-
-
-def depth_axis(ax, depths: list[int]) -> None:
-    """log2 depth axis with a tick, labelled with the number, at each of the grid's depths."""
-    from matplotlib.ticker import NullLocator
-
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(depths, [str(d) for d in depths])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("depth (layers, log2 scale)")
 
 
 def error_axis(ax, values: list[float]) -> None:
@@ -76,46 +59,28 @@ def mark_top(ax, xs: list, colour, label: str | None = None) -> None:
         )
 
 
-def read_history(path: Path) -> dict[str, list[float]]:
-    cols: dict[str, list[float]] = {}
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                cols.setdefault(k, []).append(float(v) if v not in ("", None) else math.nan)
-    return cols
-
-
-def plot_convergence(results: list[dict], runs: Path, variants: list[str], chance: float | None, path: Path) -> None:
+def plot_convergence(results: list[Run], variants: list[str], chance: float | None):
     """He et al. Fig. 6: error vs iteration, one panel per variant, filled column by column in two rows (plain |
     residual, without | with BN for the four switches); one colour per depth, thin dashed = training error,
     bold = test error, of the first seed. A diverged run ends in an x at its step."""
     import matplotlib.pyplot as plt
 
-    depths = sorted({m["depth"] for m in results})
-    colours = plt.cm.viridis([i / max(1, len(depths) - 1) for i in range(len(depths))])
+    colours = depth_colours(sorted({r.cell.depth for r in results}))
     rows = 2 if len(variants) > 2 else 1
     cols = math.ceil(len(variants) / rows)
     fig, axes = plt.subplots(
         rows, cols, figsize=(max(11, 5.5 * cols), 4 * rows), sharex=True, sharey=True, squeeze=False
     )
-    curves = {}
-    for v in variants:
-        for d in depths:
-            ms = sorted((m for m in results if m["variant"] == v and m["depth"] == d), key=lambda m: m["seed"])
-            if ms:  # the first seed: curves of one run, not an average that hides divergence
-                curves[v, d] = ms[0], read_history(runs / Cell(v, d, ms[0]["seed"]).name / "history.csv")
-    every = [100 * e for _, h in curves.values() for k in (TRAIN_ERROR, TEST_ERROR) for e in h[k]]
+    first = {}  # the first seed: curves of one run, not an average that hides divergence
+    for r in sorted(results, key=lambda r: r.cell.seed):
+        first.setdefault((r.cell.variant, r.cell.depth), r)
+    every = [100 * e for r in first.values() for k in (TRAIN_ERROR, TEST_ERROR) for e in r.history[k]]
     for i, v in enumerate(variants):
         ax = axes[i % rows, i // rows]
         ax.set_title(style(v)[1])
-        for colour, d in zip(colours, depths):
-            if (v, d) not in curves:
-                continue
-            m, h = curves[v, d]
-            label = f"depth {d}" + (f" (diverged at step {m[DIVERGED_STEP]})" if m[DIVERGED] else "")
-            ax.plot(h["step"], [100 * e for e in h[TRAIN_ERROR]], "--", lw=1, color=colour)
-            ax.plot(h["step"], [100 * e for e in h[TEST_ERROR]], "-", lw=2, color=colour, label=label)
-            mark_top(ax, [m[DIVERGED_STEP]] if m[DIVERGED] else [], colour)
+        for d, colour in colours.items():
+            if (v, d) in first:
+                convergence_curves(ax, first[v, d], colour)
         error_axis(ax, every)
         chance_line(ax, chance)
         ax.set_xlabel("iteration")
@@ -126,7 +91,16 @@ def plot_convergence(results: list[dict], runs: Path, variants: list[str], chanc
     for i in range(len(variants), rows * cols):
         axes[i % rows, i // rows].set_visible(False)
     fig.suptitle("Training and test error vs iteration (He et al. 2016, Fig. 6 layout; first seed)")
-    save(fig, path)
+    return fig
+
+
+def convergence_curves(ax, run: Run, colour) -> None:
+    """One run's training (dashed) and test (bold) error vs iteration; an x at the step where it diverged."""
+    m, h = run.metrics, run.history
+    label = f"depth {m.depth}" + (f" (diverged at step {m.diverged_step})" if m.diverged else "")
+    ax.plot(h["step"], [100 * e for e in h[TRAIN_ERROR]], "--", lw=1, color=colour)
+    ax.plot(h["step"], [100 * e for e in h[TEST_ERROR]], "-", lw=2, color=colour, label=label)
+    mark_top(ax, [m.diverged_step] if m.diverged else [], colour)
 
 
 def annotate_lost_seeds(ax, agg: dict, v: str, depths: list[int], key: str, colour) -> None:
@@ -168,10 +142,9 @@ def plot_vs_depth(
     variants: list[str],
     depths: list[int],
     panels: list[tuple[str, str]],
-    path: Path,
     title: str,
     chance: float | None = None,
-) -> None:
+):
     """One panel per metric: mean +- std over the non-diverged seeds vs depth, one line per variant; x at the top:
     every seed diverged; "k/n div." beside a mean that lost seeds. On the gap panel a black square rings a cell at
     chance: its near-zero gap is a net that learnt nothing, not one that generalises."""
@@ -211,4 +184,4 @@ def plot_vs_depth(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    save(fig, path)
+    return fig

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.plots import STYLE, save
+from bench.plots import style
 from bench.record import DIVERGED, DIVERGED_STEP, TRAIN_ERROR
+from bench.report.markdown import table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FIGURE = "lr_sweep.png"
 
 
-def plot_lr_sweep(summary: dict, path: Path) -> None:
-    """Final training error vs learning rate per variant; x = diverged."""
+def plot_lr_sweep(summary: dict) -> Figure:
+    """Final training error vs learning rate per variant; x = diverged. `summary`: bench lr-sweep's summary.json."""
     import matplotlib.pyplot as plt
 
     runs = summary["runs"]
@@ -17,7 +23,7 @@ def plot_lr_sweep(summary: dict, path: Path) -> None:
     for v in dict.fromkeys(r["variant"] for r in runs):
         rs = sorted((r for r in runs if r["variant"] == v), key=lambda r: r["lr"])
         ok = [r for r in rs if not r[DIVERGED]]
-        colour, name = STYLE[v]
+        colour, name = style(v)
         ax.plot([r["lr"] for r in ok], [100 * r[TRAIN_ERROR] for r in ok], marker="o", color=colour, label=name)
         dead = [r["lr"] for r in rs if r[DIVERGED]]
         if dead:
@@ -29,28 +35,24 @@ def plot_lr_sweep(summary: dict, path: Path) -> None:
     ax.set_title(f"Learning-rate sensitivity at depth {runs[0]['depth']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    save(fig, path)
+    return fig
+
+
+def fmt_sweep_run(r: dict) -> str:
+    return f"diverged at step {r[DIVERGED_STEP]}" if r[DIVERGED] else f"{100 * r[TRAIN_ERROR]:.1f}"
 
 
 def lr_table(summary: dict) -> str:
+    """One row per variant, one column per learning rate: the final training error (%), or where it diverged."""
     runs = summary["runs"]
     lrs = sorted({r["lr"] for r in runs})
-    rows = ["| variant | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|" + "---|" * (len(lrs) + 1)]
-    for v in dict.fromkeys(r["variant"] for r in runs):
-        by_lr = {r["lr"]: r for r in runs if r["variant"] == v}
-        cells = [
-            f"diverged at step {by_lr[lr][DIVERGED_STEP]}"
-            if by_lr[lr][DIVERGED]
-            else f"{100 * by_lr[lr][TRAIN_ERROR]:.1f}"
-            for lr in lrs
-        ]
-        rows.append(f"| {v} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    by_run = {(r["variant"], r["lr"]): r for r in runs}
+    rows = [[v, *(fmt_sweep_run(by_run[v, lr]) for lr in lrs)] for v in dict.fromkeys(r["variant"] for r in runs)]
+    return table(["variant", *(f"lr {lr:g}" for lr in lrs)], rows)
 
 
-def section(summary: dict, figures: Path) -> str:
-    """Write the sweep's figure; return its Markdown."""
-    plot_lr_sweep(summary, figures / "lr_sweep.png")
+def section(summary: dict) -> str:
+    """The sweep's Markdown: its table and figure."""
     return f"""
 ### BatchNorm and the learning rate
 
@@ -59,5 +61,5 @@ Final training error (%) at depth {summary["runs"][0]["depth"]} after `lr_sweep.
 
 {lr_table(summary)}
 
-![lr sweep](figures/lr_sweep.png)
+![lr sweep](figures/{FIGURE})
 """

@@ -6,47 +6,39 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from bench.record import (
-    AT_CHANCE,
-    DIVERGED,
-    DIVERGED_STEP,
-    NUM_CLASSES,
-    TEST_ERROR,
-    TEST_IMAGES,
-    TRAIN_ERROR,
-    chance_error,
-)
+from bench.record import AT_CHANCE, TEST_ERROR, TEST_IMAGES, Metrics, chance_error
+from bench.report.markdown import table
 from bench.report.stats import NOISE_DEFINITION, difference_noise, error_interval, within_noise
 
 
-def at_chance(m: dict) -> bool:
+def at_chance(m: Metrics) -> bool:
     """A run whose final training error is at chance level: it has not learnt, so its small gap means nothing."""
-    chance = chance_error(m.get(NUM_CLASSES))
-    return bool(chance) and not m[DIVERGED] and m[TRAIN_ERROR] is not None and m[TRAIN_ERROR] >= AT_CHANCE * chance
+    chance = chance_error(m.num_classes)
+    return bool(chance) and not m.diverged and m.train_error is not None and m.train_error >= AT_CHANCE * chance
 
 
-def fmt_run(m: dict) -> str:
+def fmt_run(m: Metrics) -> str:
     """One run's test error (%) and its 95 % Wilson interval from the test set's size."""
-    if m[DIVERGED] or m[TEST_ERROR] is None:
-        return f"diverged at step {m[DIVERGED_STEP]}" if m[DIVERGED] else "–"
-    ci = error_interval(m[TEST_ERROR], m.get(TEST_IMAGES))
-    text = f"{100 * m[TEST_ERROR]:.2f}" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
-    return text + (" at chance" if at_chance(m) else "")
+    if m.diverged or m.test_error is None:
+        return f"diverged at step {m.diverged_step}" if m.diverged else "–"
+    lo, hi = error_interval(m.test_error, m.test_images)
+    return f"{100 * m.test_error:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]" + (" at chance" if at_chance(m) else "")
 
 
-def runs_table(results: list[dict], variants: list[str], depths: list[int]) -> str:
+def runs_table(results: list[Metrics], variants: list[str], depths: list[int]) -> str:
     """One row per variant x depth, one column per seed."""
-    seeds = sorted({m["seed"] for m in results})
-    by_cell = {(m["variant"], m["depth"], m["seed"]): m for m in results}
-    rows = ["| cell | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|" + "---|" * (len(seeds) + 1)]
-    for d in depths:
-        for v in variants:
-            runs = [fmt_run(by_cell[v, d, s]) if (v, d, s) in by_cell else "" for s in seeds]
-            rows.append(f"| {v}-{d} | " + " | ".join(runs) + " |")
-    return "\n".join(rows)
+    seeds = sorted({m.seed for m in results})
+    by_cell = {m.cell: m for m in results}
+    rows = [
+        [f"{v}-{d}", *(fmt_run(by_cell[v, d, s]) if (v, d, s) in by_cell else "" for s in seeds)]
+        for d in depths
+        for v in variants
+    ]
+    return table(["cell", *(f"seed {s}" for s in seeds)], rows)
 
 
 def noise_stats(a: dict) -> dict:
+    """A cell's aggregate as bench.report.stats.difference_noise takes it."""
     return {**a[TEST_ERROR], "test_images": a[TEST_IMAGES]}
 
 

@@ -47,10 +47,8 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def error_interval(error: float | None, n: int | None) -> tuple[float, float] | None:
-    """The 95 % Wilson interval of a test error (a fraction) measured on n images; None where either is unknown."""
-    if error is None or not n:
-        return None
+def error_interval(error: float, n: int) -> tuple[float, float]:
+    """The 95 % Wilson interval of a test error (a fraction) measured on n images."""
     return wilson(round(error * n), n)
 
 

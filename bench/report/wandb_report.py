@@ -1,38 +1,39 @@
-"""The grid in W&B: a summary run with a table of every cell and depth-vs-error plots, and a W&B Report.
-
-The Report (wandb-workspaces) has one panel grid per variant, its runs grouped by depth, with the
-training and test error curves, and the depth-vs-error chart. Building it needs no server; saving it
-does, so offline it says how to `wandb sync` first.
+"""The grid in W&B: a summary run with a table of every cell and test error vs depth, and a W&B Report
+(wandb-workspaces) with one panel grid of error curves per variant, its runs grouped by depth, and the final
+errors vs depth. Building the Report needs no server; saving it does, so offline it says how to `wandb sync` first.
 """
 
 from __future__ import annotations
 
 from bench import tracking
 from bench.config import Params
-from bench.record import DIVERGED, DIVERGED_STEP, GAP, TEST_ERROR, TRAIN_ERROR, Cell
+from bench.record import DIVERGED, DIVERGED_STEP, GAP, TEST_ERROR, TRAIN_ERROR, Metrics, Run
+from bench.report.grid import aggregate, variants_depths
 
 TABLE_COLUMNS = ("cell", "variant", "depth", "seed", TEST_ERROR, TRAIN_ERROR, GAP, DIVERGED, DIVERGED_STEP)
+CURVES = ((TRAIN_ERROR, "training error"), (TEST_ERROR, "test error"), (GAP, "generalisation gap"))
 
 
-def log_grid(params: Params, results: list[dict]) -> str | None:
+def table_row(m: Metrics) -> list:
+    """A cell's row of the W&B Table, in TABLE_COLUMNS' order."""
+    return [m.cell.name, m.variant, m.depth, m.seed, m.test_error, m.train_error, m.gap, m.diverged, m.diverged_step]
+
+
+def log_grid(params: Params, results: list[Run]) -> str | None:
     """Log a W&B Table of all cells and test error vs depth per variant, as one run of job_type 'report'.
-    `results`: the cells' records with their gap, as bench.report.stage.collect returns them."""
+    `results`: the cells' records, as bench.report.stage.collect returns them."""
     if tracking.mode(params) == "disabled":
         return None
     import wandb
 
-    from bench.report.stage import aggregate
-
-    agg = aggregate(results)
+    agg = aggregate([r.metrics for r in results])
+    variants, depths = variants_depths(params)
+    ys = [[agg[v, d][TEST_ERROR]["mean"] if (v, d) in agg else None for d in depths] for v in variants]
     kw = tracking.run_kwargs(params, "report", "report", ["report"], {"grid": vars(params.grid)})
     with wandb.init(**kw) as run:
-        rows = [[Cell(m["variant"], m["depth"], m["seed"]).name, *(m[k] for k in TABLE_COLUMNS[1:])] for m in results]
-        depths = sorted(params.grid.depths)
-        variants = list(params.grid.variants)
-        ys = [[agg[v, d][TEST_ERROR]["mean"] if (v, d) in agg else None for d in depths] for v in variants]
         run.log(
             {
-                "cells": wandb.Table(columns=list(TABLE_COLUMNS), data=rows),
+                "cells": wandb.Table(columns=list(TABLE_COLUMNS), data=[table_row(r.metrics) for r in results]),
                 "test_error_vs_depth": wandb.plot.line_series(
                     xs=depths,
                     ys=[[y if y is not None else float("nan") for y in row] for row in ys],
@@ -45,11 +46,48 @@ def log_grid(params: Params, results: list[dict]) -> str | None:
         return run.dir
 
 
+def variant_blocks(params: Params, variant: str) -> list:
+    """A variant's heading and panel grid: its runs grouped by depth, one panel per curve."""
+    import wandb_workspaces.reports.v2 as wr
+
+    runset = wr.Runset(
+        entity=tracking.entity(params) or "",
+        project=tracking.project(params),
+        name=variant,
+        filters=f"Group = '{tracking.group(params)}' and JobType = '{variant}'",
+        groupby=["config.cell.depth"],
+    )
+    panels = [
+        wr.LinePlot(title=f"{variant}: {what}", x="trainer/global_step", y=[key], groupby="config.cell.depth")
+        for key, what in CURVES
+    ]
+    return [wr.H2(variant), wr.PanelGrid(runsets=[runset], panels=panels)]
+
+
+def depth_blocks(params: Params) -> list:
+    """The heading and panel grid of the final errors vs depth, over every cell's run."""
+    import wandb_workspaces.reports.v2 as wr
+
+    cells = wr.Runset(
+        entity=tracking.entity(params) or "",
+        project=tracking.project(params),
+        name="cells",
+        filters=f"Group = '{tracking.group(params)}' and JobType != 'report'",
+        groupby=["run.jobType"],
+    )
+    depth, final = wr.Config("cell.depth"), wr.SummaryMetric
+    panels = [
+        wr.ScatterPlot(title="final test error vs depth", x=depth, y=final(TEST_ERROR)),
+        wr.ScatterPlot(title="final training error vs depth (degradation)", x=depth, y=final(TRAIN_ERROR)),
+    ]
+    return [wr.H2("Final error vs depth"), wr.PanelGrid(runsets=[cells], panels=panels)]
+
+
 def build_report(params: Params):
     """The W&B Report spec for the current group: curves per variant grouped by depth, and error vs depth."""
     import wandb_workspaces.reports.v2 as wr
 
-    project, entity, group = tracking.project(params), tracking.entity(params) or "", tracking.group(params)
+    group = tracking.group(params)
     blocks = [
         wr.H1(f"Depth ablation: {group}"),
         wr.P(
@@ -58,67 +96,12 @@ def build_report(params: Params):
         ),
     ]
     for variant in params.grid.variants:
-        runset = wr.Runset(
-            entity=entity,
-            project=project,
-            name=variant,
-            filters=f"Group = '{group}' and JobType = '{variant}'",
-            groupby=["config.cell.depth"],
-        )
-        blocks += [
-            wr.H2(variant),
-            wr.PanelGrid(
-                runsets=[runset],
-                panels=[
-                    wr.LinePlot(
-                        title=f"{variant}: training error",
-                        x="trainer/global_step",
-                        y=[TRAIN_ERROR],
-                        groupby="config.cell.depth",
-                    ),
-                    wr.LinePlot(
-                        title=f"{variant}: test error",
-                        x="trainer/global_step",
-                        y=[TEST_ERROR],
-                        groupby="config.cell.depth",
-                    ),
-                    wr.LinePlot(
-                        title=f"{variant}: generalisation gap",
-                        x="trainer/global_step",
-                        y=[GAP],
-                        groupby="config.cell.depth",
-                    ),
-                ],
-            ),
-        ]
-    cells = wr.Runset(
-        entity=entity,
-        project=project,
-        name="cells",
-        filters=f"Group = '{group}' and JobType != 'report'",
-        groupby=["run.jobType"],
-    )
-    blocks += [
-        wr.H2("Final error vs depth"),
-        wr.PanelGrid(
-            runsets=[cells],
-            panels=[
-                wr.ScatterPlot(
-                    title="final test error vs depth", x=wr.Config("cell.depth"), y=wr.SummaryMetric(TEST_ERROR)
-                ),
-                wr.ScatterPlot(
-                    title="final training error vs depth (degradation)",
-                    x=wr.Config("cell.depth"),
-                    y=wr.SummaryMetric(TRAIN_ERROR),
-                ),
-            ],
-        ),
-    ]
+        blocks += variant_blocks(params, variant)
     return wr.Report(
-        project=project,
-        entity=entity,
+        project=tracking.project(params),
+        entity=tracking.entity(params) or "",
         title=f"bench: {group}",
-        blocks=blocks,
+        blocks=blocks + depth_blocks(params),
         description="Depth ablation of the CIFAR ResNet family: plain, plain_bn, residual, residual_bn.",
     )
 

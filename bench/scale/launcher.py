@@ -55,13 +55,13 @@ def stale_cells(params: Params) -> list[Cell]:
     return [c for c in cells(params) if f"train@{c.name}" in status]
 
 
-def slots(workers_per_gpu: int, gpus: list[str] | None) -> list[str | None]:
-    """One entry per concurrent worker: the GPU it sees (CUDA_VISIBLE_DEVICES), or None on the CPU."""
+def slots(jobs: int, gpus: list[str] | None) -> list[str | None]:
+    """One entry per concurrent worker, `jobs` per GPU: the GPU it sees (CUDA_VISIBLE_DEVICES), or None on the CPU."""
     if gpus is None:
-        import torch
+        import torch  # only to count the GPUs: the launcher's own process needs torch for nothing else
 
         gpus = [str(i) for i in range(torch.cuda.device_count())]
-    return [g for g in gpus for _ in range(workers_per_gpu)] or [None] * workers_per_gpu
+    return [g for g in gpus for _ in range(jobs)] or [None] * jobs
 
 
 def cell_env(threads: int, gpu: str | None = None) -> dict[str, str]:
@@ -136,7 +136,7 @@ def cell_main(main: Main, cmd: list[str], argv: list[str], env: dict[str, str], 
     os.environ.clear()
     os.environ.update(env)
     sys.argv = cmd  # W&B records the command line; Lightning's DDP re-runs it for the other ranks
-    import torch
+    import torch  # preloaded by the forkserver: free here, and the launcher's own process never loads it
 
     # OpenMP read OMP_NUM_THREADS when the server loaded torch, and a server started by an earlier launch in
     # this process may have had another value: torch's threads as this cell's environment says
@@ -188,7 +188,7 @@ def time_left(
 def report(r: dict, k: int, n: int, log_dir: Path, left: float | None) -> None:
     """The cell's progress line; a failed cell's last log lines, so the error shows where the run stopped."""
     log = log_dir / f"{r['cell']}.log"
-    took = f"in {r['end'] - r['start']:.0f} s"
+    took = f"in {duration(r['end'] - r['start'])}"
     state = f"done {took}" if r["returncode"] == 0 else f"FAILED {took} (exit {r['returncode']}; log: {log})"
     eta = f"; about {duration(left)} left" if left and k < n else ""
     print(f"[{k}/{n}] {r['cell']} {state}{eta}", flush=True)
@@ -199,7 +199,7 @@ def report(r: dict, k: int, n: int, log_dir: Path, left: float | None) -> None:
 
 def launch(
     params: Params,
-    workers_per_gpu: int,
+    jobs: int,
     gpus: list[str] | None = None,
     log_dir: str | Path = "logs/grid",
     overrides: list[str] = (),
@@ -214,7 +214,7 @@ def launch(
     dvc("repro", "prepare", capture=False)
     # deepest (longest) first: the cells left at the end are short, so no worker idles long while one finishes
     todo = sorted(stale_cells(params), key=lambda c: -c.depth)
-    workers = slots(workers_per_gpu, gpus)
+    workers = slots(jobs, gpus)
     print(
         f"{len(todo)} of {len(cells(params))} cells to train, {len(workers)} at a time "
         f"({'GPUs ' + ','.join(sorted(set(workers))) if workers[0] is not None else 'CPU processes'}); "

@@ -16,7 +16,7 @@ import shlex
 from pathlib import Path
 
 from bench.config import Params
-from bench.record import cells
+from bench.record import Cell, cells
 from bench.scale.stages import stage_template, substitute
 
 HEADER = """#!/bin/bash
@@ -76,54 +76,64 @@ def render(
 ) -> dict[str, str]:
     """{file name: script text}. Cells run the train stage's command, read from `dvc_yaml`; logs go to
     `out`/logs under `root`, which `write` creates (SLURM opens a job's log before the job runs)."""
-    grid = cells(params)
-    template = stage_template(dvc_yaml)
-    names = [c.name for c in grid]
-    extra = _extra(partition, account)
     logs = str(Path(root) / out / "logs")
-    cell = resources(params, cpus_per_gpu)
+    extra = _extra(partition, account)
     header = lambda name, limit=time, array="": HEADER.format(
         name=name, time=limit, logs=logs, array=array, extra=extra
     )
-    array = header("bench-grid", array="_%a") + (
+    setup = SETUP.format(root=shlex.quote(root))
+    cell = resources(params, cpus_per_gpu)
+    template = stage_template(dvc_yaml)
+    grid = cells(params)
+    return {
+        "grid.sbatch": header("bench-grid", array="_%a") + grid_array(grid, template, cell, setup, max_parallel),
+        "commit.sbatch": header("bench-commit", "04:00:00")
+        + commit(grid, resources(params, cpus_per_gpu, one_task=True), setup),
+        "ddp_cell.sbatch": header("bench-ddp-cell") + ddp_cell(template, cell, setup),
+        "submit.sh": submit(root, len(grid), logs),
+    }
+
+
+def grid_array(grid: list[Cell], template: str, cell: str, setup: str, max_parallel: int) -> str:
+    """The job array's body: one task per cell, each the train stage's command for its cell."""
+    bash_array = lambda name, values: f"{name}=(" + " ".join(str(v) for v in values) + ")\n"
+    return (
         f"#SBATCH --array=0-{len(grid) - 1}%{max_parallel}\n"
         + cell
         + "\n"
-        + SETUP.format(root=shlex.quote(root))
-        + "CELLS=("
-        + " ".join(names)
-        + ")\n"
-        + "VARIANTS=("
-        + " ".join(c.variant for c in grid)
-        + ")\n"
-        + "DEPTHS=("
-        + " ".join(str(c.depth) for c in grid)
-        + ")\n"
-        + "SEEDS=("
-        + " ".join(str(c.seed) for c in grid)
-        + ")\n"
+        + setup
+        + bash_array("CELLS", [c.name for c in grid])
+        + bash_array("VARIANTS", [c.variant for c in grid])
+        + bash_array("DEPTHS", [c.depth for c in grid])
+        + bash_array("SEEDS", [c.seed for c in grid])
         + "i=$SLURM_ARRAY_TASK_ID\n"
-        + 'echo "cell ${CELLS[$i]} (task $i of '
-        + str(len(grid))
-        + ')"\n'
+        + f'echo "cell ${{CELLS[$i]}} (task $i of {len(grid)})"\n'
         + "# the train stage's command (dvc.yaml); srun starts one task per device, which Lightning detects\n"
         + "srun "
         + substitute(template, '"${VARIANTS[$i]}"', '"${DEPTHS[$i]}"', '"${SEEDS[$i]}"')
         + " --no-progress\n"
     )
-    commit = header("bench-commit", "04:00:00") + (
-        resources(params, cpus_per_gpu, one_task=True)
+
+
+def commit(grid: list[Cell], resources_text: str, setup: str) -> str:
+    """The commit job's body: the cells recorded in dvc.lock, then the stages that remain."""
+    return (
+        resources_text
         + "\n"
-        + SETUP.format(root=shlex.quote(root))
+        + setup
         + "dvc commit --force "
-        + " ".join(f"train@{n}" for n in names)
+        + " ".join(f"train@{c.name}" for c in grid)
         + "\n"
         + "dvc repro  # the stages that remain: the lr sweep (it trains, hence this job's device), toy, report\n"
     )
-    ddp = header("bench-ddp-cell") + (
+
+
+def ddp_cell(template: str, cell: str, setup: str) -> str:
+    """One cell over every node and device that `trainer` asks for, its cell given on sbatch's command line."""
+    return (
         cell
         + "\n"
-        + SETUP.format(root=shlex.quote(root))
+        + setup
         + "# usage: sbatch ddp_cell.sbatch VARIANT DEPTH SEED\n"
         + "# trainer.devices, trainer.num_nodes and trainer.strategy (ddp) come from params.yaml, as do the\n"
         + "# #SBATCH lines above: one task per device, and train.batch_size is the global batch across them all\n"
@@ -133,7 +143,11 @@ def render(
         + " --no-progress\n"
         + 'dvc commit --force "train@$V-$D-$S"\n'
     )
-    submit = (
+
+
+def submit(root: str, cells: int, logs: str) -> str:
+    """submit.sh: the data prepared on the login node, then the job array and its commit job (afterok)."""
+    return (
         "#!/bin/bash\n# Submit the grid as a job array, then the commit job once every cell has succeeded.\n"
         'set -euo pipefail\nhere=$(cd "$(dirname "$0")" && pwd)\ncd '
         + shlex.quote(root)
@@ -141,9 +155,8 @@ def render(
         "dvc repro prepare  # on the login node: verifies and prepares the data once\n"
         'jid=$(sbatch --parsable "$here/grid.sbatch")\n'
         'sbatch --dependency=afterok:${jid} "$here/commit.sbatch"\n'
-        'echo "submitted job array ${jid} (' + str(len(grid)) + " cells) and its commit job; logs in " + logs + '"\n'
+        'echo "submitted job array ${jid} (' + str(cells) + " cells) and its commit job; logs in " + logs + '"\n'
     )
-    return {"grid.sbatch": array, "commit.sbatch": commit, "ddp_cell.sbatch": ddp, "submit.sh": submit}
 
 
 def write(params: Params, out: str | Path, root: str, **kw) -> list[Path]:

@@ -1,7 +1,9 @@
-"""Lightning callbacks and a logger for one run: divergence, throughput, and the per-epoch history CSV."""
+"""Lightning callbacks and a logger for one run: divergence, throughput, the diagnostics on the probe, and the
+per-epoch history CSV."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -10,13 +12,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.loggers.logger import Logger
 
 from bench.diagnostics import probe
-from bench.diagnostics import signals as diagnostics
+from bench.diagnostics.batchnorm import calibrate_bn
 from bench.files import atomic
 from bench.record import TEST_ERROR, TEST_LOSS, TRAIN_ERROR, TRAIN_LOSS, VAL_ERROR, VAL_LOSS
+from bench.train.distributed import is_rank_zero
+from bench.train.speed import sync
 
 HISTORY_KEYS = ("epoch", "step", "lr", TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)
 
@@ -35,7 +38,11 @@ class Divergence(L.Callback):
         if self.step is None and (at := int(module.diverged_at)) >= 0:
             self.step = at
             trainer.should_stop = True
-            rank_zero_info(f"Loss became non-finite at step {at}: the run diverged. Stopping it; this is a result.")
+            if is_rank_zero():
+                print(
+                    f"Loss became non-finite at step {at}: the run diverged. Stopping it; this is a result.",
+                    flush=True,
+                )
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if (trainer.global_step % self.every == 0) or trainer.global_step >= trainer.max_steps:
@@ -61,13 +68,9 @@ class Throughput(L.Callback):
     def __init__(self, warmup: int = 5):
         self.warmup, self.images, self.seconds, self._t = warmup, 0, 0.0, None
 
-    def _sync(self, module):
-        if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
-
     def _start(self, trainer, module):
         if self._t is None and trainer.global_step >= self.warmup:
-            self._sync(module)
+            sync(module.device)
             self._t = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, module):
@@ -81,7 +84,7 @@ class Throughput(L.Callback):
 
     def _stop(self, module):
         if self._t is not None:
-            self._sync(module)
+            sync(module.device)
             self.seconds += time.perf_counter() - self._t
             self._t = None
 
@@ -106,16 +109,14 @@ class HistoryLogger(Logger):
     Rewritten atomically after every epoch, so a crash never leaves a half-written file; a resumed
     run starts from the rows already written (the epochs after its checkpoint are then redone).
     Lightning calls `save()` after every `log_metrics`, step-level ones included: the file is
-    rewritten only when an epoch's row has changed since the last write.
+    rewritten only when an epoch's row has changed since the last write, and only by rank 0.
     """
 
-    def __init__(self, path: str | os.PathLike, resume: bool = False):
+    def __init__(self, path: str | os.PathLike):
         super().__init__()
         self.path = Path(path)
         self.rows: dict[int, dict] = {}
         self._dirty = False
-        if resume:
-            self.load()
 
     def load(self) -> None:
         """The rows already written, for a resumed run (the epochs after its checkpoint are then redone)."""
@@ -142,15 +143,12 @@ class HistoryLogger(Logger):
         return ""  # nothing to version, and "" keeps "v_num" off the progress bar
 
     @property
-    @rank_zero_experiment
     def experiment(self):
         return None
 
-    @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs):
         pass
 
-    @rank_zero_only
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         if "epoch" not in metrics or not any(k in metrics for k in HISTORY_KEYS[2:]):
             return
@@ -158,15 +156,13 @@ class HistoryLogger(Logger):
         row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
         self._dirty = True
 
-    @rank_zero_only
     def set_step(self, epoch: int, step: int) -> None:
         """The global step at the end of training epoch `epoch` (EpochStep sets it)."""
         self.rows.setdefault(epoch, {"epoch": epoch})["step"] = step
         self._dirty = True
 
-    @rank_zero_only
     def save(self) -> None:
-        if not self._dirty:
+        if not self._dirty or not is_rank_zero():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic(self.path, newline="") as f:
@@ -176,7 +172,6 @@ class HistoryLogger(Logger):
                 w.writerow({k: _fmt(self.rows[e].get(k)) for k in HISTORY_KEYS})
         self._dirty = False
 
-    @rank_zero_only
     def finalize(self, status: str) -> None:
         self.save()
 
@@ -198,13 +193,13 @@ def _fmt(v):
     return "nan" if isinstance(v, float) and not math.isfinite(v) else v
 
 
-class Diagnostics(L.Callback):
-    """The pathology diagnostics (bench.diagnostics.probe.measure) on a fixed probe batch: at initialisation, every
-    `every` epochs (0: never), and at the end of training; results in `self.results[when]`, beside
+class DiagnosticsCallback(L.Callback):
+    """The pathology diagnostics (bench.diagnostics.probe.diagnose) on a fixed probe batch: at initialisation,
+    every `every` epochs (0: never), and at the end of training; results in `self.results[when]`, beside
     `self.results["probe"]`, which records the probe's images.
 
     At initialisation BN's running statistics are still (0, 1), so a copy of the model is measured
-    with its BN calibrated on the probe (diagnostics.calibrate_bn). Every rank measures (SyncBatchNorm
+    with its BN calibrated on the probe (batchnorm.calibrate_bn). Every rank measures (SyncBatchNorm
     may communicate); only rank 0 writes.
     """
 
@@ -222,30 +217,28 @@ class Diagnostics(L.Callback):
         self.settings = dict(num_classes=num_classes, pairs=pairs, points=points)
         self.results = {"probe": record or {}}
 
-    def measure(self, model, device, init: bool = False) -> dict:
+    def probe_diagnostics(self, model, device, init: bool = False) -> dict:
         """Every diagnostic of `model` on the probe; at initialisation, of a copy with its BN calibrated on
         the probe, and without lesions (an untrained net is at chance)."""
-        import copy
-
         x, y = (t.to(device) for t in self.probe)
         if init:
-            model = diagnostics.calibrate_bn(copy.deepcopy(model), x)
-        return probe.measure(model, x, y, **self.settings, lesions=not init)
+            model = calibrate_bn(copy.deepcopy(model), x)
+        return probe.diagnose(model, x, y, **self.settings, lesions=not init)
 
-    def _measure(self, module, when: str, init: bool = False) -> None:
-        self.results[when] = self.measure(module.model, module.device, init)
+    def _record(self, module, when: str, init: bool = False) -> None:
+        self.results[when] = self.probe_diagnostics(module.model, module.device, init)
 
     def on_fit_start(self, trainer, module):
         if not trainer.ckpt_path:  # a resumed run was measured at its real initialisation already
-            self._measure(module, "init", init=True)
+            self._record(module, "init", init=True)
 
     def on_train_epoch_end(self, trainer, module):
         if self.every and (trainer.current_epoch + 1) % self.every == 0:
-            self._measure(module, f"epoch_{trainer.current_epoch + 1}")
+            self._record(module, f"epoch_{trainer.current_epoch + 1}")
 
     def on_fit_end(self, trainer, module):
         if int(module.diverged_at) < 0:  # a diverged net's weights are not finite: nothing to measure
-            self._measure(module, "end")
+            self._record(module, "end")
 
     def scalars(self) -> dict:
         """{'init/shattering': ..., 'end/grad_ratio': ..., ...} for metrics.json and the W&B summary."""

@@ -2,7 +2,9 @@
 
 A checkpoint carries a run key, a hash of everything that determines the run (the params it reads,
 the cell, the data checksum, the code that trains it). So when `dvc repro` reruns a cell because its
-code changed, the finished checkpoint of the old code is replaced, never resumed with no step left. A rerun with the same key resumes; any other checkpoint is replaced. Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
+code changed, the finished checkpoint of the old code is replaced, never resumed with no step left.
+A rerun with the same key resumes; any other checkpoint is replaced. Under SLURM, Lightning's own
+requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from bench.code import code_hash
 from bench.config import Params, sections
 from bench.files import atomic, write_text
 from bench.record import Cell
+from bench.train.distributed import is_rank_zero
 
 # what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
 # while compiled may resume eager, and the other way round (their checkpoints are the same)
@@ -39,12 +41,13 @@ def run_key(params: Params, cell: Cell, data_md5: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@rank_zero_only
-def set_aside(path: Path, why: str) -> Path:
+def set_aside(path: Path, why: str) -> Path | None:
     """Rename `path` to a free name that says why (last.ckpt -> last.WHY-1.ckpt, -2, ...); never delete or
     overwrite. A requeue checkpoint loses Lightning's "hpc_ckpt_" prefix, so that Lightning never picks it.
     Rank 0 renames (None elsewhere); the other ranks, started together by srun, decide alike from what they
     read, before or after the rename: neither resumes."""
+    if not is_rank_zero():
+        return None
     stem = path.stem.replace("hpc_ckpt_", "hpc-ckpt-")
     n = 1
     while (dest := path.with_name(f"{stem}.{why}-{n}{path.suffix}")).exists():
@@ -78,10 +81,12 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
             return None, f"resuming from the SLURM requeue checkpoint {requeue[-1]}"
         for p in requeue:  # params, data or code changed while the job waited: start afresh
             set_aside(p, "other-run")
-        rank_zero_info(
-            f"set aside {', '.join(p.name for p in requeue)}: SLURM requeue checkpoints of other "
-            f"params, data, cell or code; starting afresh"
-        )
+        if is_rank_zero():
+            print(
+                f"set aside {', '.join(p.name for p in requeue)}: SLURM requeue checkpoints of other "
+                f"params, data, cell or code; starting afresh",
+                flush=True,
+            )
     last = out / "last.ckpt"
     if not last.exists():
         return None, None
@@ -122,9 +127,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from None
 
 
-@rank_zero_only
-def wandb_run_id(out: Path, resuming: bool) -> str:
+def wandb_run_id(out: Path, resuming: bool) -> str | None:
     """The W&B run id of this cell: the same run continues on resume, a new one otherwise (rank 0; None elsewhere)."""
+    if not is_rank_zero():
+        return None
     path = out / "wandb_run_id"
     if resuming and path.exists():
         return path.read_text().strip()

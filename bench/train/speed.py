@@ -2,9 +2,9 @@
 
 These small nets are bound by per-kernel launch and Python overhead, not by arithmetic:
 torch.compile fuses kernels ("reduce-overhead" also replays the forward and backward as CUDA graphs),
-SGD's fused kernel updates every parameter in a few launches, channels_last suits bf16 convolutions.
-The Lightning path and `bench perf`'s bare loop both build their step from here; tests/test_perf.py
-checks that the optimised step follows the eager one's loss trajectory.
+channels_last suits bf16 convolutions (SGD's fused kernel is the optimizer's, bench.train.module.sgd).
+The Lightning path and `bench perf`'s bare loop both build their step from here and time it with `sync`;
+tests/test_perf.py checks that the optimised step follows the eager one's loss trajectory.
 """
 
 from __future__ import annotations
@@ -38,13 +38,7 @@ def training_forward(model: nn.Module, cfg: Speed) -> Callable[[torch.Tensor], t
     return torch.compile(model.forward, mode=cfg.compile)
 
 
-def sgd(parameters, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.SGD:
-    """SGD with momentum, through torch's fused kernel: one launch for every parameter, the same update.
-
-    On a 2-core CPU it takes 0.29 ms a step for ResNet-20 against 1.29 ms for the default per-tensor loop.
-    """
-    parameters = list(parameters)
-    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
-    return torch.optim.SGD(
-        parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=fused or None
-    )
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so that a clock read after it times them (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

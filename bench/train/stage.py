@@ -19,7 +19,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from bench import config, models, provenance, quiet, record, tracking, validate
@@ -28,9 +27,10 @@ from bench.diagnostics.probe import indices as probe_indices
 from bench.files import locked, write_json
 from bench.record import Cell
 from bench.train import resume, speed
-from bench.train.callbacks import Diagnostics, Divergence, EpochStep, HistoryLogger, Throughput
+from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochStep, HistoryLogger, Throughput
 from bench.train.data import DataModule, Dataset, load_prepared, normalise
-from bench.train.module import Classifier
+from bench.train.distributed import is_rank_zero
+from bench.train.module import Classifier, sgd
 from bench.train.schedule import lr_factor
 
 
@@ -49,7 +49,7 @@ def build(params: Params, cell: Cell, data: Dataset, run_key: str = "") -> tuple
     net = models.build_model(**architecture)
     net = speed.prepare(net, params.speed)
     t = params.train
-    optimizer = partial(speed.sgd, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
+    optimizer = partial(sgd, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
     module = Classifier(
         net,
         len(data.classes),
@@ -119,27 +119,23 @@ def train(
     data_dir: str | os.PathLike = "data/prepared",
     progress: bool = True,
 ) -> dict:
+    """Train, test and record one cell in `out`; its metrics.json, as a dict."""
     out = Path(out)
     quiet.silence()
     # check: the data, the Trainer's flags and the batch, before any file of the cell is touched
     data = load_prepared(data_dir, params.data)
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
-    probe = make_probe(params, data)
+    probe = diagnostics_callback(params, data)
     history = HistoryLogger(out / "history.csv")
     trainer = make_trainer(
         params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochStep(history)]
     )
     validate.batch(params, len(data.train.y), trainer.world_size)
 
-    with lock(out) or nullcontext():  # one run at a time in a cell's folder
+    with locked(out) if is_rank_zero() else nullcontext():  # one run at a time in a cell's folder
         # build: resume the cell's own checkpoint, or start afresh
         key = resume.run_key(params, cell, data.md5)
-        ckpt_path, message = resume.checkpoint_to_resume(out, key)
-        resuming = (message or "").startswith("resuming")
-        if message:
-            rank_zero_info(f"{cell.name}: {message}")
-        if resuming:
-            history.load()
+        ckpt_path, resuming = resume_or_start(out, cell, key, history)
         env = provenance.environment()
         wandb = tracking.start(
             params, cell, data.name, run_config(params, cell, data.md5, env), run_id=resume.wandb_run_id(out, resuming)
@@ -149,53 +145,87 @@ def train(
             wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
         module, dm = build(params, cell, data, run_key=key)
 
-        # fit
+        # fit and test
         start = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=False)  # the cell's own checkpoint
-        fit_metrics = dict(trainer.callback_metrics)
-        last_row = history.rows[max(history.rows)] if history.rows else {}
-
-        # test: the final weights, saved as last.ckpt and named, so that under SLURM Lightning does not load
-        # its requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has test/* already
-        trainer.save_checkpoint(out / "last.ckpt", weights_only=False)
-        trainer.loggers = []
-        test_metrics = trainer.test(
-            module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=False
-        )[0]
-        wall_time_s = time.perf_counter() - start  # fit and the final test
+        errors = fit_and_test(trainer, module, dm, ckpt_path, out, history)
+        wall_time_s = time.perf_counter() - start
 
         # record
-        errors = {
-            **{
-                k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
-                for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)
-            },
-            **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)},
-        }
-        metrics = record.metrics(
-            cell,
-            data.name,
-            data.md5,
-            len(data.classes),
-            len(data.train.y),
-            len(data.test.y),
-            sum(p.numel() for p in module.model.parameters()),
-            errors,
-            trainer.global_step,
-            trainer.current_epoch,
-            wall_time_s,
-            throughput.images_per_s,
-            divergence.step,
-            probe.scalars(),
-        )
+        metrics = cell_metrics(cell, data, module, trainer, errors, wall_time_s, divergence, throughput, probe)
         env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
-        write_results(out, metrics, env, history, probe.results)
+        if is_rank_zero():
+            write_results(out, metrics, env, history, probe.results)
         if wandb:
             tracking.finish(wandb, metrics, probe.results)
     return metrics
 
 
-def make_probe(params: Params, data: Dataset) -> Diagnostics:
+def cell_metrics(
+    cell: Cell,
+    data: Dataset,
+    module: Classifier,
+    trainer: L.Trainer,
+    errors: dict,
+    wall_time_s: float,
+    divergence: Divergence,
+    throughput: Throughput,
+    probe: DiagnosticsCallback,
+) -> dict:
+    """The cell's metrics.json (bench.record.metrics); `wall_time_s`: fit and the final test."""
+    return record.metrics(
+        cell,
+        data.name,
+        data.md5,
+        len(data.classes),
+        len(data.train.y),
+        len(data.test.y),
+        sum(p.numel() for p in module.model.parameters()),
+        errors,
+        trainer.global_step,
+        trainer.current_epoch,
+        wall_time_s,
+        throughput.images_per_s,
+        divergence.step,
+        probe.scalars(),
+    ).to_json()
+
+
+def resume_or_start(out: Path, cell: Cell, key: str, history: HistoryLogger) -> tuple[str | None, bool]:
+    """(ckpt_path for Trainer.fit, whether the run resumes); a resumed run's history starts from its rows."""
+    ckpt_path, message = resume.checkpoint_to_resume(out, key)
+    resuming = (message or "").startswith("resuming")
+    if message and is_rank_zero():
+        print(f"{cell.name}: {message}", flush=True)
+    if resuming:
+        history.load()
+    return ckpt_path, resuming
+
+
+def fit_and_test(
+    trainer: L.Trainer, module: Classifier, dm: DataModule, ckpt_path: str | None, out: Path, history: HistoryLogger
+) -> dict:
+    """Fit, then test the final weights; the split losses and errors by key (TRAIN_LOSS, ...)."""
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=False)  # the cell's own checkpoint
+    fit_metrics = dict(trainer.callback_metrics)
+    last_row = history.rows[max(history.rows)] if history.rows else {}
+
+    # the final weights, saved as last.ckpt and named, so that under SLURM Lightning does not load its
+    # requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has test/* already
+    trainer.save_checkpoint(out / "last.ckpt", weights_only=False)
+    trainer.loggers = []
+    test_metrics = trainer.test(
+        module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=False
+    )[0]
+    return {
+        **{
+            k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
+            for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)
+        },
+        **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)},
+    }
+
+
+def diagnostics_callback(params: Params, data: Dataset) -> DiagnosticsCallback:
     """The diagnostics callback on the cell's probe: the same class-stratified test images for every cell."""
     d = params.diagnostics
     idx = torch.tensor(probe_indices(data.test.y, d.probe_size, d.probe_seed))
@@ -206,7 +236,7 @@ def make_probe(params: Params, data: Dataset) -> Diagnostics:
         "indices": idx.tolist(),
         "class_counts": torch.bincount(y, minlength=len(data.classes)).tolist(),
     }
-    return Diagnostics(
+    return DiagnosticsCallback(
         normalise(data.test.x[idx], data.mean, data.std), y, len(data.classes), d.pairs, d.points, d.every, record
     )
 
@@ -231,20 +261,14 @@ def make_trainer(params: Params, train_images: int, out: Path, progress: bool, c
         ) from None
 
 
-@rank_zero_only
-def lock(out: Path):
-    """The cell folder's lock, held by rank 0 (None on the other ranks)."""
-    return locked(out)
-
-
 def last_checkpoint(out: Path) -> ModelCheckpoint:
     """out/last.ckpt after every epoch (no monitor: the latest is the one kept), replaced atomically."""
     return ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, enable_version_counter=False)
 
 
-@rank_zero_only
 def write_results(out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict) -> None:
-    """The cell's files, metrics.json last: a cell with a metrics.json is complete (W&B comes after)."""
+    """The cell's files (rank 0 writes them), metrics.json last: a cell with a metrics.json is complete (W&B
+    comes after)."""
     history.save()
     write_json(out / "diagnostics.json", diagnostics)
     write_json(out / "env.json", env)

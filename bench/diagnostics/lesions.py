@@ -1,0 +1,85 @@
+"""Lesions (Veit et al. 2016, Sec. 4): the test error of a trained net with one block deleted at a time.
+
+A residual net behaves like an ensemble of shallower paths and survives losing a block; a plain net
+does not. Pure torch over a `bench.models` network (it addresses `model.blocks`), which it leaves as it found it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.diagnostics.batchnorm import error, mode
+from bench.record import AT_CHANCE
+
+
+class _Deleted(nn.Module):
+    """A block with its branch f removed: relu(shortcut(x)). A plain block's shortcut is the identity
+    and its input is post-ReLU, so it becomes x itself."""
+
+    def __init__(self, shortcut: nn.Module):
+        super().__init__()
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.shortcut(x))
+
+
+def downsampling(block: nn.Module) -> bool:
+    """A block that changes the shape (stride or channels): its shortcut, not the identity, carries the signal."""
+    return block.conv1.stride != (1, 1) or block.conv1.in_channels != block.conv2.out_channels
+
+
+def deletable(block: nn.Module) -> bool:
+    """A residual block always is (its shortcut carries the signal); a plain block only if it keeps the shape."""
+    return block.skip or not downsampling(block)
+
+
+@contextmanager
+def deleted(model: nn.Module, i: int):
+    """Model with block i deleted for the duration, then the original block put back."""
+    block = model.blocks[i]
+    model.blocks[i] = _Deleted(block.shortcut)
+    try:
+        yield model
+    finally:
+        model.blocks[i] = block
+
+
+def lesion_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chance: float, batch_size: int = 500) -> dict:
+    """Test error of the intact model and with each block deleted in turn, in eval mode.
+
+    Residual blocks lose their branch and keep the skip; plain blocks become the identity, except
+    those that change shape, which cannot be deleted: None. The increases over the intact error are
+    summarised apart for the downsampling blocks, whose shortcut is a projection or a subsampling:
+    deleting their branch costs more, and it would dominate a single maximum. A model whose intact
+    error is at chance (at least AT_CHANCE x `chance`, the chance error) has nothing to lose: `at_chance`
+    is then true and its increases say nothing about robustness.
+    """
+    with mode(model, False):
+        intact = error(model, x, y, batch_size)
+        per_block = []
+        for i, block in enumerate(model.blocks):
+            if not deletable(block):
+                per_block.append(None)
+                continue
+            with deleted(model, i):
+                per_block.append(error(model, x, y, batch_size))
+    down = [downsampling(b) for b in model.blocks]
+
+    def increases(in_down: bool) -> list[float]:
+        return [e - intact for e, d in zip(per_block, down) if e is not None and d == in_down]
+
+    mean = lambda v: sum(v) / len(v) if v else None
+    return {
+        "intact": intact,
+        "per_block": per_block,
+        "downsampling": down,
+        "at_chance": intact >= AT_CHANCE * chance,
+        "mean_increase": mean(increases(False)),
+        "max_increase": max(increases(False), default=None),
+        "downsampling_mean_increase": mean(increases(True)),
+    }
