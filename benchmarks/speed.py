@@ -81,6 +81,7 @@ CIFAR_VAL_SIZE = 5_000  # the prepare step's validation split (He et al.'s)
 ARCHIVE_MAX_BYTES = 15_000_000  # a device machine returns files up to 16 MB: over this, the Chrome traces stay behind
 # what a copy of the pipeline holds: `bench grid` runs in one
 PIPELINE = ("bench", "presets", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "dvc.yaml", "params.yaml")
+CPU_THREADS = os.cpu_count()  # the CPU steps' speed.threads: every core, as perf/cpu's figures were measured
 DIGITS = ["data.name=digits", "data.source=null", "data.md5=null", "data.val_size=144"]
 
 
@@ -279,6 +280,7 @@ def official(run: Run) -> dict:
 
 
 def build_official(run: Run) -> dict:
+    """cifar10_official.py's archive from --cifar, then `bench prepare data.name=cifar10` of it with its md5."""
     if run.cifar is None or not run.cifar.exists():
         return {"error": f"no CIFAR-10 JPEG copy at {run.cifar}" if run.cifar else "no --cifar"}
     archive, prepared = run.work / "cifar-10-python.tar.gz", run.work / "cifar10"
@@ -334,6 +336,7 @@ def set_params(folder: Path, overrides: list[str]) -> None:
 
 
 def step_sync(run: Run) -> dict:
+    """The no-host-sync test: a training step on the GPU that reads anything back fails it."""
     if run.device != "cuda":
         print("sync: skipped on the CPU (it needs CUDA)", flush=True)
         return {"skipped": "it needs CUDA"}
@@ -345,6 +348,7 @@ def step_sync(run: Run) -> dict:
 
 
 def step_perf56(run: Run) -> dict:
+    """ResNet-56 three ways: eager fp32; eager bf16 + channels_last; the whole fast path, then its profile."""
     fast = ["--variant", "residual_bn", "--depth", "56", "--batch", str(BATCH), *fast_path(run)]
     fp32 = [*fast, "--precision", "32-true", "speed.channels_last=false", "speed.compile=null"]
     return {
@@ -364,6 +368,8 @@ def he_iterations(run: Run) -> int:
 
 
 def step_he20(run: Run) -> dict:
+    """ResNet-20 through He et al.'s protocol on the fast path, cut to what the budget fits; a run cut off is
+    reported from the last row of its history.csv."""
     data = official(run)
     if "error" in data:
         return {"skipped": data["error"]}
@@ -409,6 +415,7 @@ def step_grid(run: Run) -> dict:
 
 
 def grid_cells(run: Run, copy: Path, k: int, md5: str) -> dict:
+    """`k` cells at once through `bench grid` in the pipeline copy: their figures, each cell's metrics.json kept."""
     if run.left() < GRID_NEED_S:
         run.say(f"grid x{k}: skipped, under {GRID_NEED_S} s of the {run.budget_s:.0f} s budget left")
         return {"skipped": f"under {GRID_NEED_S} s left"}
@@ -445,6 +452,7 @@ def grid_cells(run: Run, copy: Path, k: int, md5: str) -> dict:
 
 
 def step_depths(run: Run) -> dict:
+    """The fast path, compiled and eager, at depths 20 and 110: how the speed scales with depth."""
     figures = {}
     for depth in (20, 110):
         fast = ["--variant", "residual_bn", "--depth", str(depth), "--batch", str(BATCH), *fast_path(run)]
@@ -457,8 +465,8 @@ def step_depths(run: Run) -> dict:
 
 
 def step_cifar20(run: Run) -> dict:
-    """params.yaml's own path (fp32, deterministic), on synthetic 32x32 RGB images: He et al.'s step."""
-    args = ["--variant", "residual_bn", "--depth", "20", "--batch", str(BATCH)]
+    """params.yaml's own path (fp32, deterministic) on every core, on synthetic 32x32 RGB images: He et al.'s step."""
+    args = ["--variant", "residual_bn", "--depth", "20", "--batch", str(BATCH), f"speed.threads={CPU_THREADS}"]
     return {"cifar_shape_20": bench_perf(run, "cifar_shape_20", args, "cifar20")}
 
 
@@ -471,12 +479,14 @@ def step_digits(run: Run) -> dict:
         return {"skipped": "bench prepare failed"}
     figures = {}
     for depth in (8, 20, 56):
-        args = ["--variant", "residual_bn", "--depth", str(depth), "--data", str(digits), *DIGITS]
+        cell = ["--variant", "residual_bn", "--depth", str(depth), "--data", digits]
+        args = [*cell, *DIGITS, f"speed.threads={CPU_THREADS}"]
         figures[f"digits_{depth}"] = bench_perf(run, f"digits_{depth}", args, "digits")
     return figures
 
 
 def step_prepare(run: Run) -> dict:
+    """`bench prepare` of the CIFAR-10 JPEG copy: its wall time and peak memory."""
     if run.cifar is None:
         print("prepare: skipped, no --cifar", flush=True)
         return {"skipped": "no --cifar"}

@@ -1,4 +1,4 @@
-"""Bad input refused with exit 2 naming it and changing nothing; faults midway: full or read-only disk, kills."""
+"""Bad input refused with exit 2, named, changing nothing; faults midway: a full or read-only disk, kills, downloads."""
 
 import io
 import os

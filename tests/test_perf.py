@@ -40,11 +40,15 @@ def test_bench_perf_times_the_real_path_and_a_bare_loop_taking_the_same_steps(cl
     result = json.loads(out)
     for path in ("bench", "bare"):
         samples = result[path]["samples"]
-        assert len(samples) == 2 and all(s > 0 for s in samples)
+        assert len(samples) == 2
+        assert all(s > 0 for s in samples)
         assert result[path]["images_per_s"] == pytest.approx(sum(samples) / 2, abs=0.1)  # the median of two
         assert result[path]["step_ms"] == pytest.approx(1000 * 32 / result[path]["images_per_s"], rel=0.25)
-    assert result["batch"] == 32 and result["data"] == "digits" and result["device"] == "cpu"
-    assert result["trainer.deterministic"] is True and result["trainer.benchmark"] is None  # what was timed
+    assert result["batch"] == 32
+    assert result["data"] == "digits"
+    assert result["device"] == "cpu"
+    assert result["trainer.deterministic"] is True  # what was timed
+    assert result["trainer.benchmark"] is None
     # the same initial weights, batches, optimizer and schedule: the same losses, step by step
     assert result["max_loss_difference"] < 1e-5
     # the overhead is the median of the paired runs, each pair's (bare / bench - 1) from its own images/s
@@ -82,8 +86,10 @@ def test_bench_perf_profile_says_where_a_steps_time_goes(cli, digits_dir, tmp_pa
     assert code == 0, err[-3000:]
     table = (tmp_path / "profile" / "fit-profile.txt").read_text()
     # Lightning's own hooks beside the operators, over the 10 profiled steps
-    assert "[pl][profile]run_training_batch" in table and "aten::convolution" in table
-    assert "ProfilerStep*" in table and " 10  " in table.split("ProfilerStep*")[1].splitlines()[0]
+    assert "[pl][profile]run_training_batch" in table
+    assert "aten::convolution" in table
+    assert "ProfilerStep*" in table
+    assert " 10  " in table.split("ProfilerStep*")[1].splitlines()[0]
     assert list((tmp_path / "profile").glob("*.pt.trace.json"))  # the Chrome trace
 
 
@@ -109,7 +115,8 @@ def test_compiled_and_eager_runs_share_one_checkpoint_layout(params, digits_dir)
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     eager.load_state_dict(compiled.state_dict())  # a compiled run's checkpoint loads into an eager one
     conv = next(p for p in compiled.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] == 3)
-    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
 
 
 def test_evaluation_does_not_depend_on_the_eval_batch_size(params, digits_dir):
@@ -144,7 +151,8 @@ def test_bad_speed_params_fail_before_any_work(cli, tmp_path, digits_dir, overri
         *QUICK,
         override,
     )
-    assert code == 2 and message in err
+    assert code == 2
+    assert message in err
     assert not (tmp_path / "cell").exists()
 
 
@@ -163,7 +171,8 @@ def test_bench_perf_rejects_a_precision_its_bare_loop_cannot_match(cli, digits_d
         digits_dir,
         *QUICK,
     )
-    assert code == 2 and "bench perf supports precision" in err
+    assert code == 2
+    assert "bench perf supports precision" in err
 
 
 @pytest.mark.gpu

@@ -18,8 +18,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not JPEG.is_file(), reason="$
 def test_cifar10_jpeg_imagefolder_and_its_official_layout_archive(tmp_path):
     cfg = config.load(PARAMS, ["data.name=imagefolder", f"data.source={JPEG}", "data.val_size=5000"]).data
     meta = prepare.prepare(cfg, tmp_path / "jpeg")
-    assert meta["counts"] == {"train": 45000, "val": 5000, "test": 10000} and len(meta["classes"]) == 10
-    assert meta["shape"] == [3, 32, 32] and meta["classes"][0] == "airplane"
+    assert meta["counts"] == {"train": 45000, "val": 5000, "test": 10000}
+    assert len(meta["classes"]) == 10
+    assert meta["shape"] == [3, 32, 32]
+    assert meta["classes"][0] == "airplane"
 
     archive = tmp_path / "cifar-10-python.tar.gz"  # the official layout, by the tool that builds it
     md5 = run([sys.executable, str(ROOT / "benchmarks/cifar10_official.py"), str(JPEG), str(archive)]).stdout.strip()
@@ -27,5 +29,7 @@ def test_cifar10_jpeg_imagefolder_and_its_official_layout_archive(tmp_path):
         PARAMS, ["data.name=cifar10", f"data.source={archive}", f"data.md5={md5}", "data.val_size=5000"]
     ).data
     official = prepare.prepare(cifar, tmp_path / "cifar")
-    assert official["counts"] == meta["counts"] and official["md5"] == md5
-    assert official["mean"] == pytest.approx(meta["mean"]) and official["val_indices"] == meta["val_indices"]
+    assert official["counts"] == meta["counts"]
+    assert official["md5"] == md5
+    assert official["mean"] == pytest.approx(meta["mean"])
+    assert official["val_indices"] == meta["val_indices"]

@@ -1,6 +1,7 @@
 """The tools beside the package, run through their command lines: benchmarks/speed.py (the speed figures),
 benchmarks/cifar10_official.py (CIFAR-10 in the official layout) and dev/offline_wheels.py (a wheelhouse)."""
 
+import ast
 import json
 import sys
 import tarfile
@@ -21,14 +22,35 @@ CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 def tool(script, *args, **kw):
+    """A script beside the package, run by its command line: tests never import one."""
     return run([sys.executable, str(ROOT / script), *map(str, args)], **kw)
+
+
+def top_level_imports(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_tests_and_the_tools_do_not_import_each_other():
+    tools = {p.stem for folder in ("benchmarks", "dev") for p in (ROOT / folder).glob("*.py")} | {"benchmarks", "dev"}
+    tests = {p.stem for p in (ROOT / "tests").glob("*.py")} | {"tests"}
+    for path in (ROOT / "tests").glob("*.py"):
+        assert not top_level_imports(path) & tools, path.name
+    for path in [*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "dev").glob("*.py")]:
+        assert not top_level_imports(path) & tests, path.name
 
 
 def test_the_closure_of_a_package_is_it_and_its_installed_requirements_at_their_versions():
     pins = dict(line.split("==") for line in tool("dev/offline_wheels.py", "--list").stdout.split())
     assert pins["dvc"] == metadata.version("dvc")
     assert {"pyyaml", "networkx"} <= set(pins)  # dvc's requirements, and theirs
-    assert "torch" not in pins and "lightning" not in pins  # nothing dvc does not need
+    assert "torch" not in pins  # nothing dvc does not need
+    assert "lightning" not in pins
     assert tool("dev/offline_wheels.py", "--list", "--package", "pyyaml").stdout.split() == [
         f"pyyaml=={metadata.version('pyyaml')}"
     ]
@@ -61,18 +83,21 @@ def test_an_imagefolder_becomes_an_official_cifar10_archive_that_bench_prepare_r
     cfg = config.load(PARAMS, overrides).data
     prepare(cfg, tmp_path / "prepared")
     data, raw = load_prepared(tmp_path / "prepared", cfg), read_imagefolder(folder, None, 1024, 10**6)
-    assert data.classes == CIFAR10 and data.md5 == md5
+    assert data.classes == CIFAR10
+    assert data.md5 == md5
     # the same pixels and labels, read back through the official reader (PNG: lossless)
-    assert np.array_equal(data.test.x.numpy(), raw.test_x) and np.array_equal(data.test.y.numpy(), raw.test_y)
+    assert np.array_equal(data.test.x.numpy(), raw.test_x)
+    assert np.array_equal(data.test.y.numpy(), raw.test_y)
     assert sorted(map(bytes, data.train.x.numpy())) == sorted(map(bytes, raw.train_x))
     refused = tool(
         "benchmarks/cifar10_official.py", write_imagefolder(tmp_path / "three"), tmp_path / "three.tar.gz", check=False
     )
-    assert refused.returncode == 1 and "not CIFAR-10's" in refused.stderr
+    assert refused.returncode == 1
+    assert "not CIFAR-10's" in refused.stderr
     assert not (tmp_path / "three.tar.gz").exists()
 
 
-@pytest.mark.integration  # about 100 s on 2 cores
+@pytest.mark.integration  # 1.5 to 5 minutes on 2 cores, with their load
 def test_the_gpu_check_runs_its_cifar10_steps_on_the_cpu(tmp_path, monkeypatch):
     """benchmarks/speed.py --dry-run: ResNet-20 through He et al.'s protocol by `bench train`, and 1, 2 and 4 cells
     through `bench grid`, eager and a few iterations each, on a small CIFAR-10 ImageFolder of JPEGs."""
@@ -85,11 +110,15 @@ def test_the_gpu_check_runs_its_cifar10_steps_on_the_cpu(tmp_path, monkeypatch):
     r = tool("benchmarks/speed.py", *args, check=False, timeout=900)
     summary = (out / "summary.txt").read_text()
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "cut to 4 of 64,000 iterations" in summary and "exit 0" in summary.split("he20")[1].splitlines()[0]
+    assert "cut to 4 of 64,000 iterations" in summary
+    assert "exit 0" in summary.split("he20")[1].splitlines()[0]
     metrics = json.loads((out / "he2016-resnet20" / "metrics.json").read_text())
-    assert metrics["dataset"] == "cifar10" and metrics["steps"] == 4 and metrics["train_images"] == 1300
+    assert metrics["dataset"] == "cifar10"
+    assert metrics["steps"] == 4
+    assert metrics["train_images"] == 1300
     figures = json.loads((out / "summary.json").read_text())
-    assert figures["he20"]["exit"] == 0 and figures["he20"]["test/error"] == metrics["test/error"]
+    assert figures["he20"]["exit"] == 0
+    assert figures["he20"]["test/error"] == metrics["test/error"]
     for k in (1, 2, 4):
         assert f"grid x{k}: exit 0, {k} of {k} cells" in summary
         assert len(list((out / f"grid-x{k}").glob("residual_bn-20-*.json"))) == k
