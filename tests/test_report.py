@@ -12,10 +12,11 @@ from helpers import PARAMS, ROOT
 from bench import config, record
 from bench.record import Cell, Metrics
 from bench.report import stage
-from bench.report.grid import aggregate, fmt_cell
+from bench.report.grid import aggregate, fmt_cell, only
 from bench.report.markdown import plus_minus, table
 from bench.report.noise import at_chance
 from bench.report.pathologies import bn_note, entry
+from bench.report.render import document
 from bench.report.stage import report
 from bench.report.stats import difference_noise, wilson, within_noise
 
@@ -106,6 +107,24 @@ def make_report(tmp_path, *overrides, dataset="cifar10"):
     write_grid(tmp_path / "runs", dataset)
     summary = report(params, tmp_path / "runs", tmp_path / "report")
     return summary, (tmp_path / "report/report.md").read_text()
+
+
+def render_text(tmp_path, *overrides, dataset="cifar10"):
+    """report.md's text through the pure steps (load, aggregate, render), without drawing the figures."""
+    params = config.load(PARAMS, [*GRID_PARAMS, *overrides])
+    write_grid(tmp_path / "runs", dataset)
+    results = stage.collect(params, tmp_path / "runs")
+    metrics = [r.metrics for r in results]
+    chance = record.chance_error(only(m.num_classes for m in metrics))
+    return document(params, results, aggregate(metrics), chance, None, False)
+
+
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory):
+    """The hand-made grid's report, written once for the tests that only read it: (folder, summary, report.md)."""
+    folder = tmp_path_factory.mktemp("default")
+    summary, md = make_report(folder)
+    return folder, summary, md
 
 
 def row(md, depth):
@@ -282,8 +301,8 @@ def test_markdown_helpers():
 # --- the report ---
 
 
-def test_report_diverged_cells_are_nan_in_every_csv(tmp_path):
-    make_report(tmp_path)
+def test_report_diverged_cells_are_nan_in_every_csv(default_report):
+    tmp_path, _, _ = default_report
     for name in ("error_vs_depth.csv", "gap_vs_depth.csv"):
         text = (tmp_path / "report" / name).read_text()
         rows = list(csv.DictReader(text.splitlines()))
@@ -295,8 +314,8 @@ def test_report_diverged_cells_are_nan_in_every_csv(tmp_path):
     assert float(rows[1]["residual_bn"]) == pytest.approx(7.0)
 
 
-def test_report_statistics_chance_and_intervals(tmp_path):
-    summary, md = make_report(tmp_path)
+def test_report_statistics_chance_and_intervals(default_report):
+    tmp_path, summary, md = default_report
     assert "diverged (3/3)" in row(md, 110)
     assert "89.95 ± 0.07 (n=2; 1/3 diverged; at chance / untrained)" in row(md, 56)
     # Wilson, 8990 of 10,000: (8990 + 1.920729) / 10003.841459 ± 1.959964 sqrt(8990 * 1010 / 1e4 + 0.960365) /
@@ -340,7 +359,7 @@ def test_report_names_a_missing_cell_and_writes_nothing(tmp_path):
 
 
 def test_he_reference_like_for_like(tmp_path):
-    _, md = make_report(tmp_path, "model.shortcut=zero_pad")
+    md = render_text(tmp_path, "model.shortcut=zero_pad")
     assert "6.61 ± 0.16 (mean of 5 runs; best 6.43)" in row(md, 110)  # a mean over seeds beside a mean of runs
     assert "8.75 (single run)" in row(md, 20)
     assert "6.97 (single run)" in row(md, 56)
@@ -357,12 +376,12 @@ def test_he_reference_like_for_like(tmp_path):
 
 
 def test_projection_shortcuts_are_warned_about(tmp_path):
-    _, md = make_report(tmp_path, "model.shortcut=projection")
+    md = render_text(tmp_path, "model.shortcut=projection")
     assert "**Warning:** this grid used projection shortcuts (option B)" in md
 
 
 def test_another_dataset_gets_the_reference_as_context(tmp_path):
-    _, md = make_report(tmp_path, "model.shortcut=zero_pad", dataset="cifar100")
+    md = render_text(tmp_path, "model.shortcut=zero_pad", dataset="cifar100")
     assert "context, not a comparison" in md
     assert "Like for like: He et al." in md
     assert "### Like for like with He et al." not in md  # no Δ against CIFAR-10 numbers
