@@ -7,7 +7,7 @@ import csv
 import json
 
 import pytest
-from helpers import PARAMS, ROOT
+from helpers import PARAMS, ROOT, metrics, write_cell
 
 from bench import config, record
 from bench.record import Cell, Metrics
@@ -23,64 +23,6 @@ from bench.report.stats import difference_noise, wilson, within_noise
 CIFAR_TEST = 10_000
 COMMITTED = ROOT / "runs"
 COMMITTED_CELLS = sorted(p.parent.name for p in COMMITTED.glob("*/metrics.json"))
-
-
-def metrics(variant, depth, seed, test, train=0.01, diverged=False, dataset="cifar10", step=300, scalars=None):
-    """A cell's record as bench.record.metrics builds it; a diverged one has no errors and no "end/..." scalars."""
-    ok = not diverged
-    return Metrics(
-        variant=variant,
-        depth=depth,
-        seed=seed,
-        dataset=dataset,
-        data_md5="0" * 32,
-        num_classes=10,
-        train_images=50_000,
-        test_images=CIFAR_TEST,
-        params=270_000,
-        train_loss=1.0 if ok else None,
-        train_error=train if ok else None,
-        val_loss=1.0 if ok else None,
-        val_error=test if ok else None,
-        test_loss=1.0 if ok else None,
-        test_error=test if ok else None,
-        steps=400,
-        epochs=4,
-        wall_time_s=1.0,
-        images_per_s=1000.0,
-        diverged=diverged,
-        diverged_step=step if diverged else None,
-        scalars=scalars or {"init/shattering": 0.5, **({} if diverged else {"end/shattering": 0.4})},
-    )
-
-
-def diagnostics(m: Metrics) -> dict:
-    """A diagnostics.json: the probe, per-block lists at init and, unless the cell diverged, after training."""
-    blocks = [1.0, 0.5, 0.25]
-    moment = {"activation_grad_rms": blocks, "relative_weight_grad": blocks, "response_std": blocks * 2}
-    end = {"lesion_error": [0.5, 0.9, 0.4], "lesion_downsampling": [False, True, False], "lesion_at_chance": False}
-    probe = {"seed": 0, "size": 256, "indices": list(range(256)), "class_counts": [25] * 4 + [26] * 6}
-    return {"probe": probe, "init": moment} | ({} if m.diverged else {"end": moment | end | {"intact_error": 0.1}})
-
-
-def write_cell(runs, m: Metrics, steps=(100, 200, 300, 400)):
-    """A finished cell's folder: metrics.json, diagnostics.json, env.json and history.csv, which falls from chance
-    towards the final errors (NaN from the step a diverged cell diverged at)."""
-    d = runs / m.cell.name
-    d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps(m.to_json(), indent=2) + "\n")
-    (d / "diagnostics.json").write_text(json.dumps(diagnostics(m)))
-    env = {"versions": {"python": "3.11"}, "hardware": {"cpu": "test"}, "git": {"commit": "0" * 40, "dirty": False}}
-    (d / "env.json").write_text(json.dumps(env | {"data_md5": m.data_md5, "precision": "32-true", "world_size": 1}))
-    with open(d / "history.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", "step", "lr", "train/loss", "train/error", "test/loss", "test/error"])
-        for i, s in enumerate(steps):
-            end = (i + 1) / len(steps)
-            train = 0.9 + end * ((m.train_error or 0.9) - 0.9)
-            test = 0.9 + end * ((m.test_error or 0.9) - 0.9)
-            row = [1, train, 1, test] if not (m.diverged and s >= m.diverged_step) else ["nan"] * 4
-            w.writerow([i, s, 0.1, *row])
 
 
 # plain: 20 trains, 56 is at chance with one seed diverged, 110 diverges; residual_bn near He et al.
