@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+from matplotlib.ticker import NullLocator
+
 STYLE = {
     "plain": ("tab:red", "plain"),
     "plain_bn": ("tab:orange", "plain + BN"),
@@ -26,15 +29,11 @@ def style(variant: str) -> tuple[str | None, str]:
 
 def depth_colours(depths: list[int]) -> dict:
     """depth -> colour, shallow to deep along viridis."""
-    import matplotlib.pyplot as plt
-
     return dict(zip(depths, plt.cm.viridis([i / max(1, len(depths) - 1) for i in range(len(depths))])))
 
 
 def depth_axis(ax, depths: list[int]) -> None:
     """log2 depth axis (the grid's depths roughly double) with a tick, labelled with the number, at each depth."""
-    from matplotlib.ticker import NullLocator
-
     ax.set_xscale("log", base=2)
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.xaxis.set_minor_locator(NullLocator())
@@ -43,8 +42,6 @@ def depth_axis(ax, depths: list[int]) -> None:
 
 def save(fig, path: Path) -> None:
     """Lay out, write and close `fig` (matplotlib keeps every open figure alive otherwise)."""
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
+from matplotlib.ticker import NullLocator
+
 from bench.plots import depth_axis, depth_colours, style
 from bench.record import GAP, TEST_ERROR, TRAIN_ERROR, Run
 
@@ -19,8 +22,6 @@ FINE_TICKS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30, 40, 50, 60, 80, 100
 def error_axis(ax, values: list[float]) -> None:
     """Error axis (%) fitted to `values`: logarithmic where every value is above 0.5 % (CIFAR's 5-10 % final errors
     fill the panel), else symlog from 0 (linear below 1 %), so that an error of exactly 0 is still drawn."""
-    from matplotlib.ticker import NullLocator
-
     values = [v for v in values if math.isfinite(v)] or [100.0]
     lo, hi = min(values), min(100.0, 1.25 * max(values)) or 1.0
     if lo > 0.5:
@@ -63,8 +64,6 @@ def plot_convergence(results: list[Run], variants: list[str], chance: float | No
     """He et al. Fig. 6: error vs iteration, one panel per variant, filled column by column in two rows (plain |
     residual, without | with BN for the four switches); one colour per depth, thin dashed = training error,
     bold = test error, of the first seed. A diverged run ends in an x at its step."""
-    import matplotlib.pyplot as plt
-
     colours = depth_colours(sorted({r.cell.depth for r in results}))
     rows = 2 if len(variants) > 2 else 1
     cols = math.ceil(len(variants) / rows)
@@ -148,8 +147,6 @@ def plot_vs_depth(
     """One panel per metric: mean +- std over the non-diverged seeds vs depth, one line per variant; x at the top:
     every seed diverged; "k/n div." beside a mean that lost seeds. On the gap panel a black square rings a cell at
     chance: its near-zero gap is a net that learnt nothing, not one that generalises."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         extent, ringed = [], False

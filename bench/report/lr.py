@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from bench.plots import style
 from bench.record import DIVERGED, DIVERGED_STEP, TRAIN_ERROR
 from bench.report.markdown import table
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 FIGURE = "lr_sweep.png"
 
 
 def plot_lr_sweep(summary: dict) -> Figure:
     """Final training error vs learning rate per variant; x = diverged. `summary`: bench lr-sweep's summary.json."""
-    import matplotlib.pyplot as plt
-
     runs = summary["runs"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for v in dict.fromkeys(r["variant"] for r in runs):

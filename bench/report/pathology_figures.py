@@ -6,15 +6,14 @@ Fig. 7), and lesions (Veit et al. 2016).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from bench.plots import depth_axis, depth_colours, style
 from bench.record import Metrics, Run
 from bench.report.grid import by_cell
 from bench.report.stats import summarise
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 def figures(results: list[Run], variants: list[str], depths: list[int]) -> dict[str, Figure]:
@@ -54,8 +53,6 @@ def per_layer(results: list[Run], when: str, key: str) -> dict[tuple[str, int], 
 def plot_per_block(results: list[Run], variants: list[str], key: str, ylabel: str, title: str) -> Figure:
     """One panel per variant, one line per depth: a per-block diagnostic at initialisation against the block's
     index, on a log axis."""
-    import matplotlib.pyplot as plt
-
     data = per_layer(results, "init", key)
     colours = depth_colours(sorted({d for _, d in data}))
     fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants), 3.6), sharey=True, squeeze=False)
@@ -77,8 +74,6 @@ def plot_per_block(results: list[Run], variants: list[str], key: str, ylabel: st
 def plot_response(results: list[Run], variants: list[str]) -> Figure:
     """He et al. 2016 Fig. 7: the std of every 3x3 layer's response after training, by layer (top) and
     sorted by magnitude (bottom); one colour per variant, one line style per depth."""
-    import matplotlib.pyplot as plt
-
     data = per_layer(results, "end", "response_std")
     depths = sorted({d for _, d in data})
     styles = dict(zip(depths, ["-", "--", ":", "-."] * len(depths)))
@@ -100,8 +95,6 @@ def plot_lesions(results: list[Run], variants: list[str]) -> Figure:
     """Veit et al. 2016: the probe error with one block deleted, against the intact error (dashed), at the
     deepest depth, of each variant's first seed that did not diverge; downsampling blocks as crosses; a net at
     chance is labelled untrained."""
-    import matplotlib.pyplot as plt
-
     depth = max(r.cell.depth for r in results)
     groups = by_cell(results)
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -131,8 +124,6 @@ def lesion_curve(ax, end: dict, colour, name: str) -> None:
 def plot_shattering(results: list[Metrics], variants: list[str], depths: list[int]) -> Figure:
     """Mean correlation between input gradients at distinct points of image-to-image paths vs depth, at init
     and after training: mean ± std over seeds (each seed's value is itself a mean over image pairs)."""
-    import matplotlib.pyplot as plt
-
     groups = by_cell(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, when in zip(axes, ("init", "end")):
