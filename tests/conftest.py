@@ -3,7 +3,7 @@
 import shutil
 
 import pytest
-from helpers import DIGITS, PARAMS, ROOT, run
+from helpers import DIGITS, PARAMS, PROBE, ROOT, run
 
 from bench import config
 from bench.prepare.stage import prepare
@@ -11,10 +11,10 @@ from bench.prepare.stage import prepare
 
 @pytest.fixture
 def params():
-    """The repo's params.yaml, shortened to a quick CPU run."""
+    """The repo's params.yaml, shortened to a quick CPU run with small diagnostics."""
 
     def make(*overrides):
-        return config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, *overrides])
+        return config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, *PROBE, *overrides])
 
     return make
 

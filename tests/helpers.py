@@ -13,7 +13,8 @@ PARAMS = ROOT / "params.yaml"
 BIN = Path(sys.executable).parent  # the venv's bin: dvc, wandb, and bench for the stages
 # the offline digits data as the tests prepare it, whatever params.yaml's defaults say
 DIGITS = ["data.name=digits", "data.source=null", "data.md5=null", "data.val_size=144"]
-QUICK = ["--no-progress", "wandb.mode=disabled", "trainer.accelerator=cpu", *DIGITS]  # bench train on the CPU
+PROBE = ["diagnostics.probe_size=64", "diagnostics.pairs=2", "diagnostics.points=4"]  # small diagnostics, all measured
+QUICK = ["--no-progress", "wandb.mode=disabled", "trainer.accelerator=cpu", *DIGITS, *PROBE]  # bench train on the CPU
 
 
 def run(cmd, cwd=ROOT, check=True, timeout=600):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from archives import random_cifar, write_imagefolder
-from helpers import DIGITS, PARAMS, QUICK, snapshot
+from helpers import DIGITS, PARAMS, PROBE, QUICK, snapshot
 
 from bench import config, files
 from bench.prepare import readers
@@ -75,7 +75,7 @@ def imagefolder_tar(ws: Path, extra: dict = (), links=(), dirs=()) -> Path:
 def finished(tmp_path_factory, digits_dir):
     """A finished cell (20 steps) and its prepared data, made once; each test works on a copy."""
     ws = tmp_path_factory.mktemp("finished")
-    p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, "train.max_steps=20"])
+    p = config.load(PARAMS, ["trainer.accelerator=cpu", "wandb.mode=disabled", *DIGITS, *PROBE, "train.max_steps=20"])
     train(p, Cell("plain", 8, 0), ws / "runs/plain-8-0", digits_dir, progress=False)
     shutil.copytree(digits_dir, ws / "data")
     return ws

@@ -57,6 +57,7 @@ def within(key: str, declared: str) -> bool:
 DISPLAY_ONLY = {"train": {"grid.variants", "grid.depths", "grid.seeds"}}
 
 
+@pytest.mark.integration  # every stage end to end: seconds; make test-all and CI run it
 def test_stages_declare_the_params_their_code_reads(cli, tmp_path, monkeypatch):
     """Run every stage's command from dvc.yaml on a tiny grid, with params that note each key read; each stage
     must declare exactly what its code reads (dvc repro reruns it when one changes, and only then)."""

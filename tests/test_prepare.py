@@ -204,9 +204,12 @@ def test_interrupted_prepare_keeps_previous_outputs(previous, monkeypatch):
     assert_untouched(previous)
 
 
-def test_offline_download_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="could not download http://127.0.0.1:9/cifar.tar.gz after 2 tries.*Offline"):
-        prepare.download("http://127.0.0.1:9/cifar.tar.gz", tmp_path / "cifar.tar.gz", md5=None, retries=2)
+def test_offline_download_is_a_clear_error(tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr(prepare.time, "sleep", waits.append)
+    with pytest.raises(ValueError, match="could not download http://127.0.0.1:9/cifar.tar.gz after 3 tries.*Offline"):
+        prepare.download("http://127.0.0.1:9/cifar.tar.gz", tmp_path / "cifar.tar.gz", md5=None, retries=3)
+    assert waits == [1, 2]  # backs off between tries, not after the last
     assert list(tmp_path.iterdir()) == []
 
 

@@ -5,6 +5,7 @@ cells hold every file and key bench.train writes."""
 
 import csv
 import json
+import shutil
 
 import pytest
 from helpers import PARAMS, ROOT, metrics, write_cell
@@ -63,10 +64,13 @@ def render_text(tmp_path, *overrides, dataset="cifar10"):
 
 @pytest.fixture(scope="module")
 def default_report(tmp_path_factory):
-    """The hand-made grid's report, written once for the tests that only read it: (folder, summary, report.md)."""
+    """The hand-made grid's report, written once for the tests that only read it: (folder, summary, report.md).
+    Neither the lr sweep nor the toy has run: the paths the report stage is given do not exist."""
     folder = tmp_path_factory.mktemp("default")
-    summary, md = make_report(folder)
-    return folder, summary, md
+    write_grid(folder / "runs")
+    params = config.load(PARAMS, GRID_PARAMS)
+    summary = report(params, folder / "runs", folder / "report", folder / "no-sweep.json", folder / "no-toy")
+    return folder, summary, (folder / "report/report.md").read_text()
 
 
 def row(md, depth):
@@ -329,17 +333,16 @@ def test_another_dataset_gets_the_reference_as_context(tmp_path):
     assert "### Like for like with He et al." not in md  # no Δ against CIFAR-10 numbers
 
 
-def test_the_sweep_and_the_toy_are_in_the_report_only_where_they_ran(tmp_path):
-    params = config.load(PARAMS, GRID_PARAMS)
-    write_grid(tmp_path / "runs")
-    report(params, tmp_path / "runs", tmp_path / "report", tmp_path / "no-sweep.json", tmp_path / "no-toy")
-    md = (tmp_path / "report/report.md").read_text()
+def test_the_sweep_and_the_toy_are_in_the_report_only_where_they_ran(tmp_path, default_report):
+    _, _, md = default_report  # written without either
     assert "learning rate" not in md
     assert "toy setting" not in md
+    params = config.load(PARAMS, GRID_PARAMS)
+    write_grid(tmp_path / "runs")
     sweep = [{"variant": "plain", "depth": 20, "lr": 1.0, "train/error": None, "diverged": True, "diverged_step": 3}]
     sweep += [{"variant": "plain_bn", "depth": 20, "lr": 1.0, "train/error": 0.05, "diverged": False}]
     (tmp_path / "sweep.json").write_text(json.dumps({"runs": sweep}))
-    (tmp_path / "report/toy").mkdir()
+    (tmp_path / "report/toy").mkdir(parents=True)
     (tmp_path / "report/toy/toy_shattering.png").write_bytes(b"png")  # the toy stage writes into the report's folder
     report(params, tmp_path / "runs", tmp_path / "report", tmp_path / "sweep.json", tmp_path / "report/toy")
     md = (tmp_path / "report/report.md").read_text()
@@ -349,10 +352,11 @@ def test_the_sweep_and_the_toy_are_in_the_report_only_where_they_ran(tmp_path):
     assert (tmp_path / "report/toy/toy_shattering.png").read_bytes() == b"png"  # the toy's files stay
 
 
-def test_the_report_is_built_beside_and_swapped_in_whole(tmp_path, monkeypatch):
+def test_the_report_is_built_beside_and_swapped_in_whole(tmp_path, monkeypatch, default_report):
     """A report that fails while it is written leaves the previous one as it was, and nothing beside it."""
-    make_report(tmp_path)
-    before = (tmp_path / "report/report.md").read_text()
+    folder, _, before = default_report
+    for name in ("runs", "report"):
+        shutil.copytree(folder / name, tmp_path / name)
 
     def fail(*args):
         raise OSError("disk full")

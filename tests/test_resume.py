@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from helpers import DIGITS, PARAMS, QUICK, ROOT, bench_argv
+from helpers import DIGITS, PARAMS, PROBE, QUICK, ROOT, bench_argv
 
 from bench import config
 from bench.record import Cell
@@ -24,9 +24,7 @@ QUICK_RUN = [
     *DIGITS,
     "train.max_steps=30",
     "trainer.deterministic=true",
-    "diagnostics.probe_size=64",
-    "diagnostics.pairs=2",
-    "diagnostics.points=4",
+    *PROBE,
 ]
 RESULTS = ("steps", "test/error", "test/loss", "train/loss", "val/loss", "end/shattering")
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import torch.utils._python_dispatch
-from helpers import DIGITS, QUICK, bench
+from helpers import DIGITS, PROBE, QUICK, bench
 
 from bench.record import Cell
 from bench.train.stage import train
@@ -45,7 +45,7 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     assert set(blocks) == {"probe", "init", "end"}
     assert len(blocks["end"]["response_std"]) == 7  # stem + 2 x 3 blocks
     assert blocks["probe"]["size"] == p.diagnostics.probe_size
-    assert len(blocks["probe"]["indices"]) == 256
+    assert len(blocks["probe"]["indices"]) == p.diagnostics.probe_size
     assert max(blocks["probe"]["class_counts"]) - min(blocks["probe"]["class_counts"]) <= 1  # stratified
     check_checkpoint_loads_alone(tmp_path / "last.ckpt", digits_dir, p, m)
 
@@ -130,7 +130,7 @@ def test_a_cell_uses_no_operator_that_cuda_refuses_when_deterministic(params, tm
     average pooling to 1x1, which is a mean, decompose the same way on both.)"""
     from bench import models
 
-    p = params("train.max_steps=2", "diagnostics.pairs=2", "diagnostics.points=4", f"model.shortcut={shortcut}")
+    p = params("train.max_steps=2", f"model.shortcut={shortcut}")
     seen = Operators()
     with seen:
         train(p, Cell("residual_bn", 8, 0), tmp_path / "cell", digits_dir, progress=False)  # data, step, metrics, probe
@@ -198,9 +198,7 @@ SWEEP = [  # plain and plain_bn at lr 1.0
     "lr_sweep.depth=8",
     "lr_sweep.lrs=[1.0]",
     "lr_sweep.max_steps=30",
-    "diagnostics.probe_size=64",
-    "diagnostics.pairs=2",
-    "diagnostics.points=4",
+    *PROBE,
 ]
 
 

@@ -35,6 +35,7 @@ def run_info(run_dir) -> tuple[dict, list]:
     return next(r["run"] for r in recs if r.get("type") == "run"), recs
 
 
+@pytest.mark.integration  # every stage end to end: seconds; make test-all and CI run it
 def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_path, digits_dir, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", SECRET)  # present, but params say offline: it must go nowhere
     monkeypatch.setenv("DVC_EXP_NAME", "exp-lr")
@@ -46,9 +47,6 @@ def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_p
         "train.batch_size=128",
         "train.lr=0.05",
         "model.shortcut=projection",
-        "diagnostics.probe_size=64",
-        "diagnostics.pairs=2",
-        "diagnostics.points=4",
     )
     cells = [Cell("plain", 8, 0), Cell("residual_bn", 8, 0)]
     metrics = {c.name: train(p, c, tmp_path / c.name, digits_dir, progress=False) for c in cells}
@@ -110,7 +108,7 @@ def check_printed_commands(p, tmp_path):
 
 def test_disabled_mode_writes_nothing(params, tmp_path, digits_dir):
     train(
-        params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10", "diagnostics.pairs=2"),
+        params("wandb.mode=disabled", f"wandb.dir={tmp_path / 'wb'}", "train.max_steps=10"),
         Cell("plain", 8, 0),
         tmp_path / "cell",
         digits_dir,
@@ -208,9 +206,6 @@ def test_lightning_s_per_cell_lines_stop_at_bench_quiet(cli, params, tmp_path, d
             tmp_path / "cell",
             *QUICK,
             "train.max_steps=10",
-            "diagnostics.probe_size=64",
-            "diagnostics.pairs=2",
-            "diagnostics.points=4",
         )
     finally:
         for logger in loggers:
