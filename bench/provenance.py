@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 
 PACKAGES = ("torch", "lightning", "torchmetrics", "numpy", "dvc", "wandb")
+# what decides a result: a change here is a "dirty" tree; the pipeline's own outputs (runs/, report/, dvc.lock)
+# are not, since `make run` writes them while it runs
+SOURCES = ("bench", "params.yaml", "dvc.yaml", "pyproject.toml", "presets")
 
 
 def _git(*args: str) -> str | None:
@@ -32,7 +37,8 @@ def cpu_name() -> str:
 
 
 def environment() -> dict:
-    """Versions, hardware and git state of this process's machine and checkout."""
+    """Versions, hardware and git state of this process's machine and checkout; `dirty`: whether the code or
+    config (SOURCES) differs from the commit."""
     versions = {"python": platform.python_version()}
     for p in PACKAGES:
         try:
@@ -43,9 +49,54 @@ def environment() -> dict:
     if gpus:
         versions["cuda"] = torch.version.cuda
         versions["cudnn"] = torch.backends.cudnn.version()
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCES)
     return {
         "versions": versions,
-        "hardware": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpus": gpus, "platform": platform.platform()},
+        "hardware": {**cpu_type(), "cpu_count": os.cpu_count(), "gpus": gpus, "platform": platform.platform()},
         "git": {"commit": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None},
     }
+
+
+def cpu_type() -> dict:
+    """The CPU model and the vector kernels torch dispatches to on it (AVX2, AVX512, ...): the two things, with
+    the thread count and the versions, that decide a CPU run's bits. The same cell on another CPU type gives
+    other bits, and another draw of a noisy process: compare claims, not digits."""
+    return {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def same_cpu_type(a: dict, b: dict) -> bool:
+    """Whether two env.json "hardware" records name the same CPU model and vector capability (where both say)."""
+    return all(a[k] == b[k] for k in ("cpu", "cpu_capability") if k in a and k in b)
+
+
+def committed_env(folder: Path) -> dict | None:
+    """The env.json git's HEAD holds for a cell's folder (the committed result's), or None."""
+    top = _git("rev-parse", "--show-toplevel")
+    try:
+        relative = (folder / "env.json").resolve().relative_to(top) if top else None
+    except ValueError:  # a folder outside the checkout
+        return None
+    text = _git("show", f"HEAD:{relative.as_posix()}") if relative else None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def other_cpu_note(folder: Path, name: str) -> str | None:
+    """A line to print when a cell is retrained on another CPU type than the result it replaces (the folder's
+    env.json, or else the committed one) came from: the bits will differ, the claims should not."""
+    before = None
+    try:
+        before = json.loads((folder / "env.json").read_text())
+    except (OSError, ValueError):
+        before = committed_env(folder)
+    hardware = (before or {}).get("hardware")
+    if not isinstance(hardware, dict) or same_cpu_type(hardware, cpu_type()):
+        return None
+    was, now = hardware, cpu_type()
+    capability = was.get("cpu_capability", "capability not recorded")
+    return (
+        f"{name}: the result this replaces came from {was.get('cpu')} ({capability}); this is {now['cpu']} "
+        f"({now['cpu_capability']}). Its digits will differ; the report's claims (report/claims.json) should not."
+    )

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+
 if TYPE_CHECKING:
     from bench.config import Params
 
@@ -29,8 +33,10 @@ SPLITS = ("train", "val", "test")
 TRAIN_LOSS, TRAIN_ERROR = "train/loss", "train/error"
 VAL_LOSS, VAL_ERROR = "val/loss", "val/error"
 TEST_LOSS, TEST_ERROR = "test/loss", "test/error"
+CLEAN_TRAIN_ERROR = "train/clean_error"  # the final weights on the training split: eval mode, no augmentation
 DIVERGED, DIVERGED_STEP = "diverged", "diverged_step"  # a non-finite loss, and the step it first appeared at
 GAP = "gap"  # test error - training error: the generalisation gap
+PREDICTIONS = "predictions.safetensors"  # each image's predicted class and label: bench/train/predictions.py
 WALL_TIME, IMAGES_PER_S = "wall_time_s", "images_per_s"
 NUM_CLASSES = "num_classes"  # chance error is 1 - 1/num_classes
 AT_CHANCE = 0.9  # an error >= 0.9 x chance error: the net has not learnt (near enough to chance)
@@ -110,6 +116,7 @@ class Metrics:
     val_error: float | None = key(VAL_ERROR)
     test_loss: float | None = key(TEST_LOSS)
     test_error: float | None = key(TEST_ERROR)
+    clean_train_error: float | None = key(CLEAN_TRAIN_ERROR)
     steps: int
     epochs: int
     wall_time_s: float
@@ -124,10 +131,12 @@ class Metrics:
 
     @property
     def gap(self) -> float | None:
-        """The generalisation gap, test error - training error; None for a diverged cell."""
-        if self.test_error is None or self.train_error is None:
+        """The generalisation gap of the final weights: test error - their error on the training split (eval mode,
+        no augmentation); None for a diverged cell. (history.csv's per-epoch "gap" is against the running,
+        augmented training error of the epoch: a view of training, not this.)"""
+        if self.test_error is None or self.clean_train_error is None:
             return None
-        return self.test_error - self.train_error
+        return self.test_error - self.clean_train_error
 
     def to_json(self) -> dict:
         """The metrics.json object, its keys in the file's order."""
@@ -147,7 +156,7 @@ class Metrics:
 
 
 KEYS = {f.metadata.get("key", f.name): f.name for f in fields(Metrics) if f.name != "scalars"}  # JSON key -> field
-SPLIT_KEYS = (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)
+SPLIT_KEYS = (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR, CLEAN_TRAIN_ERROR)
 
 
 def metrics(
@@ -196,6 +205,7 @@ class Run:
     diagnostics: dict  # diagnostics.json: the probe, and per-block lists at each moment ("init", "end")
     env: dict  # env.json: versions, hardware, git commit, data checksum, precision, processes
     history: dict[str, list[float]]  # history.csv by column, one value per epoch; NaN where none was logged
+    predictions: dict[str, np.ndarray] | None = None  # predictions.safetensors; None for a diverged cell
 
     @property
     def cell(self) -> Cell:
@@ -218,8 +228,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def load(runs: Path, cell: Cell) -> Run:
-    """A finished cell's folder: metrics.json, diagnostics.json, env.json and history.csv. A missing or
-    unreadable file is a ValueError naming the cell and how to redo it."""
+    """A finished cell's folder: metrics.json, diagnostics.json, env.json, history.csv and, unless it diverged,
+    predictions.safetensors. A missing or unreadable file is a ValueError naming the cell and how to redo it."""
     folder = runs / cell.name
     if not path(runs, cell).exists():
         raise ValueError(f"no results for cell {cell.name}: {path(runs, cell)} is missing (run `dvc repro`)")
@@ -229,8 +239,9 @@ def load(runs: Path, cell: Cell) -> Run:
             raise ValueError(f"its metrics.json is cell {m.cell.name}'s")
         diagnostics, env = (json.loads((folder / name).read_text()) for name in ("diagnostics.json", "env.json"))
         history = read_history(folder / "history.csv")
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        predictions = load_file(str(folder / PREDICTIONS)) if not m.diverged else None
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, SafetensorError) as e:
         raise ValueError(
             f"{folder} is not a finished cell ({type(e).__name__}: {e}); rerun it (dvc repro train@{cell.name})"
         ) from None
-    return Run(m, diagnostics, env, history)
+    return Run(m, diagnostics, env, history, predictions)

@@ -84,6 +84,7 @@ def metrics(
         val_error=test if ok else None,
         test_loss=1.0 if ok else None,
         test_error=test if ok else None,
+        clean_train_error=train if ok else None,
         steps=400,
         epochs=4,
         wall_time_s=1.0,
@@ -104,9 +105,30 @@ def diagnostics(m) -> dict:
     return {"probe": probe, "init": moment} | ({} if m.diverged else {"end": moment | end | {"intact_error": 0.1}})
 
 
+def write_predictions(folder: Path, m) -> None:
+    """A hand-made predictions.safetensors with exactly the record's errors: labels cycle through the classes, and
+    a draw seeded by the cell's name picks the images it gets wrong (empty for a diverged cell)."""
+    import zlib
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(zlib.crc32(m.cell.name.encode()))
+    arrays = {}
+    for split, n, error in (("test", m.test_images, m.test_error), ("train", m.train_images, m.clean_train_error)):
+        n = 0 if error is None else n
+        label = (np.arange(n) % m.num_classes).astype(np.int16)
+        predicted = label.copy()
+        wrong = rng.choice(n, round(error * n), replace=False) if n else []
+        predicted[wrong] = (label[wrong] + 1) % m.num_classes
+        arrays |= {f"{split}/predicted": predicted, f"{split}/label": label}
+    save_file(arrays, str(folder / "predictions.safetensors"))
+
+
 def write_cell(runs: Path, m, steps=(100, 200, 300, 400)) -> Path:
-    """A hand-made finished cell's folder in `runs`, for the record `m`: metrics.json, diagnostics.json, env.json and
-    history.csv, which falls from chance towards the final errors (NaN from the step a diverged cell diverged at)."""
+    """A hand-made finished cell's folder in `runs`, for the record `m`: metrics.json, diagnostics.json, env.json,
+    predictions.safetensors and history.csv, which falls from chance towards the final errors (NaN from the step a
+    diverged cell diverged at)."""
     import csv
     import json
 
@@ -118,6 +140,7 @@ def write_cell(runs: Path, m, steps=(100, 200, 300, 400)) -> Path:
     (folder / "env.json").write_text(
         json.dumps(env | {"data_md5": m.data_md5, "precision": "32-true", "world_size": 1})
     )
+    write_predictions(folder, m)
     with open(folder / "history.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["epoch", "step", "lr", "train/loss", "train/error", "test/loss", "test/error"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.utils._python_dispatch
 from helpers import DIGITS, PROBE, QUICK, bench
+from safetensors.numpy import load_file
 
 from bench.record import Cell
 from bench.train.stage import train
@@ -48,6 +49,12 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     assert len(blocks["probe"]["indices"]) == p.diagnostics.probe_size
     assert max(blocks["probe"]["class_counts"]) - min(blocks["probe"]["class_counts"]) <= 1  # stratified
     check_checkpoint_loads_alone(tmp_path / "last.ckpt", digits_dir, p, m)
+    # every image's prediction by the final weights: the test error again, and the clean training error
+    scored = load_file(str(tmp_path / "predictions.safetensors"))
+    assert len(scored["test/label"]) == m["test_images"]
+    assert len(scored["train/label"]) == m["train_images"]
+    assert (scored["test/predicted"] != scored["test/label"]).mean() == pytest.approx(m["test/error"], abs=1e-6)
+    assert (scored["train/predicted"] != scored["train/label"]).mean() == pytest.approx(m["train/clean_error"])
 
 
 def check_checkpoint_loads_alone(ckpt, data_dir, p, m):
@@ -150,6 +157,8 @@ def test_absurd_learning_rate_diverges_without_raising(params, tmp_path, digits_
     assert saved["diverged_step"] == m["diverged_step"]
     assert all(saved[f"{split}/{k}"] is None for split in ("train", "val", "test") for k in ("error", "loss"))
     assert "end" not in json.loads((tmp_path / "diagnostics.json").read_text())  # nothing to measure
+    assert saved["train/clean_error"] is None
+    assert all(len(a) == 0 for a in load_file(str(tmp_path / "predictions.safetensors")).values())  # no NaN argmax
 
 
 def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):

@@ -3,7 +3,8 @@
 `train(params, cell, out)` is a pure function the CLI and the tests call. It reads top to bottom:
 check, build, fit, test, record. It writes out/metrics.json (bench.record), out/history.csv (one
 row per epoch), out/diagnostics.json (per-block diagnostics), out/env.json (versions, hardware, git
-commit, data checksum) and out/last.ckpt (Lightning's ModelCheckpoint).
+commit, data checksum), out/predictions.safetensors (each image's predicted class; none for a diverged run) and
+out/last.ckpt (Lightning's ModelCheckpoint).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.config import Params
 from bench.diagnostics.probe import indices as probe_indices
 from bench.files import locked, write_json
 from bench.record import Cell
-from bench.train import resume, speed
+from bench.train import predictions, resume, speed
 from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochStep, HistoryLogger, Throughput
 from bench.train.data import DataModule, Dataset, load_prepared, normalise
 from bench.train.distributed import is_rank_zero
@@ -136,6 +137,8 @@ def train(
         # build: resume the cell's own checkpoint, or start afresh
         key = resume.run_key(params, cell, data.md5)
         ckpt_path, resuming = resume_or_start(out, cell, key, history)
+        if is_rank_zero() and not resuming and (note := provenance.other_cpu_note(out, cell.name)):
+            print(note, flush=True)
         env = provenance.environment()
         wandb = tracking.start(
             params, cell, data.name, run_config(params, cell, data.md5, env), run_id=resume.wandb_run_id(out, resuming)
@@ -145,16 +148,18 @@ def train(
             wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
         module, dm = build(params, cell, data, run_key=key)
 
-        # fit and test
+        # fit and test; every image's prediction by the final weights, on the test and clean training splits
         start = time.perf_counter()
         errors = fit_and_test(trainer, module, dm, ckpt_path, out, history)
         wall_time_s = time.perf_counter() - start
+        scored = None if divergence.step is not None else score_final(params, module, data, trainer)
+        errors[record.CLEAN_TRAIN_ERROR] = predictions.error(scored, "train") if scored else None
 
         # record
         metrics = cell_metrics(cell, data, module, trainer, errors, wall_time_s, divergence, throughput, probe)
         env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
         if is_rank_zero():
-            write_results(out, metrics, env, history, probe.results)
+            write_results(out, metrics, env, history, probe.results, scored)
         if wandb:
             tracking.finish(wandb, metrics, probe.results)
     return metrics
@@ -266,10 +271,19 @@ def last_checkpoint(out: Path) -> ModelCheckpoint:
     return ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, enable_version_counter=False)
 
 
-def write_results(out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict) -> None:
+def score_final(params: Params, module: Classifier, data: Dataset, trainer: L.Trainer) -> dict:
+    """bench.train.predictions.score of the final weights, under the Trainer's precision."""
+    context = trainer.strategy.precision_plugin.forward_context
+    return predictions.score(module.model, data, params.speed.eval_batch_size, context)
+
+
+def write_results(
+    out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict, scored: dict | None
+) -> None:
     """The cell's files (rank 0 writes them), metrics.json last: a cell with a metrics.json is complete (W&B
     comes after)."""
     history.save()
+    predictions.write(out, scored)
     write_json(out / "diagnostics.json", diagnostics)
     write_json(out / "env.json", env)
     write_json(out / "metrics.json", metrics)
