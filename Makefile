@@ -22,11 +22,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 # `make run`: the out-of-date train cells JOBS at a time by `bench grid` (JOBS processes sharing the CPU cores, or
-# JOBS per GPU; a failed cell stops here, its log named), then `dvc repro` for the rest (sweep, toy, report).
+# JOBS per GPU; a failed cell stops here, its log named), then `dvc repro` for the rest (sweep, toy, report), and
+# the README's results section copied from the report's results.md.
 JOBS ?= 2
 run: setup
 	$(BIN)/bench grid --jobs $(JOBS)
 	dvc repro
+	$(BIN)/python -m bench.report.readme
 
 # He et al. 2016 on CIFAR-10 (Sec. 4.2), as a DVC experiment: the preset file presets/he2016.yaml over
 # params.yaml. Needs data/raw/cifar-10-python.tar.gz (see README, "Data") and a GPU; HE_SEEDS=[0] for one seed.

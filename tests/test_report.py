@@ -19,7 +19,7 @@ from bench.report.noise import at_chance
 from bench.report.pathologies import bn_note, entry
 from bench.report.render import document
 from bench.report.stage import report
-from bench.report.stats import difference_noise, wilson, within_noise
+from bench.report.stats import Z95, difference_noise, t95, t_interval, wilson, within_noise
 
 CIFAR_TEST = 10_000
 COMMITTED = ROOT / "runs"
@@ -193,12 +193,21 @@ def test_wilson_interval_against_hand_computed_values():
         wilson(5, 0)
 
 
+def test_intervals_over_seeds_use_t_with_n_minus_1_degrees_of_freedom():
+    assert t95(2) == pytest.approx(4.302653, abs=1e-6)
+    assert t95(1e9) == pytest.approx(Z95, abs=1e-6)
+    # 3 seeds 0.03, 0.05, 0.07: mean 0.05, s = 0.02; half width 4.302653 * 0.02 / sqrt(3) = 0.0496828
+    assert t_interval([0.03, 0.05, 0.07]) == pytest.approx((0.0003172, 0.0996828), abs=1e-7)
+    assert t_interval([0.05]) is None  # one seed: no spread measured
+
+
 def test_noise_band_of_a_difference_against_hand_computed_values():
     a = {"mean": 0.070, "std": 0.002, "n": 3, "test_images": CIFAR_TEST}
     b = {"mean": 0.072, "std": 0.003, "n": 3, "test_images": CIFAR_TEST}
-    # 1.959964 sqrt(0.002²/3 + 0.003²/3 + 0.07 * 0.93 / 1e4 + 0.072 * 0.928 / 1e4) = 1.959964 * 0.0041863
-    assert difference_noise(a, b) == pytest.approx(0.0082050, abs=1e-6)
-    assert within_noise(a, b) == pytest.approx((-0.002, 0.0082050), abs=1e-6)
+    # t(0.975, 2) = 4.302653 (3 seeds); sqrt(0.002²/3 + 0.003²/3 + 0.07 * 0.93 / 1e4 + 0.072 * 0.928 / 1e4)
+    # = 0.0041863; 4.302653 * 0.0041863 = 0.0180122
+    assert difference_noise(a, b) == pytest.approx(0.0180122, abs=1e-6)
+    assert within_noise(a, b) == pytest.approx((-0.002, 0.0180122), abs=1e-6)
     assert within_noise(a, {**b, "mean": 0.09}) is None  # 2 points apart: outside the band
     one_seed = {"mean": 0.07, "std": None, "n": 1, "test_images": None}
     assert difference_noise(one_seed, one_seed) is None  # neither seed spread nor test set size: unmeasured
@@ -215,9 +224,9 @@ def test_mean_over_non_diverged_seeds_and_the_diverged_fraction():
     results += [metrics("plain", 56, s, None, diverged=True) for s in range(3)]
     results += [metrics("plain", 110, s, 0.9, train=0.9) for s in range(2)]
     agg = aggregate(results)
-    assert fmt_cell(agg["plain", 20]) == "11.00 ± 1.41 (n=2; 1/3 diverged)"
+    assert fmt_cell(agg["plain", 20]) == "11.00 ± 1.41 (n=2: 10.00, 12.00; 1/3 diverged)"
     assert fmt_cell(agg["plain", 56]) == "diverged (3/3)"
-    assert fmt_cell(agg["plain", 110]) == "90.00 ± 0.00 (n=2; at chance / untrained)"
+    assert fmt_cell(agg["plain", 110]) == "90.00 ± 0.00 (n=2: 90.00, 90.00; at chance / untrained)"
 
 
 def test_aggregation_mean_std_and_diverged_cells():
@@ -229,7 +238,7 @@ def test_aggregation_mean_std_and_diverged_cells():
     assert r["n"] == 3
     assert r["mean"] == pytest.approx(0.09)
     assert r["std"] == pytest.approx(0.01)  # the sample std
-    assert fmt_cell(agg["residual_bn", 20]) == "9.00 ± 1.00 (n=3)"
+    assert fmt_cell(agg["residual_bn", 20]) == "9.00 ± 1.00 (n=3: 8.00, 9.00, 10.00)"  # and each seed
     assert agg["plain", 20]["diverged"] == 1
     assert fmt_cell(agg["plain", 20]) == "30.00 (n=1; 1/2 diverged)"
     assert fmt_cell(agg["plain", 56]) == "diverged (1/1)"
@@ -263,7 +272,7 @@ def test_report_diverged_cells_are_nan_in_every_csv(default_report):
 def test_report_statistics_chance_and_intervals(default_report):
     tmp_path, summary, md = default_report
     assert "diverged (3/3)" in row(md, 110)
-    assert "89.95 ± 0.07 (n=2; 1/3 diverged; at chance / untrained)" in row(md, 56)
+    assert "89.95 ± 0.07 (n=2: 89.90, 90.00; 1/3 diverged; at chance / untrained)" in row(md, 56)
     # Wilson, 8990 of 10,000: (8990 + 1.920729) / 10003.841459 ± 1.959964 sqrt(8990 * 1010 / 1e4 + 0.960365) /
     # 10003.841459 = 0.898843 ± 0.005907
     assert "| plain-56 | 89.90 [89.29, 90.48] at chance |" in md
@@ -288,7 +297,9 @@ def test_report_from_hand_made_cells_with_two_seeds(tmp_path):
                 write_cell(runs, metrics(v, d, s, 0.1 + 0.01 * s, train=0.1, diverged=v == "plain" and d == 56))
     summary = report(params, runs, tmp_path / "report")
     md = (tmp_path / "report/report.md").read_text()
-    assert "| 56 | diverged (2/2) | 10.50 ± 0.71 (n=2) | 6.97 (single run) | 6.61 |" in md  # He et al., akamaster
+    assert (
+        "| 56 | diverged (2/2) | 10.50 ± 0.71 (n=2: 10.00, 11.00) | 6.97 (single run) | 6.61 |" in md
+    )  # He et al., akamaster
     assert summary["diverged"] == 2
     assert summary["test/error/residual_bn-20"] == pytest.approx(0.105)
     rows = list(csv.DictReader((tmp_path / "report/error_vs_depth.csv").read_text().splitlines()))
@@ -310,8 +321,12 @@ def test_he_reference_like_for_like(tmp_path):
     assert "8.75 (single run)" in row(md, 20)
     assert "6.97 (single run)" in row(md, 56)
     # residual_bn-110: 7.00 against 6.61 ± 0.16 over 5 runs; noise, in points,
-    # 1.96 sqrt(0.05²/3 + 0.16²/5 + 7 * 93 / 1e4 + 6.61 * 93.39 / 1e4) = 1.96 * sqrt(13.278) / 10 = 0.71
-    assert "| 110 | 7.00 ± 0.05 (n=3) | 6.61 ± 0.16 (mean of 5 runs; best 6.43) | +0.39 | 0.71 | yes |" in md
+    # t(0.975, min(3, 5) - 1 = 2) sqrt(0.05²/3 + 0.16²/5 + 7 * 93 / 1e4 + 6.61 * 93.39 / 1e4)
+    # = 4.302653 * sqrt(13.278) / 10 = 1.57
+    assert (
+        "| 110 | 7.00 ± 0.05 (n=3: 6.95, 7.00, 7.05) | 6.61 ± 0.16 (mean of 5 runs; best 6.43) | +0.39 | 1.57 | yes |"
+        in md
+    )
     # the option, training-set size and seeds are stated for CIFAR-10 too; option A: no warning
     assert "this grid used option A (zero padding, no parameters; `model.shortcut: zero_pad`)" in md
     assert "45k/5k train/val split" in md
@@ -335,7 +350,7 @@ def test_another_dataset_gets_the_reference_as_context(tmp_path):
 
 def test_the_sweep_and_the_toy_are_in_the_report_only_where_they_ran(tmp_path, default_report):
     _, _, md = default_report  # written without either
-    assert "learning rate" not in md
+    assert "### BatchNorm and the learning rate" not in md
     assert "toy setting" not in md
     params = config.load(PARAMS, GRID_PARAMS)
     write_grid(tmp_path / "runs")
@@ -407,3 +422,22 @@ def test_diagnostics_table_entries_say_why_a_value_is_missing_and_bn_note_when_s
     still = [metrics("plain_bn", 20, s, 0.1, scalars={"end/bn_scale_change": c}) for s, c in enumerate([0.01, 0.02])]
     assert "too little" in bn_note(still)
     assert bn_note([metrics("plain_bn", 20, 0, 0.1, scalars={"end/bn_scale_change": 0.3})]) == ""
+    # decided per variant: a failed plain_bn cell that moved its scales far does not hide residual_bn's
+    failed = metrics("plain_bn", 56, 0, 0.8, scalars={"end/bn_scale_change": 0.9})
+    stayed = [metrics("residual_bn", 20, s, 0.1, scalars={"end/bn_scale_change": 0.02}) for s in range(2)]
+    assert "residual_bn by 0.020" in bn_note([failed, *stayed])
+    assert "plain_bn" not in bn_note([failed, *stayed])
+
+
+def test_lesions_are_read_against_the_headroom_to_chance_and_per_stage(tmp_path):
+    from bench.report.pathologies import lesion_share, lesion_stages
+
+    m = metrics("residual_bn", 8, 0, 0.1, scalars={"end/intact_error": 0.1, "end/lesion_mean_increase": 0.4})
+    write_cell(tmp_path, m)
+    run = record.load(tmp_path, m.cell)
+    assert lesion_share([run]) == "0.50"  # 0.4 of the 0.9 - 0.1 left to chance
+    # helpers.diagnostics: lesion errors 0.5, 0.9, 0.4 (one block per stage) against an intact 0.1
+    assert lesion_stages([run]) == "40.0 / 80.0 / 30.0"
+    bad = metrics("plain_bn", 8, 0, 0.7, scalars={"end/intact_error": 0.7, "end/lesion_mean_increase": 0.1})
+    write_cell(tmp_path, bad)
+    assert lesion_share([record.load(tmp_path, bad.cell)]) == "0.50 (intact > 50 %)"

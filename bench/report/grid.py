@@ -57,7 +57,7 @@ def aggregate(results: list[Metrics]) -> dict[tuple[str, int], dict]:
             TEST_IMAGES: only(m.test_images for m in ms),
             NUM_CLASSES: only(m.num_classes for m in ms),
             TEST_ERROR: summarise([m.test_error for m in ok]),
-            TRAIN_ERROR: summarise([m.train_error for m in ok]),
+            TRAIN_ERROR: summarise([m.clean_train_error for m in ok]),  # the final weights, eval mode, no augmentation
             GAP: summarise([m.gap for m in ok]),
         }
     return agg
@@ -68,7 +68,9 @@ def fmt_cell(a: dict, key: str = TEST_ERROR) -> str:
     s = a[key]
     if s["n"] == 0:
         return f"diverged ({a['diverged']}/{a['seeds']})" if a["diverged"] else "–"
-    notes = [f"n={s['n']}"] + ([f"{a['diverged']}/{a['seeds']} diverged"] if a["diverged"] else [])
+    seeds = ", ".join(f"{100 * v:.2f}" for v in s["values"])
+    notes = [f"n={s['n']}: {seeds}" if s["n"] > 1 else "n=1"]
+    notes += [f"{a['diverged']}/{a['seeds']} diverged"] if a["diverged"] else []
     if a["at_chance"]:
         notes.append("at chance / untrained" if a["at_chance"] == s["n"] else f"{a['at_chance']}/{s['n']} at chance")
     return f"{plus_minus(s['mean'], s['std'], scale=100)} ({'; '.join(notes)})"

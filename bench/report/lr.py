@@ -53,7 +53,7 @@ def section(summary: dict) -> str:
 ### BatchNorm and the learning rate
 
 Final training error (%) at depth {summary["runs"][0]["depth"]} after `lr_sweep.max_steps` iterations
-(`bench lr-sweep`): BN lets nets train at rates where the others diverge.
+(`bench lr-sweep`), one seed per rate: what it can carry is the claim `lr/bn` above.
 
 {lr_table(summary)}
 

@@ -14,7 +14,8 @@ from bench.report.stats import NOISE_DEFINITION, difference_noise, error_interva
 def at_chance(m: Metrics) -> bool:
     """A run whose final training error is at chance level: it has not learnt, so its small gap means nothing."""
     chance = chance_error(m.num_classes)
-    return bool(chance) and not m.diverged and m.train_error is not None and m.train_error >= AT_CHANCE * chance
+    train = m.clean_train_error
+    return bool(chance) and not m.diverged and train is not None and train >= AT_CHANCE * chance
 
 
 def fmt_run(m: Metrics) -> str:

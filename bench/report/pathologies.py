@@ -9,12 +9,12 @@ import statistics
 
 from bench.record import Metrics, Run
 from bench.report import lr as report_lr
-from bench.report.grid import by_cell
+from bench.report.claims import LESION_HEADROOM_LIMIT, relative_lesion
 from bench.report.markdown import plus_minus, table
 from bench.report.stats import summarise
 
 DIAGNOSTIC_COLUMNS = (  # (metrics.json key, header, as %)
-    ("init/grad_ratio", "backward signal, first / last block, at init", False),
+    ("init/grad_ratio", "backward gain at init (1: no depth effect)", False),
     ("init/shattering", "gradient correlation at init", False),
     ("end/shattering", "gradient correlation after training", False),
     ("init/shattering_lag1", "lag-1 correlation at init", False),
@@ -29,16 +29,26 @@ DIAGNOSTIC_COLUMNS = (  # (metrics.json key, header, as %)
 SATURATED = {"init/grad_ratio": "init/grad_saturated", "end/grad_ratio": "end/grad_saturated"}
 LESION_KEYS = {"end/lesion_mean_increase", "end/lesion_downsampling_increase"}  # meaningless for an untrained net
 
-MEANINGS = """- **Backward signal**: the RMS per element of d loss / d (block output), first block over last.
-  Above 1 the gradient grows towards the input (exploding), below 1 it shrinks (vanishing). A loss
-  saturated at exactly 0 has no gradient at all: the ratio is then not a number, and marked *saturated*.
+MEANINGS = """- **Backward gain**: the product, over the blocks that keep their shape, of RMS(d loss / d block input) /
+  RMS(d loss / d block output), on the units that are on. Above 1 the gradient grows towards the input
+  (exploding), below 1 it shrinks (vanishing); a net with no depth effect reads exactly 1 (a Fixup net at
+  initialisation: identity blocks). The blocks that change width and resolution are left out: there the
+  per-element RMS changes for reasons that are not depth. A loss saturated at exactly 0 has no gradient at
+  all: the gain is then not a number, and marked *saturated*.
 - **Gradient correlation** (Balduzzi et al. 2017): the mean correlation between d logit / d input at
   distinct points of the straight path between two probe images of different classes, averaged over
   the image pairs. 1: the net is locally linear along the path; 0: its gradients are white noise
   (shattered). The lag-1 correlation compares neighbouring points only, and stays high longer.
 - **Lesions** (Veit et al. 2016): the probe error with one block deleted, beside the intact error.
   Downsampling blocks, whose shortcut is not the identity, are summarised apart. A net whose intact
-  error is at chance has nothing to lose: *at chance: untrained*, not robust.
+  error is at chance has nothing to lose: *at chance: untrained*, not robust. *Share of headroom*: the mean
+  increase over the intact net's distance to chance (1: a deletion takes it to chance), flagged *intact > 50 %*
+  where the net has too little left to lose for the share to mean much; *per stage*: the mean increase of the
+  deletable blocks of each stage.
+- **Response std** (He et al. 2016, Fig. 7): the std of each 3x3 layer's output after its BN (before the
+  addition and the ReLU), pooled over the batch, the channels and the positions, with BN in eval mode (its
+  running statistics and learned scale, as the trained net is used); He et al. read it the same way after
+  training.
 """
 FIGURES = """
 ![shattering](figures/shattering_vs_depth.png)
@@ -87,14 +97,55 @@ def entry(seeds: list[dict], key: str, percent: bool) -> str:
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def diagnostics_table(results: list[Metrics]) -> str:
-    """One row per variant x depth: each scalar diagnostic's mean ± sample std over the seeds."""
+def lesion_share(runs: list[Run]) -> str:
+    """The lesion's mean increase as a share of the headroom to chance, mean ± std over the seeds."""
+    metrics = [r.metrics for r in runs]
+    if all(m.scalars.get("end/lesion_at_chance") for m in metrics):
+        return "at chance: untrained"
+    shares = [relative_lesion(m) for m in metrics]
+    s = summarise([x for x in shares if x is not None])
+    if not s["n"]:
+        return "–"
+    intact = [m.scalars.get("end/intact_error") for m in metrics]
+    flag = " (intact > 50 %)" if any(x is not None and x > LESION_HEADROOM_LIMIT for x in intact) else ""
+    return plus_minus(s["mean"], s["std"], ".2f") + flag
+
+
+def lesion_stages(runs: list[Run]) -> str:
+    """The mean increase (%) of each stage's deletable blocks, averaged over the seeds: "s1 / s2 / s3"."""
+    per_seed = []
+    for r in runs:
+        end = r.diagnostics.get("end") or {}
+        errors, intact = end.get("lesion_error"), end.get("intact_error")
+        if not errors or intact is None or end.get("lesion_at_chance"):
+            continue
+        n = len(errors) // 3  # blocks per stage
+        per_seed.append(
+            [
+                statistics.fmean([e - intact for e in errors[i * n : (i + 1) * n] if e is not None] or [0])
+                for i in range(3)
+            ]
+        )
+    if not per_seed:
+        return "–"
+    return " / ".join(f"{100 * statistics.fmean(col):.1f}" for col in zip(*per_seed))
+
+
+def diagnostics_table(results: list[Run]) -> str:
+    """One row per variant x depth: each scalar diagnostic's mean ± sample std over the seeds, and the lesions'
+    share of headroom and per-stage increases."""
     head = ["cell", "seeds", *(h + (" (%)" if pct else "") for _, h, pct in DIAGNOSTIC_COLUMNS)]
+    head += ["lesion: share of headroom", "lesion: increase per stage (%)"]
+    groups: dict = {}
+    for r in results:
+        groups.setdefault((r.cell.variant, r.cell.depth), []).append(r)
     rows = []
-    for (v, d), ms in sorted(by_cell(results).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (v, d), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ms = [r.metrics for r in runs]
         dead = sum(m.diverged for m in ms)
         seeds = f"{len(ms)}" + (f", {dead} diverged" if dead else "")
-        rows.append([f"{v}-{d}", seeds, *(entry([m.scalars for m in ms], k, pct) for k, _, pct in DIAGNOSTIC_COLUMNS)])
+        scalars = [entry([m.scalars for m in ms], k, pct) for k, _, pct in DIAGNOSTIC_COLUMNS]
+        rows.append([f"{v}-{d}", seeds, *scalars, lesion_share(runs), lesion_stages(runs)])
     return table(head, rows)
 
 
@@ -108,15 +159,20 @@ def probe_text(results: list[Run]) -> str:
 
 
 def bn_note(results: list[Metrics]) -> str:
-    """He et al.'s ordering of response stds shows through BN's learned scales: say when training left them near 1."""
-    moved = [m.scalars["end/bn_scale_change"] for m in results if m.scalars.get("end/bn_scale_change") is not None]
-    if moved and statistics.fmean(moved) < 0.05:
-        return (
-            f"- **BN scales**: training moved BN's scales by {statistics.fmean(moved):.3f} on average (mean "
-            f"abs(gamma - 1)): too little for the response stds to show He et al.'s ordering, which they "
-            f"read after 64,000 iterations.\n"
-        )
-    return ""
+    """He et al.'s ordering of response stds shows through BN's learned scales: say, per BN variant, when training
+    left them near 1 (a failed cell elsewhere does not hide it)."""
+    moved: dict = {}
+    for m in results:
+        if m.scalars.get("end/bn_scale_change") is not None:
+            moved.setdefault(m.variant, []).append(m.scalars["end/bn_scale_change"])
+    still = {v: statistics.fmean(xs) for v, xs in moved.items() if statistics.fmean(xs) < 0.05}
+    if not still:
+        return ""
+    which = ", ".join(f"{v} by {x:.3f}" for v, x in still.items())
+    return (
+        f"- **BN scales**: training moved BN's scales (mean abs(gamma - 1) over the cells) of {which}: too little "
+        f"for the response stds to show He et al.'s ordering, which they read after 64,000 iterations.\n"
+    )
 
 
 def section(results: list[Run], sweep: dict | None, toy: bool) -> str:
@@ -129,7 +185,7 @@ Measured by `bench/diagnostics/probe.py` on the probe: {probe_text(results)}, at
 calibrated on the probe) and after training. Mean ± sample std over the seeds; diverged seeds
 have no end-of-training diagnostics.
 
-{diagnostics_table(metrics)}
+{diagnostics_table(results)}
 
 {MEANINGS}{bn_note(metrics)}{FIGURES}"""
     return md + (report_lr.section(sweep) if sweep is not None else "") + (TOY if toy else "")

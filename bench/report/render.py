@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench.config import Params
 from bench.record import AT_CHANCE, TRAIN_ERROR, Metrics, Run
 from bench.report import pathologies
+from bench.report.findings import claims_section, modes_note
 from bench.report.grid import environment_section, error_table, like_for_like, reference_context, variants_depths
 from bench.report.noise import noise_section, runs_table
 
@@ -58,14 +59,24 @@ def he_section(agg: dict, depths: list[int], datasets: list[str]) -> str:
     )
 
 
-def document(params: Params, results: list[Run], agg: dict, chance: float | None, sweep: dict | None, toy: bool) -> str:
+def document(
+    params: Params,
+    results: list[Run],
+    agg: dict,
+    chance: float | None,
+    sweep: dict | None,
+    toy: bool,
+    claim_list: list[dict] = (),
+) -> str:
     """report.md. `agg`: bench.report.grid.aggregate of the results; `chance`: the chance error, where the cells
     agree on their classes; `sweep`: the learning-rate sweep's summary.json, if any; `toy`: whether the toy stage
-    drew its figure."""
+    drew its figure; `claim_list`: bench.report.claims.claims of the results."""
     metrics = [r.metrics for r in results]
     variants, depths = variants_depths(params)
     datasets = sorted({m.dataset for m in metrics})
     return f"""{head(params, metrics, chance)}
+{claims_section(claim_list) if claim_list else ""}
+{modes_note(metrics)}
 {reference_context(params, metrics, datasets)}
 {error_table(agg, variants, depths)}
 
@@ -81,7 +92,9 @@ Binomial in the number of test images each run was scored on (no interval where 
 
 ## Final training error (%)
 
-The degradation problem: deeper plain nets reach a *worse* training error; residual nets do not.
+Of the final weights on the training split, in eval mode and without augmentation (not the last epoch's running,
+augmented average). The degradation problem is a *training* error that rises with depth: see the claims
+`degradation/*` above.
 
 {error_table(agg, variants, depths, TRAIN_ERROR, refs=False)}
 

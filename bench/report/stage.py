@@ -3,8 +3,9 @@
 Final test error per variant x depth as mean +- std over the non-diverged seeds (the final checkpoint, never
 the best epoch), each run's 95 % Wilson interval, which differences are within the noise, He et al. 2016
 Table 6 and akamaster's reproduction like for like; figures in the layout of He et al. Fig. 6 (training and
-test error vs iteration, plain vs residual); error and generalisation gap vs depth. It reads top to bottom:
-load, aggregate, figures, render, swap.
+test error vs iteration, plain vs residual); error and generalisation gap vs depth; the claims (claims.json) and
+results.md, the README's results section, written from them. It reads top to bottom: load, aggregate, claims,
+figures, render, swap.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from bench.plots import save
 from bench.record import GAP, TEST_ERROR, TRAIN_ERROR, Run, cells, chance_error
 from bench.report import lr as report_lr
 from bench.report import pathology_figures
+from bench.report.claims import claims, claims_json
 from bench.report.figures import plot_convergence, plot_vs_depth
+from bench.report.findings import results_md
 from bench.report.grid import aggregate, depth_csv, only, summary, variants_depths
 from bench.report.pathologies import TOY_FIGURE
 from bench.report.render import document
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SUMMARY = "metrics.json"  # swapped in last: a report with a metrics.json is complete
+CLAIMS = "claims.json"  # bench.report.claims: every conclusion, computed; a DVC metric
 
 
 def collect(params: Params, runs: Path) -> list[Run]:
@@ -60,9 +64,12 @@ def report(
 
     figs = figures(params, results, agg, chance, sweep)
 
-    depths = variants_depths(params)[1]
+    variants, depths = variants_depths(params)
+    claim_list = claims(results, depths, sweep)
     texts = {
-        "report.md": document(params, results, agg, chance, sweep, toy),
+        "report.md": document(params, results, agg, chance, sweep, toy, claim_list),
+        "results.md": results_md(params, results, agg, claim_list, variants, depths),
+        CLAIMS: json.dumps(claims_json(claim_list), indent=2) + "\n",
         "error_vs_depth.csv": depth_csv(agg, depths, TEST_ERROR),
         "gap_vs_depth.csv": depth_csv(agg, depths, GAP),
     }
