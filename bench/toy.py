@@ -2,7 +2,7 @@
 
 The net (Sec. 2 of the paper): a scalar input x at `points` equally spaced values on [-2, 2], `depth`
 fully connected ReLU layers of width 200, He init, BN, plain or residual, a scalar output y = v . h_L.
-Two measures of how shattered dy/dx is at initialisation, one number per net each:
+Three numbers per net at initialisation: two measures of how shattered dy/dx is, and the gradient's size:
 
 correlation -- the statistic the paper's curves describe (Thm. 1: 2^-L for plain nets; Thm. 3: 1/sqrt(L)
     for resnets with BN, its rescaling factor beta = 1 as here): the correlation over the random weights
@@ -19,6 +19,18 @@ lag1 -- the lag-1 autocorrelation of one net's signal dy/dx along the line (the 
     lag 1): how alike the gradients at neighbouring points 4/(points-1) apart are. A different quantity:
     it stays near 1 until the gradient shatters at the points' own spacing, so the paper's curves do not
     apply to it.
+gradient_moment -- the gradient's second moment, E_v[f'(x)^2] = (2/width) |J(x)|^2 averaged over the points:
+    the quantity whose growth with depth Theorem 3 makes an assumption about. Free: it reuses J.
+
+What is measured against what is assumed. Each family's correlation and gradient moment are fitted as power
+laws, log(mean over seeds) against log L by least squares over the depths run (finite positive means only);
+toy.json holds the fitted exponents and the figure's legend prints them. Theorem 3's 1/sqrt(L) for resnets
+with BN rests on the gradient's variance growing linearly in L. This toy's residual net (BN inside the
+branch, h <- h + W relu(BN(h))) does not satisfy it: its measured gradient moment grows faster than linearly
+(exponent `gradient_moment_slope/residual` in toy.json; a test holds it above 1), and its correlation falls
+faster than 1/sqrt(L) (`slope/residual`). So the 1/sqrt(L) curve is drawn as Theorem 3's statement under its
+assumption, not as a prediction for this net. For plain nets the paper's 2^-L is no power law: their fitted
+exponent only summarises in one number the decay down to the seeds' noise floor.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from bench.diagnostics.shattering import gradient_correlations, mean_off_diagona
 from bench.files import write_json
 
 FAMILIES = ("plain", "residual")
-STATISTICS = ("correlation", "lag1")
+STATISTICS = ("correlation", "lag1", "gradient_moment")
 
 
 def he(n_in: int, n_out: int, g: torch.Generator) -> torch.Tensor:
@@ -108,14 +120,25 @@ def correlation(jacobian: torch.Tensor) -> float:
     return mean_off_diagonal(gradient_correlations(jacobian))
 
 
+def gradient_moment(jacobian: torch.Tensor) -> float:
+    """E_v[f'(x)^2] averaged over the points: f' = J v with v ~ N(0, 2/width I), so E_v[f'(x)^2] = (2/width)
+    |J(x)|^2, exact in v like `correlation`. Theorem 3 assumes this grows linearly in the depth L."""
+    return (2 / jacobian.shape[1] * jacobian.square().sum(1).mean()).item()
+
+
 def net_statistics(depth: int, residual: bool, width: int, points: int, seed: int) -> dict:
-    """Both statistics for one net: {"correlation": R averaged over distinct pairs, "lag1": lag-1 ACF}."""
+    """The statistics of one net: {"correlation": R averaged over distinct pairs, "lag1": lag-1 ACF,
+    "gradient_moment": mean E_v[(dy/dx)^2]}, all from one forward-mode pass."""
     jacobian, dydx = toy_jacobian(depth, residual, width, points, seed)
-    return {"correlation": correlation(jacobian), "lag1": shattering_score(dydx)}
+    return {
+        "correlation": correlation(jacobian),
+        "lag1": shattering_score(dydx),
+        "gradient_moment": gradient_moment(jacobian),
+    }
 
 
 def run(cfg: Toy) -> dict:
-    """{family: {depth: {"correlation": [per seed], "lag1": [per seed]}}} for family in plain, residual."""
+    """{family: {depth: {statistic: [per seed]}}} for family in plain, residual and statistic in STATISTICS."""
     results = {}
     for family in FAMILIES:
         results[family] = {}
@@ -128,7 +151,8 @@ def run(cfg: Toy) -> dict:
 
 
 def paper(depths: list[int]) -> dict:
-    """Balduzzi et al.'s correlation at depth L: 2^-L for plain nets, 1/sqrt(L) for resnets with BN."""
+    """Balduzzi et al.'s correlation at depth L: 2^-L for plain nets (Thm. 1), 1/sqrt(L) for resnets with BN
+    (Thm. 3, under its assumption that the gradient's variance grows linearly in L)."""
     return {"plain": [2.0**-d for d in depths], "residual": [d**-0.5 for d in depths]}
 
 
@@ -137,46 +161,97 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def panel(ax, results: dict, statistic: str, colours: dict) -> None:
-    """One statistic vs depth, mean +- std over seeds, per family; depth on a log2 axis."""
+def loglog_slope(depths: list[int], values: list[float]) -> float:
+    """Least-squares slope k of log(value) on log(depth), the exponent of a power law value ~ c L^k; only the
+    finite positive values count. NaN where fewer than two distinct depths are left."""
+    kept = [(math.log(d), math.log(v)) for d, v in zip(depths, values) if math.isfinite(v) and v > 0]
+    if len({x for x, _ in kept}) < 2:
+        return math.nan
+    return statistics.linear_regression(*zip(*kept)).slope
+
+
+def slopes(results: dict) -> dict:
+    """The fitted power-law exponents of the mean over seeds against depth, per family:
+    {"slope/<family>": of the correlation, "gradient_moment_slope/<family>": of the gradient moment}."""
+    fits = {}
+    for key, statistic in (("slope", "correlation"), ("gradient_moment_slope", "gradient_moment")):
+        for family in FAMILIES:
+            depths = sorted(results[family])
+            means = [statistics.fmean(results[family][d][statistic]) for d in depths]
+            fits[f"{key}/{family}"] = loglog_slope(depths, means)
+    return fits
+
+
+def panel(ax, results: dict, statistic: str, colours: dict, labels: dict) -> list[float]:
+    """One statistic vs depth, mean +- std over seeds, per family; depth on a log2 axis. Returns the means."""
+    drawn = []
     for family, colour in colours.items():
         depths = sorted(results[family])
         means, stds = zip(*(mean_std(results[family][d][statistic]) for d in depths))
-        ax.errorbar(depths, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{family} + BN (measured)")
+        ax.errorbar(depths, means, yerr=stds, marker="o", capsize=3, color=colour, label=labels[family])
+        drawn += means
     ax.set_xscale("log", base=2)
     ax.set_xticks(depths, [str(d) for d in depths])
-    ax.set_xlabel("depth L (fully connected layers)")
-    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("depth L (fully connected layers, log2 scale)")
     ax.grid(alpha=0.3)
+    return drawn
 
 
-def plot(results: dict, path: Path) -> None:
-    """Left: the paper's statistic with its 2^-L and 1/sqrt(L); right: lag-1 autocorrelation, no theory."""
+def number(value: float) -> str:
+    """A fitted exponent for a label; n/a where there was nothing to fit."""
+    return f"{value:.2f}" if math.isfinite(value) else "n/a"
+
+
+def correlation_panel(ax, results: dict, colours: dict) -> None:
+    """The paper's statistic on log-log axes, where power laws are straight lines, with the fitted exponents and
+    the theorems' curves (labelled with Theorem 3's assumption and this toy's measured gradient growth)."""
+    fits = slopes(results)
+    labels = {f: f"{f} + BN (measured slope {number(fits[f'slope/{f}'])})" for f in FAMILIES}
+    means = panel(ax, results, "correlation", colours, labels)
+    depths = sorted(results["plain"])
+    curves = paper(depths)
+    moment = fits["gradient_moment_slope/residual"]
+    here = rf"here $\propto L^{{{moment:.2f}}}$" if math.isfinite(moment) else "here not fitted"
+    ax.plot(depths, curves["plain"], ":", color=colours["plain"], label="$2^{-L}$ (Thm. 1, plain)")
+    thm3 = rf"$1/\sqrt{{L}}$ (Thm. 3, assumes $E[(dy/dx)^2] \propto L$; {here})"
+    ax.plot(depths, curves["residual"], ":", color=colours["residual"], label=thm3)
+    ax.set_yscale("log")
+    positive = [m for m in means if math.isfinite(m) and m > 0]
+    if positive:  # 2^-L may leave at the bottom rather than squash the measured values; above 1 (a correlation's
+        ax.set_ylim(min(positive) / 2, 10)  # most) is the legend's room
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylabel("correlation of dy/dx at distinct inputs\n(mean over pairs, over random readout; log scale)")
+    ax.set_title("Correlation between gradients at distinct inputs (log-log)")
+
+
+def figure(results: dict):
+    """Left: the paper's statistic, log-log, with 2^-L and 1/sqrt(L); right: lag-1 autocorrelation, no theory."""
     import matplotlib.pyplot as plt  # lazy: the measures (and their tests) need no matplotlib
 
     colours = {"plain": plots.STYLE["plain_bn"][0], "residual": plots.STYLE["residual_bn"][0]}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    panel(left, results, "correlation", colours)
-    depths = sorted(results["plain"])
-    curves = paper(depths)
-    left.plot(depths, curves["plain"], ":", color=colours["plain"], label="$2^{-L}$ (paper, plain)")
-    left.plot(depths, curves["residual"], ":", color=colours["residual"], label=r"$1/\sqrt{L}$ (paper, resnet + BN)")
-    left.set_ylabel("correlation of dy/dx at distinct inputs\n(mean over pairs, over random readout)")
-    left.set_title("Correlation between gradients at distinct inputs")
-    panel(right, results, "lag1", colours)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    correlation_panel(left, results, colours)
+    panel(right, results, "lag1", colours, {f: f"{f} + BN (measured)" for f in FAMILIES})
+    right.axhline(0, color="grey", lw=0.5)
     right.set_ylabel("lag-1 autocorrelation of dy/dx along the line")
     right.set_title("Neighbouring points only (no theory curve)")
-    for ax in (left, right):
-        ax.legend(fontsize=8)
+    right.legend(fontsize=8)
     fig.suptitle("Shattered gradients, Balduzzi et al. 2017 toy setting (mean ± std over seeds)")
-    plots.save(fig, path)
+    return fig
+
+
+def plot(results: dict, path: Path) -> None:
+    """Draw `figure` and write it to `path`."""
+    plots.save(figure(results), path)
 
 
 def toy(cfg: Toy, out: str | Path) -> dict:
-    """Run the toy experiment; write toy.json ({family: {depth: {statistic: [per seed]}}}) and the figure."""
+    """Run the toy experiment; write toy.json ({family: {depth: {statistic: [per seed]}}} and the fitted exponents
+    of `slopes`, null where nothing could be fitted) and the figure. Returns `run`'s results."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = run(cfg)
-    write_json(out / "toy.json", {f: {str(d): v for d, v in r.items()} for f, r in results.items()})
+    fits = {k: v if math.isfinite(v) else None for k, v in slopes(results).items()}
+    write_json(out / "toy.json", {**{f: {str(d): v for d, v in r.items()} for f, r in results.items()}, **fits})
     plot(results, out / "toy_shattering.png")
     return results

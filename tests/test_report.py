@@ -59,7 +59,7 @@ def render_text(tmp_path, *overrides, dataset="cifar10"):
     results = stage.collect(params, tmp_path / "runs")
     metrics = [r.metrics for r in results]
     chance = record.chance_error(only(m.num_classes for m in metrics))
-    return document(params, results, aggregate(metrics), chance, None, False)
+    return document(params, results, aggregate(metrics), chance, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -441,3 +441,13 @@ def test_lesions_are_read_against_the_headroom_to_chance_and_per_stage(tmp_path)
     bad = metrics("plain_bn", 8, 0, 0.7, scalars={"end/intact_error": 0.7, "end/lesion_mean_increase": 0.1})
     write_cell(tmp_path, bad)
     assert lesion_share([record.load(tmp_path, bad.cell)]) == "0.50 (intact > 50 %)"
+
+
+def test_the_toy_caption_is_computed_from_its_fitted_exponents():
+    from bench.report.pathologies import toy_text
+
+    steep = toy_text({"slope/residual": -1.1, "slope/plain": -1.8, "gradient_moment_slope/residual": 2.0})
+    assert "grows as L^2.00 (faster than linearly), and the residual correlation falls faster than" in steep
+    gentle = toy_text({"slope/residual": -0.3, "slope/plain": -1.8, "gradient_moment_slope/residual": 0.9})
+    assert "(linearly or slower), and the residual correlation falls slower than" in gentle
+    assert "Theorem 3" not in toy_text({})  # no numbers: no comparison

@@ -1,6 +1,7 @@
 """`bench toy`: Balduzzi et al. 2017's toy net and its two shattering statistics."""
 
 import json
+import math
 import statistics
 
 import pytest
@@ -8,13 +9,35 @@ import torch
 
 from bench.config import Toy
 from bench.diagnostics.shattering import gradient_correlations, shattering_score
-from bench.toy import correlation, init_weights, inputs, last_hidden, net_statistics, paper, run, toy, toy_jacobian
+from bench.toy import (
+    STATISTICS,
+    correlation,
+    figure,
+    gradient_moment,
+    he,
+    init_weights,
+    inputs,
+    last_hidden,
+    loglog_slope,
+    net_statistics,
+    paper,
+    run,
+    slopes,
+    toy,
+    toy_jacobian,
+)
 
 SMALL = {"width": 64, "points": 64}
 
 
 def identity(z):
     return z
+
+
+@pytest.fixture(scope="module")
+def small_results():
+    """A small run of three depths, shared by the tests of the fits and of the figure."""
+    return run(Toy(depths=[1, 4, 16], seeds=2, width=32, points=32))
 
 
 def mean_correlation(depth, residual, seeds=3):
@@ -59,6 +82,13 @@ def test_the_correlation_is_the_expectation_over_the_readout():
     second_moment = grads @ grads.T / grads.shape[1]
     d = second_moment.diagonal().sqrt()
     assert torch.allclose(second_moment / torch.outer(d, d), gradient_correlations(jacobian), atol=0.02)
+
+
+def test_the_gradient_moment_is_the_expectation_over_the_readout():
+    """gradient_moment = mean over points of E_v[(J v)^2], v ~ He's N(0, 2/width): compare with many readouts."""
+    jacobian = toy_jacobian(4, True, width=32, points=16, seed=0)[0]
+    readouts = he(32, 100_000, torch.Generator().manual_seed(0))  # each column a readout v, as init_weights draws it
+    assert (jacobian @ readouts).square().mean().item() == pytest.approx(gradient_moment(jacobian), rel=0.02)
 
 
 def test_forward_mode_jacobian_matches_reverse_mode_gradient():
@@ -109,6 +139,46 @@ def test_paper_curves():
     assert paper([1, 4, 16]) == {"plain": [0.5, 0.0625, 2**-16], "residual": [1.0, 0.5, 0.25]}
 
 
+# --- the fits ---
+
+
+@pytest.mark.parametrize("exponent", [-1.1, -0.5, 0.0, 2.0])
+def test_the_fitted_slope_of_an_exact_power_law_is_its_exponent(exponent):
+    depths = [1, 2, 4, 8, 16, 32, 64]
+    assert loglog_slope(depths, [0.3 * d**exponent for d in depths]) == pytest.approx(exponent, abs=1e-12)
+    assert loglog_slope([1, 3, 10], [7.0 * d**exponent for d in (1, 3, 10)]) == pytest.approx(exponent, abs=1e-12)
+
+
+def test_the_fit_skips_values_a_log_cannot_take_and_needs_two_depths():
+    depths = [1, 2, 4, 8, 16]
+    values = [d**-1.5 for d in depths]
+    for bad in (0.0, -0.01, math.nan, math.inf):
+        assert loglog_slope(depths, [*values[:3], bad, values[4]]) == pytest.approx(-1.5, abs=1e-12)
+    assert math.isnan(loglog_slope([4, 8], [0.5, -0.1]))
+    assert math.isnan(loglog_slope([4], [0.5]))
+    assert loglog_slope(depths, paper(depths)["residual"]) == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_the_slopes_fit_the_mean_over_seeds(small_results):
+    results = small_results
+    fits = slopes(results)
+    assert set(fits) == {f"{k}/{f}" for k in ("slope", "gradient_moment_slope") for f in ("plain", "residual")}
+    for family in ("plain", "residual"):
+        for key, statistic in (("slope", "correlation"), ("gradient_moment_slope", "gradient_moment")):
+            means = [statistics.fmean(results[family][d][statistic]) for d in (1, 4, 16)]
+            assert fits[f"{key}/{family}"] == loglog_slope([1, 4, 16], means)
+    assert fits["slope/residual"] < 0  # the residual net's correlation falls with depth
+
+
+def test_the_residual_toys_gradient_moment_grows_faster_than_linearly():
+    """The module docstring's deviation from Theorem 3, which assumes linear growth (exponent 1)."""
+    depths = [4, 8, 16, 32]
+    moments = [
+        statistics.fmean(net_statistics(d, True, 64, 64, s)["gradient_moment"] for s in range(2)) for d in depths
+    ]
+    assert loglog_slope(depths, moments) > 1
+
+
 # --- the stage ---
 
 
@@ -121,14 +191,44 @@ def test_bench_toy_writes_its_figure_and_numbers(tmp_path):
     cfg = Toy(depths=[1, 8], seeds=2, width=32, points=32)
     results = toy(cfg, tmp_path)
     saved = json.loads((tmp_path / "toy.json").read_text())
-    assert set(saved) == {"plain", "residual"}
+    fits = slopes(results)
+    assert set(saved) == {"plain", "residual"} | set(fits)
+    assert {k: saved[k] for k in fits} == {k: None if math.isnan(v) else v for k, v in fits.items()}
+    assert isinstance(saved["slope/residual"], float) and isinstance(saved["gradient_moment_slope/residual"], float)
     assert set(saved["plain"]) == {"1", "8"}
     for family in ("plain", "residual"):
         for depth in (1, 8):
             entry = saved[family][str(depth)]
-            assert set(entry) == {"correlation", "lag1"}
+            assert set(entry) == set(STATISTICS) == {"correlation", "lag1", "gradient_moment"}
             assert all(len(v) == 2 for v in entry.values())
             assert entry == results[family][depth]
             assert entry["correlation"][1] == net_statistics(depth, family == "residual", 32, 32, seed=1)["correlation"]
     assert (tmp_path / "toy_shattering.png").stat().st_size > 10_000
     assert run(cfg) == results
+
+
+def test_one_depth_has_no_slope_so_the_json_says_null(tmp_path):
+    toy(Toy(depths=[4], seeds=1, width=16, points=16), tmp_path)
+    saved = json.loads((tmp_path / "toy.json").read_text())
+    assert saved["slope/plain"] is None and saved["slope/residual"] is None
+    assert saved["gradient_moment_slope/residual"] is None
+
+
+def test_the_figures_left_axes_are_log_log_with_the_fitted_slopes_in_the_legend(small_results):
+    import matplotlib.pyplot as plt
+
+    results = small_results
+    fig = figure(results)
+    try:
+        left, right = fig.axes
+        assert (left.get_xscale(), left.get_yscale()) == ("log", "log")
+        assert left.xaxis.get_transform().base == 2
+        assert right.get_yscale() == "linear"  # the lag-1 autocorrelation can be negative
+        labels = [t.get_text() for t in left.get_legend().get_texts()]
+        fits = slopes(results)
+        for family in ("plain", "residual"):
+            assert f"{family} + BN (measured slope {fits[f'slope/{family}']:.2f})" in labels
+        (thm3,) = [label for label in labels if "Thm. 3" in label]
+        assert "assumes" in thm3 and f"{fits['gradient_moment_slope/residual']:.2f}" in thm3
+    finally:
+        plt.close(fig)

@@ -68,17 +68,32 @@ et al. Fig. 7), by layer and sorted by magnitude.
 ![lesion](figures/lesion.png)
 """
 TOY_FIGURE = "toy_shattering.png"  # in the toy stage's folder, report/toy
-TOY = f"""
+
+
+def toy_text(fits: dict) -> str:
+    """The toy's section, its caption's exponents and comparisons computed from toy.json's fits (`bench toy`)."""
+    slope, moment, plain = (fits.get(k) for k in ("slope/residual", "gradient_moment_slope/residual", "slope/plain"))
+    fitted = f" Fitted exponents: {slope:.2f} residual, {plain:.2f} plain." if None not in (slope, plain) else ""
+    versus = ""
+    if slope is not None and moment is not None:
+        pace = "faster" if slope < -0.5 else "slower" if slope > -0.5 else "as fast as"
+        growth = "faster than linearly" if moment > 1 else "linearly or slower"
+        versus = (
+            f" The dotted 1/sqrt(L) is Theorem 3's, which assumes the gradient's second moment grows linearly in L; "
+            f"in this toy it grows as L^{moment:.2f} ({growth}), and the residual correlation falls {pace} than "
+            f"1/sqrt(L)."
+        )
+    return f"""
 ### The toy setting of Balduzzi et al. 2017
 
 ![toy](toy/{TOY_FIGURE})
 
 Scalar input, 256 points on [-2, 2], fully connected width 200, He init, BN (`bench toy`). Left: the
-statistic the paper's curves describe, the correlation between the gradients dy/dx at two distinct
-inputs over the random readout weights (the cosine of the hidden layer's Jacobians at the two
-inputs), averaged over all pairs of the 256 points; mean ± std over random nets, beside the paper's
-2^-L (plain) and 1/sqrt(L) (residual with BN). Right: the lag-1 autocorrelation of dy/dx along the
-line, which compares neighbouring points only, with no theory curve.
+correlation between the gradients dy/dx at two distinct inputs over the random readout weights, averaged over all
+pairs of the points, mean ± std over random nets, against depth on log-log axes (a power law is a straight line),
+beside the paper's 2^-L (plain) and 1/sqrt(L) (residual with BN).{fitted} The plain
+net's decay is no power law and reaches the seeds' noise floor: its exponent only summarises it.{versus} Right:
+the lag-1 autocorrelation of dy/dx along the line, which compares neighbouring points only, with no theory curve.
 """
 
 
@@ -175,9 +190,10 @@ def bn_note(results: list[Metrics]) -> str:
     )
 
 
-def section(results: list[Run], sweep: dict | None, toy: bool) -> str:
+def section(results: list[Run], sweep: dict | None, toy: dict | None) -> str:
     """The Markdown section: the table, what its columns mean, the figures; the learning-rate sweep where one
-    was run (`sweep`: its summary.json), and the toy setting's figure where the toy stage drew it."""
+    was run (`sweep`: its summary.json), and the toy setting's figure where the toy stage drew it (`toy`: its
+    toy.json, {} where it has none)."""
     metrics = [r.metrics for r in results]
     md = f"""## Diagnostics of the pathologies
 
@@ -188,4 +204,4 @@ have no end-of-training diagnostics.
 {diagnostics_table(results)}
 
 {MEANINGS}{bn_note(metrics)}{FIGURES}"""
-    return md + (report_lr.section(sweep) if sweep is not None else "") + (TOY if toy else "")
+    return md + (report_lr.section(sweep) if sweep is not None else "") + (toy_text(toy) if toy is not None else "")

@@ -65,12 +65,12 @@ def document(
     agg: dict,
     chance: float | None,
     sweep: dict | None,
-    toy: bool,
+    toy: dict | None,
     claim_list: list[dict] = (),
 ) -> str:
     """report.md. `agg`: bench.report.grid.aggregate of the results; `chance`: the chance error, where the cells
-    agree on their classes; `sweep`: the learning-rate sweep's summary.json, if any; `toy`: whether the toy stage
-    drew its figure; `claim_list`: bench.report.claims.claims of the results."""
+    agree on their classes; `sweep`: the learning-rate sweep's summary.json, if any; `toy`: the toy stage's toy.json
+    where it drew its figure; `claim_list`: bench.report.claims.claims of the results."""
     metrics = [r.metrics for r in results]
     variants, depths = variants_depths(params)
     datasets = sorted({m.dataset for m in metrics})

@@ -56,7 +56,7 @@ def report(
     Every cell must exist before anything is written."""
     results = collect(params, Path(runs))
     sweep = json.loads(Path(lr_summary).read_text()) if lr_summary and Path(lr_summary).exists() else None
-    toy = toy_dir is not None and (Path(toy_dir) / TOY_FIGURE).exists()
+    toy = read_toy(toy_dir)
 
     metrics = [r.metrics for r in results]
     agg = aggregate(metrics)
@@ -83,6 +83,15 @@ def report(
             write_text(folder / name, text)
         write_json(folder / SUMMARY, s)
     return s
+
+
+def read_toy(toy_dir: str | Path | None) -> dict | None:
+    """The toy stage's toy.json where it drew its figure ({} where the figure has no numbers beside it); None
+    where it did not run."""
+    if toy_dir is None or not (Path(toy_dir) / TOY_FIGURE).exists():
+        return None
+    path = Path(toy_dir) / "toy.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def figures(
