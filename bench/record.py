@@ -123,6 +123,8 @@ class Metrics:
     images_per_s: float | None
     diverged: bool
     diverged_step: int | None
+    run_key: str  # bench.train.resume.run_key: the params, cell, data and code that trained it
+    weights_sha256: str | None  # of the cell's weights.safetensors (bench.weights): what load() checks against
     scalars: dict[str, float | bool | None] = field(default_factory=dict)
 
     @property
@@ -174,6 +176,8 @@ def metrics(
     images_per_s: float,
     diverged_step: int | None,
     diagnostics: dict,
+    run_key: str = "",
+    weights_sha256: str | None = None,
 ) -> Metrics:
     """A finished cell's record. `errors`: the split losses and errors by key (TRAIN_LOSS, ...);
     `diagnostics`: the scalar diagnostics ("init/shattering", ...)."""
@@ -193,6 +197,8 @@ def metrics(
         images_per_s=finite(round(images_per_s, 1)),  # null when a resumed run had no step left
         diverged=diverged_step is not None,
         diverged_step=diverged_step,
+        run_key=run_key,
+        weights_sha256=weights_sha256,
         scalars={k: v if isinstance(v, bool) else finite(v) for k, v in diagnostics.items()},
     )
 

@@ -91,6 +91,8 @@ def metrics(
         images_per_s=1000.0,
         diverged=diverged,
         diverged_step=step if diverged else None,
+        run_key="0" * 16,
+        weights_sha256=None,
         scalars=scalars or {"init/shattering": 0.5, **({} if diverged else {"end/shattering": 0.4})},
     )
     return replace(m, **fields)

@@ -193,3 +193,18 @@ def test_grid_launcher_runs_two_cells_at_a_time_then_dvc_has_nothing_to_redo(rep
     assert "Running stage 'report'" in rest
     again = run("bench grid --jobs 2", repo).stdout
     assert "0 of 4 cells to train" in again
+
+
+def test_a_cell_whose_only_change_is_its_weights_missing_is_not_retrained():
+    """A fresh clone has each cell's results (git) but not its weights (DVC's cache): not out of date."""
+    from bench.scale.launcher import only_weights_missing
+
+    assert only_weights_missing([{"changed outs": {"runs/plain-8-0/weights.safetensors": "deleted"}}])
+    assert not only_weights_missing([{"changed outs": {"runs/plain-8-0/metrics.json": "deleted"}}])
+    assert not only_weights_missing([{"changed outs": {"runs/plain-8-0/weights.safetensors": "modified"}}])
+    assert not only_weights_missing(
+        [
+            {"changed deps": {"bench/train": "modified"}},
+            {"changed outs": {"runs/plain-8-0/weights.safetensors": "deleted"}},
+        ]
+    )

@@ -53,8 +53,10 @@ def within(key: str, declared: str) -> bool:
     return key == declared or key.startswith(declared + ".")
 
 
-# reads that cannot change a stage's outputs: `bench train` shows the cell's place in the grid ("cell 3/12")
-DISPLAY_ONLY = {"train": {"grid.variants", "grid.depths", "grid.seeds"}}
+# reads that cannot change a stage's outputs from params.yaml: `bench train` shows the cell's place in the grid
+# ("cell 3/12"); the lr sweep sets train.lr and train.max_steps itself (from lr_sweep.lrs and lr_sweep.max_steps)
+# before its runs read them, so a change of either in params.yaml leaves the sweep as it was
+DISPLAY_ONLY = {"train": {"grid.variants", "grid.depths", "grid.seeds"}, "lr_sweep": {"train.lr", "train.max_steps"}}
 
 
 @pytest.mark.integration  # every stage end to end: seconds; make test-all and CI run it
@@ -226,3 +228,34 @@ def test_dvc_s_own_queue_runs_two_experiments_and_loses_nothing(repo):
     left = run("pgrep -f 'dvc.*queue|celery|dvc-task' -a || true", repo).stdout
     assert str(repo) not in left, left  # no worker left behind
     assert "dvc exp" not in left, left
+
+
+@pytest.mark.integration
+def test_weights_follow_their_metrics_through_an_experiment_and_back(repo):
+    """The second day: an experiment at another lr, then `git checkout -- .` back to the committed results. The
+    weights left in the workspace are the experiment's: refused, never scored as the cell's. `dvc checkout`
+    brings the committed cell's weights back, and they score what its metrics.json says."""
+    set_params(
+        repo,
+        grid={"variants": ["residual_bn"], "depths": [8], "seeds": [0]},
+        train={"max_steps": 20, "milestones": [15]},
+        wandb={"mode": "disabled"},
+        **SMALL,
+    )
+    run("dvc repro -q && git add -A && git commit -qm results", repo)
+    load = (
+        "from bench import weights; from bench.train.data import load_prepared; from bench import config; "
+        "c = weights.load('runs/residual_bn-8-0'); t = load_prepared('data/prepared', config.load('params.yaml').data)"
+        ".test; print((c.predict(t.x) != t.y).float().mean().item(), c.metrics['test/error'])"
+    )
+    committed = json.loads((repo / "runs/residual_bn-8-0/metrics.json").read_text())
+    run("dvc exp run -q -S train.lr=0.2", repo)
+    assert json.loads((repo / "runs/residual_bn-8-0/metrics.json").read_text())["run_key"] != committed["run_key"]
+    run("git checkout -- .", repo)
+    refused = run(["python", "-c", load], repo, check=False)
+    assert refused.returncode != 0
+    assert "stale weights" in refused.stderr
+    run("dvc checkout -q", repo)
+    scored, recorded = map(float, run(["python", "-c", load], repo).stdout.split())
+    assert scored == pytest.approx(recorded, abs=1e-6)
+    assert recorded == committed["test/error"]

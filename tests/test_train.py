@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -58,20 +59,46 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
 
 
 def check_checkpoint_loads_alone(ckpt, data_dir, p, m):
-    """One line loads a trained cell for inference: the checkpoint names its architecture and normalisation;
-    its error on the test split is the recorded one."""
+    """One line loads a trained cell for inference, from its weights (bench.weights, checked against its
+    metrics.json) or its checkpoint: each names its architecture and normalisation; the test error is the
+    recorded one."""
     import torch
 
+    from bench import weights
     from bench.train.data import load_prepared, normalise
     from bench.train.module import Classifier
 
+    test = load_prepared(data_dir, p.data).test
+    cell = weights.load(ckpt.parent)
+    assert cell.model.training is False
+    assert cell.run_key == m["run_key"]
+    assert len(cell.classes) == 10
+    assert (cell.predict(test.x) != test.y).float().mean().item() == pytest.approx(m["test/error"], abs=1e-6)
     net = Classifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
     assert net.hparams.architecture["variant"] == "residual_bn"
     assert len(net.hparams.data["classes"]) == 10
-    test = load_prepared(data_dir, p.data).test
     with torch.no_grad():
         logits = net(normalise(test.x, net.hparams.data["mean"], net.hparams.data["std"]))
     assert (logits.argmax(1) != test.y).float().mean().item() == pytest.approx(m["test/error"], abs=1e-6)
+
+
+def test_weights_that_are_not_the_cell_s_are_refused(params, tmp_path, digits_dir):
+    """Stale weights (another run's file in the folder, as after `git checkout` without `dvc checkout`) never load
+    as the cell's; the same training gives the same bytes, and so the same recorded hash."""
+    from bench import weights
+
+    a, b, again = tmp_path / "a", tmp_path / "b", tmp_path / "again"
+    ma = train(params("train.max_steps=10"), Cell("plain", 8, 0), a, digits_dir, progress=False)
+    train(params("train.max_steps=10", "train.lr=0.2"), Cell("plain", 8, 0), b, digits_dir, progress=False)
+    assert ma["weights_sha256"] == weights.sha256(a / "weights.safetensors")
+    shutil.copy(b / "weights.safetensors", a / "weights.safetensors")  # the other experiment's weights
+    with pytest.raises(ValueError, match="stale weights"):
+        weights.load(a)
+    (a / "weights.safetensors").unlink()
+    with pytest.raises(ValueError, match="dvc pull"):
+        weights.load(a)
+    m_again = train(params("train.max_steps=10"), Cell("plain", 8, 0), again, digits_dir, progress=False)
+    assert m_again["weights_sha256"] == ma["weights_sha256"]  # deterministic training, deterministic bytes
 
 
 def test_the_default_run_is_bitwise_repeatable_on_the_cpu(params, tmp_path, digits_dir):

@@ -52,7 +52,19 @@ def dvc(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
 def stale_cells(params: Params) -> list[Cell]:
     """The grid's cells whose train stage DVC considers out of date (changed or missing deps, params, outs)."""
     status = json.loads(dvc("status", "--json").stdout or "{}")
-    return [c for c in cells(params) if f"train@{c.name}" in status]
+    return [
+        c for c in cells(params) if f"train@{c.name}" in status and not only_weights_missing(status[f"train@{c.name}"])
+    ]
+
+
+def only_weights_missing(changes: list) -> bool:
+    """Whether a stage's `dvc status` changes are only its weights.safetensors missing from the workspace (a fresh
+    clone without `dvc pull`): the results in git stand, so the cell is not retrained (`dvc repro --allow-missing`
+    decides the same)."""
+    outs = [c["changed outs"] for c in changes if isinstance(c, dict) and set(c) == {"changed outs"}]
+    return len(outs) == len(changes) and all(
+        status == "deleted" and path.endswith("/weights.safetensors") for o in outs for path, status in o.items()
+    )
 
 
 def slots(jobs: int, gpus: list[str] | None) -> list[str | None]:

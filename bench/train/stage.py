@@ -3,8 +3,8 @@
 `train(params, cell, out)` is a pure function the CLI and the tests call. It reads top to bottom:
 check, build, fit, test, record. It writes out/metrics.json (bench.record), out/history.csv (one
 row per epoch), out/diagnostics.json (per-block diagnostics), out/env.json (versions, hardware, git
-commit, data checksum), out/predictions.safetensors (each image's predicted class; none for a diverged run) and
-out/last.ckpt (Lightning's ModelCheckpoint).
+commit, data checksum), out/predictions.safetensors (each image's predicted class; none for a diverged run),
+out/weights.safetensors (the final weights: bench.weights) and out/last.ckpt (Lightning's, for resuming).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from bench import config, models, provenance, quiet, record, tracking, validate
+from bench import config, models, provenance, quiet, record, tracking, validate, weights
 from bench.config import Params
 from bench.diagnostics.probe import indices as probe_indices
 from bench.files import locked, write_json
@@ -155,8 +155,14 @@ def train(
         scored = None if divergence.step is not None else score_final(params, module, data, trainer)
         errors[record.CLEAN_TRAIN_ERROR] = predictions.error(scored, "train") if scored else None
 
-        # record
+        # record: the final weights (their hash goes into metrics.json), then the results
+        sha = (
+            weights.save(out, module.model, module.hparams.architecture, module.hparams.data, key)
+            if is_rank_zero()
+            else None
+        )
         metrics = cell_metrics(cell, data, module, trainer, errors, wall_time_s, divergence, throughput, probe)
+        metrics.update(run_key=key, weights_sha256=sha)
         env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
         if is_rank_zero():
             write_results(out, metrics, env, history, probe.results, scored)
