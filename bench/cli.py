@@ -7,9 +7,12 @@ before torch and Lightning load, and a DVC stage's deps follow its command's imp
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
+
+import shtab
 
 import bench
 from bench import config, quiet, record, tracking, validate
@@ -17,48 +20,53 @@ from bench.config import Params
 from bench.files import write_json
 from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell, cells
 
-OVERRIDES_HELP = "param overrides as section.key=value, e.g. train.lr=0.05 trainer.devices=2"
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description=bench.__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"bench {importlib.metadata.version('bench')}")
+    sub = p.add_subparsers(dest="command", required=True, help="`bench COMMAND --help` for its options")
 
-    def command(name: str, help: str, overrides: bool = True) -> argparse.ArgumentParser:
-        """A subcommand reading --params, and taking section.key=value overrides unless told not to."""
+    def command(name: str, help: str, example: str | None = None, params: bool = True) -> argparse.ArgumentParser:
+        """A subcommand: --params unless told not to; section.key=value overrides if given an example of them."""
         c = sub.add_parser(name, help=help)
-        c.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-        if overrides:
-            c.add_argument("overrides", nargs="*", metavar="section.key=value", help=OVERRIDES_HELP)
+        if params:
+            c.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+        if example:
+            c.add_argument("overrides", nargs="*", metavar="section.key=value", help=f"param overrides, e.g. {example}")
         return c
 
-    t = command("train", "train one cell (variant, depth, seed) of the ablation grid")
+    t = command(
+        "train", "train one cell (variant, depth, seed) of the ablation grid", "train.lr=0.05 trainer.devices=2"
+    )
     t.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
     t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="the cell's seed (default: 0)")
     t.add_argument("--out", required=True, help="the cell's output folder")
     t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
     t.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
 
-    pr = command("prepare", "verify a dataset source by checksum and write its prepared form")
+    pr = command("prepare", "verify a dataset source by checksum and write its prepared form", "data.val_size=5000")
     pr.add_argument("--out", default="data/prepared", help="prepared data folder (default: data/prepared)")
     pr.add_argument("--raw", default="data/raw", help="where official archives are downloaded (default: data/raw)")
 
-    r = command("report", "aggregate the grid's cells into tables, figures and report.md")
+    r = command("report", "aggregate the grid's cells into tables, figures and report.md", "grid.seeds=[0,1]")
     r.add_argument("--runs", default="runs", help="folder of the cells' folders (default: runs)")
     r.add_argument("--out", default="report", help="report folder (default: report)")
     r.add_argument("--lr-sweep", default="runs_lr/summary.json", help="bench lr-sweep's summary, if any")
     r.add_argument("--toy", default="report/toy", help="bench toy's folder, if any")
 
-    ls = command("lr-sweep", "every variant at a few learning rates, at one depth (BN and lr)")
+    ls = command("lr-sweep", "every variant at a few learning rates, at one depth (BN and lr)", "lr_sweep.depth=56")
     ls.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
     ls.add_argument("--out", default="runs_lr", help="output folder (default: runs_lr)")
 
-    ty = command("toy", "Balduzzi et al.'s toy shattered-gradients experiment")
+    ty = command("toy", "Balduzzi et al.'s toy shattered-gradients experiment", "toy.seeds=5")
     ty.add_argument("--out", default="report/toy", help="output folder (default: report/toy)")
 
-    g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", overrides=False)
-    g.add_argument("-j", "--jobs", type=int, default=1, help="cells at once per GPU, or CPU processes (default: 1)")
+    g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", params=False)
+    g.add_argument(
+        "-j", "--jobs", type=int, default=2, help="cells at once per GPU, or CPU processes (default: 2, as `make run`)"
+    )
+    g.add_argument("--dry-run", action="store_true", help="list the out-of-date cells it would train; train none")
     g.add_argument(
         "--no-forkserver",
         action="store_true",
@@ -68,20 +76,20 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
     g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")
 
-    sl = command("slurm", "write sbatch scripts: the grid as a job array, a DDP cell, submit.sh", overrides=False)
+    sl = command("slurm", "write sbatch scripts: the grid as a job array, a DDP cell, submit.sh", params=False)
     sl.add_argument("--out", default="slurm", help="folder for the scripts (default: slurm)")
     sl.add_argument("--root", default=None, help="the checkout's path on the cluster (default: this one)")
     sl.add_argument("--time", default="24:00:00", help="time limit per job (default: 24:00:00)")
-    sl.add_argument("--partition", default=None)
-    sl.add_argument("--account", default=None)
-    sl.add_argument("--cpus-per-gpu", type=int, default=8)
+    sl.add_argument("--partition", default=None, help="#SBATCH --partition (default: the cluster's)")
+    sl.add_argument("--account", default=None, help="#SBATCH --account (default: the cluster's)")
+    sl.add_argument("--cpus-per-gpu", type=int, default=8, help="#SBATCH --cpus-per-gpu (default: 8)")
     sl.add_argument("--max-parallel", type=int, default=32, help="array tasks running at once (default: 32)")
 
-    pf = command("perf", "training images/s through bench's real path and a bare PyTorch loop, as JSON")
+    pf = command("perf", "training images/s, bench's real path vs a bare PyTorch loop, JSON", "speed.compile=default")
     pf.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
     pf.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
     pf.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
-    pf.add_argument("--device", required=True, choices=("cpu", "cuda"))
+    pf.add_argument("--device", required=True, choices=("cpu", "cuda"), help="where to run: cpu or cuda")
     pf.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: trainer.precision)")
     pf.add_argument("--steps", type=int, default=100, help="timed steps per run (default: 100)")
     pf.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning (default: 10)")
@@ -90,12 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--out", default=None, help="also write the JSON to this file")
     pf.add_argument("--profile", metavar="DIR", help="one more run under torch.profiler: DIR/fit-profile.txt, a trace")
 
-    ps = command("preset", "print a preset file (presets/he2016.yaml) as overrides, checked", overrides=False)
+    ps = command("preset", "print a preset file (presets/he2016.yaml) as overrides, checked")
     ps.add_argument("file", help="a YAML file in params.yaml's layout, holding only the keys it sets")
     ps.add_argument("--dvc", action="store_true", help="as `dvc exp run` flags: -S section.key=value")
 
-    w = command("wandb", "list offline W&B runs with the `wandb sync` line; --report builds the Report")
+    w = command(
+        "wandb", "list offline W&B runs with the `wandb sync` line; --report builds the Report", "wandb.dir=/scratch"
+    )
     w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
+
+    co = sub.add_parser("completion", help='print a shell completion script: eval "$(bench completion bash)"')
+    shtab.add_argument_to(co, "shell", help="the shell (default: bash)", parent=p)
     return p
 
 
@@ -116,36 +129,25 @@ def cmd_toy(args, params) -> int:
     return 0
 
 
-def stage_params_only(args) -> None:
-    """grid and slurm run dvc.yaml's stages, which read params.yaml: another --params would train cells that
-    dvc.lock then records under params.yaml's values."""
-    if Path(args.params) != Path("params.yaml"):
-        raise ValueError(
-            f"bench {args.command} runs dvc.yaml's train stage, which reads params.yaml, not "
-            f"{args.params}: edit params.yaml, or run an experiment with `dvc exp run -S key=value`"
-        )
-
-
 def cmd_grid(args, params) -> int:
-    from bench.scale.launcher import launch  # lazy: see the module's docstring
+    from bench.scale.launcher import dvc, launch, stale_cells  # lazy: see the module's docstring
 
-    stage_params_only(args)
     if args.jobs < 1:
         raise ValueError("--jobs must be at least 1")
-    results = launch(
-        params,
-        args.jobs,
-        args.gpus.split(",") if args.gpus else None,
-        args.logs,
-        main=None if args.no_forkserver else main,
-    )  # main: each cell forked, its imports done
+    if args.dry_run:  # launch's own decision, without its `dvc repro prepare` and the training
+        todo = stale_cells(params)
+        print(f"{len(todo)} of {len(cells(params))} cells out of date: {' '.join(c.name for c in todo) or 'none'}")
+        if json.loads(dvc("status", "prepare", "--json").stdout or "{}"):  # launch runs it first
+            print("and prepare is out of date: if it changes data/prepared, every cell will be out of date")
+        return 0
+    gpus = args.gpus.split(",") if args.gpus else None  # and main, below: each cell forked, its imports done
+    results = launch(params, args.jobs, gpus, args.logs, main=None if args.no_forkserver else main)
     return 1 if any(r["returncode"] for r in results) else 0
 
 
 def cmd_slurm(args, params) -> int:
     from bench.scale.slurm import write  # lazy: see the module's docstring
 
-    stage_params_only(args)
     root = args.root or str(Path.cwd())
     paths = write(
         params,
@@ -260,13 +262,22 @@ def load_params(args) -> Params:
             *([f"train.batch_size={args.batch}"] if args.batch else []),
             *([f"trainer.precision={args.precision}"] if args.precision else []),
         ]
-    return config.load(args.params, overrides)
+    return config.load(getattr(args, "params", "params.yaml"), overrides)  # grid, slurm: dvc.yaml's params.yaml
 
 
 def main(argv: list[str] | None = None) -> int:
     quiet.silence()
     parser = _parser()
+    if not (argv := sys.argv[1:] if argv is None else argv):  # `bench` alone: what it does, not an error
+        parser.print_help()
+        return 0
     args, extra = parser.parse_known_args(argv)  # overrides may also come between options
+    if not hasattr(args, "params") and any(e.split("=")[0] == "--params" for e in extra):
+        parser.exit(
+            2,
+            f"bench {args.command}: error: it runs dvc.yaml's train stage, which reads params.yaml, not "
+            "another --params: edit params.yaml, or run an experiment with `dvc exp run -S key=value`\n",
+        )
     unknown = [e for e in extra if e.startswith("-") or "=" not in e]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -114,6 +114,8 @@ def test_the_builder_writes_every_committed_metrics_json_again():
             m.images_per_s if m.images_per_s is not None else nan,
             m.diverged_step,
             {k: nan if v is None else v for k, v in m.scalars.items()},  # NaN is written as null
+            run_key=m.run_key,
+            weights_sha256=m.weights_sha256,
         )
         assert built == m, cell
 

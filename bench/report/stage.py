@@ -29,6 +29,8 @@ from bench.report.claims import claims, claims_json
 from bench.report.figures import plot_convergence, plot_vs_depth
 from bench.report.findings import results_md
 from bench.report.grid import aggregate, depth_csv, only, summary, variants_depths
+from bench.report.html import PAGE
+from bench.report.html import page as html_page
 from bench.report.pathologies import TOY_FIGURE
 from bench.report.render import document
 
@@ -66,8 +68,10 @@ def report(
 
     variants, depths = variants_depths(params)
     claim_list = claims(results, depths, sweep)
+    md = document(params, results, agg, chance, sweep, toy, claim_list)
     texts = {
-        "report.md": document(params, results, agg, chance, sweep, toy, claim_list),
+        "report.md": md,
+        PAGE: html_page(md, ("report.md", CLAIMS, "results.md")),  # report.md as one page, to read offline
         "results.md": results_md(params, results, agg, claim_list, variants, depths),
         CLAIMS: json.dumps(claims_json(claim_list), indent=2) + "\n",
         "error_vs_depth.csv": depth_csv(agg, depths, TEST_ERROR),
