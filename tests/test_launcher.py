@@ -200,6 +200,7 @@ def test_a_cell_whose_only_change_is_its_weights_missing_is_not_retrained():
     from bench.scale.launcher import only_weights_missing
 
     assert only_weights_missing([{"changed outs": {"runs/plain-8-0/weights.safetensors": "deleted"}}])
+    assert only_weights_missing([{"changed outs": {"runs/plain-8-0/weights.safetensors": "not in cache"}}])  # a clone
     assert not only_weights_missing([{"changed outs": {"runs/plain-8-0/metrics.json": "deleted"}}])
     assert not only_weights_missing([{"changed outs": {"runs/plain-8-0/weights.safetensors": "modified"}}])
     assert not only_weights_missing(

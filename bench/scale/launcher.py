@@ -63,7 +63,9 @@ def only_weights_missing(changes: list) -> bool:
     decides the same)."""
     outs = [c["changed outs"] for c in changes if isinstance(c, dict) and set(c) == {"changed outs"}]
     return len(outs) == len(changes) and all(
-        status == "deleted" and path.endswith("/weights.safetensors") for o in outs for path, status in o.items()
+        status in ("deleted", "not in cache") and path.endswith("/weights.safetensors")
+        for o in outs
+        for path, status in o.items()
     )
 
 
