@@ -34,9 +34,19 @@ run: setup
 # He et al. 2016 on CIFAR-10 (Sec. 4.2), as a DVC experiment: the preset file presets/he2016.yaml over
 # params.yaml. Needs data/raw/cifar-10-python.tar.gz (see README, "Data") and a GPU; HE_SEEDS=[0] for one seed.
 # set -f: the overrides' brackets are YAML, not file patterns; a preset that does not apply stops here.
+# The data is checked before anything is touched, the cost is printed first, and a failed experiment leaves
+# params.yaml as it was (dvc exp run writes the overrides into it before it runs).
 HE_SEEDS ?= [0,1,2]
+HE_DATA := data/raw/cifar-10-python.tar.gz
 he2016: setup
-	set -f; preset=$$($(BIN)/bench preset presets/he2016.yaml --dvc) && dvc exp run -n he2016 $$preset -S 'grid.seeds=$(HE_SEEDS)'
+	@test -f $(HE_DATA) || { echo "make he2016: $(HE_DATA) is missing (README, \"Data\"); nothing was changed" >&2; exit 2; }
+	@$(BIN)/python -c "import sys, yaml; p = yaml.safe_load(open('presets/he2016.yaml')); g, t = p['grid'], p['train']; \
+	n = len(g['variants']) * len(g['depths']) * len(yaml.safe_load(sys.argv[1])); \
+	print(f'make he2016: {n} cells x {t[\"max_steps\"]:,} iterations at batch {t[\"batch_size\"]}; no GPU figure is measured yet (perf/gpu/), so no estimate of the GPU-hours')" '$(HE_SEEDS)'
+	@set -f; cp params.yaml .params.yaml.before; \
+	preset=$$($(BIN)/bench preset presets/he2016.yaml --dvc) && dvc exp run -n he2016 $$preset -S 'grid.seeds=$(HE_SEEDS)'; \
+	rc=$$?; if [ $$rc -ne 0 ]; then mv .params.yaml.before params.yaml; echo "make he2016: failed; params.yaml restored" >&2; \
+	else rm -f .params.yaml.before; fi; exit $$rc
 
 # The speed figures of docs/speed.md, by benchmarks/speed.py: the CPU's (about 12 minutes on 2 cores), or with
 # PERF_DEVICE=cuda the GPU check (480 s). PERF_ARGS="--cifar PATH/cifar10-jpeg.tar.gz" adds the steps that need

@@ -60,3 +60,20 @@ def test_generated_folders_are_git_ignored_and_results_are_not():
     kept = ["runs/plain-8-0/metrics.json", "runs_lr/summary.json", "report/report.md"]
     r = sh("git check-ignore --no-index " + " ".join(ignored + kept), ROOT)
     assert r.stdout.split() == ignored
+
+
+def test_make_he2016_without_the_data_changes_nothing(tmp_path):
+    """The data is checked before the workspace is touched: exit 2, a message naming the file, params.yaml as it
+    was (the venv is this checkout's, marked installed so that make does not rebuild it)."""
+    clone = tmp_path / "clone"
+    assert sh(f"git clone -q {ROOT} {clone}", tmp_path).returncode == 0
+    shutil.copy(ROOT / "Makefile", clone / "Makefile")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed").touch()  # newer than the clone's Makefile and pyproject.toml
+    before = (clone / "params.yaml").read_text()
+    r = sh(f"make he2016 VENV={venv}", clone)
+    assert r.returncode == 2
+    assert "data/raw/cifar-10-python.tar.gz is missing" in r.stderr
+    assert (clone / "params.yaml").read_text() == before
+    assert not list(clone.glob(".params.yaml.*"))

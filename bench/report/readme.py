@@ -1,5 +1,6 @@
 """Copy report/results.md into README.md's results section, between its two markers: the README's numbers and
-findings are the report's, never typed. `python -m bench.report.readme` (make run does it last)."""
+findings are the report's, never typed. `python -m bench.report.readme` (make run does it last, and prints the
+results table)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def main(readme: str = "README.md", results: str = "report/results.md") -> int:
         print(f"bench.report.readme: {e}", file=sys.stderr)
         return 2
     write_text(readme, text)
+    table = [line for line in Path(results).read_text().splitlines() if line.startswith("|")]
+    print("\n".join([f"{readme}: results from {results} (test error %, mean ± std, n: each seed)", *table]))
     return 0
 
 
