@@ -22,6 +22,8 @@ from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAI
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bench.scale import slurm  # `bench slurm`'s options; not at the top: those imports are every stage's deps
+
     p = argparse.ArgumentParser(prog="bench", description=bench.__doc__)
     p.add_argument("--version", action="version", version=f"bench {importlib.metadata.version('bench')}")
     sub = p.add_subparsers(dest="command", required=True, help="`bench COMMAND --help` for its options")
@@ -76,14 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
     g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")
 
-    sl = command("slurm", "write sbatch scripts: the grid as a job array, a DDP cell, submit.sh", params=False)
-    sl.add_argument("--out", default="slurm", help="folder for the scripts (default: slurm)")
-    sl.add_argument("--root", default=None, help="the checkout's path on the cluster (default: this one)")
-    sl.add_argument("--time", default="24:00:00", help="time limit per job (default: 24:00:00)")
-    sl.add_argument("--partition", default=None, help="#SBATCH --partition (default: the cluster's)")
-    sl.add_argument("--account", default=None, help="#SBATCH --account (default: the cluster's)")
-    sl.add_argument("--cpus-per-gpu", type=int, default=8, help="#SBATCH --cpus-per-gpu (default: 8)")
-    sl.add_argument("--max-parallel", type=int, default=32, help="array tasks running at once (default: 32)")
+    sl = command("slurm", "write sbatch scripts: the out-of-date cells as a job array, a DDP cell", params=False)
+    slurm.add_arguments(sl)
 
     pf = command("perf", "training images/s, bench's real path vs a bare PyTorch loop, JSON", "speed.compile=default")
     pf.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
@@ -146,21 +142,9 @@ def cmd_grid(args, params) -> int:
 
 
 def cmd_slurm(args, params) -> int:
-    from bench.scale.slurm import write  # lazy: see the module's docstring
+    from bench.scale.slurm import run  # lazy: see the module's docstring
 
-    root = args.root or str(Path.cwd())
-    paths = write(
-        params,
-        args.out,
-        root,
-        time=args.time,
-        partition=args.partition,
-        account=args.account,
-        cpus_per_gpu=args.cpus_per_gpu,
-        max_parallel=args.max_parallel,
-    )
-    print("wrote " + ", ".join(map(str, paths)) + f"\nsubmit the grid with: bash {args.out}/submit.sh")
-    return 0
+    return run(args, params)
 
 
 def cmd_wandb(args, params) -> int:

@@ -3,7 +3,7 @@
 import shutil
 
 import pytest
-from helpers import DIGITS, PARAMS, PROBE, ROOT, run
+from helpers import DIGITS, GRID_PARAMS, PARAMS, PROBE, ROOT, run, write_grid
 
 from bench import config
 from bench.prepare.stage import prepare
@@ -78,3 +78,30 @@ def fake_slurm(monkeypatch):
         return env
 
     return enter
+
+
+HAND_SWEEP = [
+    {"variant": "plain", "depth": 20, "lr": 1.0, "train/error": None, "diverged": True, "diverged_step": 3},
+    {"variant": "plain_bn", "depth": 20, "lr": 1.0, "train/error": 0.05, "diverged": False},
+]
+
+
+@pytest.fixture(scope="session")
+def hand_report(tmp_path_factory):
+    """The report of helpers.write_grid's hand-made grid, with an lr sweep and the toy's figure (a real PNG), so
+    that every figure the report can show is in it; written once: (folder, summary, report.md). The report is in
+    folder/report, the cells in folder/runs."""
+    import json
+
+    import matplotlib.image
+
+    from bench.report.stage import report
+
+    folder = tmp_path_factory.mktemp("hand-report")
+    write_grid(folder / "runs")
+    (folder / "sweep.json").write_text(json.dumps({"runs": HAND_SWEEP}))
+    (folder / "report/toy").mkdir(parents=True)
+    matplotlib.image.imsave(folder / "report/toy/toy_shattering.png", [[0.0, 1.0], [1.0, 0.0]])
+    params = config.load(PARAMS, GRID_PARAMS)
+    summary = report(params, folder / "runs", folder / "report", folder / "sweep.json", folder / "report/toy")
+    return folder, summary, (folder / "report/report.md").read_text()

@@ -1,11 +1,13 @@
-"""A real one-node SLURM cluster: the grid as a job array, preemption and requeue, DDP under srun, changed params."""
+"""A real one-node SLURM cluster: the grid as a job array, preemption and requeue, DDP under srun, changed params, a
+conda-style setup."""
 
 import json
+import subprocess
 import time
 
 import pytest
 from cluster import Cluster, install
-from helpers import ROOT, run, set_params
+from helpers import ROOT, bench_argv, run, set_params
 
 pytestmark = pytest.mark.cluster
 
@@ -181,3 +183,37 @@ def test_ddp_under_srun_writes_one_result_like_one_process(cluster, repo):
     one = local_run(repo, "residual-8-0", "trainer.devices=1", "trainer.strategy=auto", "wandb.mode=disabled")
     assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-3)
     assert two["train/loss"] == pytest.approx(one["train/loss"], rel=1e-3)
+
+
+def test_a_conda_style_setup_activates_the_jobs_environment(cluster, repo, tmp_path):
+    """--setup lines in place of the default activation, as on a conda cluster: conda's shell hook, `conda activate
+    ENV`, an export. Submitted from a shell whose PATH holds no Python environment, the cell runs in the one its setup
+    activated. The conda here is a stand-in: its hook defines a `conda` function whose activate sources ENV, as
+    conda's does; ENV is the project's venv."""
+    conda = tmp_path / "conda"
+    (conda / "envs").mkdir(parents=True)
+    (conda / "envs/bench").symlink_to(ROOT / ".venv")
+    (conda / "bin").mkdir()
+    hook = f'conda() {{ [ "$1" = activate ] && source "{conda}/envs/$2/bin/activate"; }}'
+    (conda / "bin/conda").write_text(f"#!/bin/bash\necho '{hook}'\n")
+    (conda / "bin/conda").chmod(0o755)
+    setup = [f'eval "$({conda}/bin/conda shell.bash hook)"', "conda activate bench", "export BENCH_SETUP_RAN=1"]
+    setup.append('echo "setup: BENCH_SETUP_RAN=$BENCH_SETUP_RAN bench=$(command -v bench)"')
+    options = ["--all", "--cpus-per-gpu", "1", "--time", "10:00", *(f"--setup={x}" for x in setup)]
+    run(bench_argv("slurm", *options), repo)  # this checkout's bench, whatever the venv's editable install points at
+    grid = (repo / "slurm/grid.sbatch").read_text()
+    assert "conda activate bench\n" in grid
+    assert "bin/activate" not in grid  # the default activation replaced
+    env = {**cluster.env, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # no bench, dvc or venv python on it
+    r = subprocess.run(
+        ["sbatch", "--parsable", "--array=0", repo / "slurm/grid.sbatch"],
+        env=env,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    assert cluster.wait(job, timeout=300)[job] == "COMPLETED", log_of(repo, job) + cluster.logs()
+    assert f"setup: BENCH_SETUP_RAN=1 bench={ROOT}/.venv/bin/bench" in log_of(repo, job)
+    assert json.loads((repo / "runs/plain-8-0/metrics.json").read_text())["steps"] == 20

@@ -11,35 +11,26 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import pytest
-from helpers import PARAMS
-from test_report import GRID_PARAMS, row, write_grid
+from test_report import row
 
-from bench import config
 from bench.report.html import PAGE, page
-from bench.report.stage import report
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 LOADS = ("src", "href", "srcset", "data", "poster")  # the attributes by which an element other than <a> loads a file
-SWEEP = [
-    {"variant": "plain", "depth": 20, "lr": 1.0, "train/error": None, "diverged": True, "diverged_step": 3},
-    {"variant": "plain_bn", "depth": 20, "lr": 1.0, "train/error": 0.05, "diverged": False},
-]
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory) -> Path:
-    """The hand-made grid's report folder, with the lr sweep and the toy's figure (a real PNG), so that every figure
-    the report can show is on the page."""
-    import matplotlib.image
+@pytest.fixture
+def written(hand_report) -> Path:
+    """The hand-made grid's report folder (conftest.py), with the lr sweep and the toy's figure."""
+    return hand_report[0] / "report"
 
-    folder = tmp_path_factory.mktemp("html")
-    write_grid(folder / "runs")
-    (folder / "sweep.json").write_text(json.dumps({"runs": SWEEP}))
-    (folder / "report/toy").mkdir(parents=True)
-    matplotlib.image.imsave(folder / "report/toy/toy_shattering.png", [[0.0, 1.0], [1.0, 0.0]])
-    params = config.load(PARAMS, GRID_PARAMS)
-    report(params, folder / "runs", folder / "report", folder / "sweep.json", folder / "report/toy")
-    return folder / "report"
+
+def test_the_sweep_and_the_toy_are_in_the_report_where_they_ran(written):
+    md = (written / "report.md").read_text()
+    assert "| variant | lr 1 |\n|---|---|\n| plain | diverged at step 3 |\n| plain_bn | 5.0 |" in md
+    assert "![toy](toy/toy_shattering.png)" in md
+    assert (written / "figures/lr_sweep.png").stat().st_size > 0
+    assert (written / "toy/toy_shattering.png").stat().st_size > 0  # the toy stage's files stay in the report
 
 
 class Elements(HTMLParser):

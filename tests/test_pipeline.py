@@ -131,7 +131,7 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
         "toy/toy_shattering.png",
     ):
         assert (repo / "report" / f).stat().st_size > 0, f
-    assert "(n=2)" in (repo / "report/report.md").read_text()
+    assert "(n=2: " in (repo / "report/report.md").read_text()  # each seed beside the mean
     wandb_runs = sorted((repo / "wandb").glob("offline-run-*"))  # offline by default: 4 cells + the report run
     assert len(wandb_runs) == 5
     shown = json.loads(run("dvc metrics show --json", repo).stdout)

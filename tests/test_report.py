@@ -8,12 +8,13 @@ import json
 import shutil
 
 import pytest
-from helpers import PARAMS, ROOT, metrics, write_cell
+from helpers import GRID_PARAMS, PARAMS, ROOT, metrics, write_cell, write_grid
 
 from bench import config, record
 from bench.record import Cell, Metrics
 from bench.report import stage
-from bench.report.grid import aggregate, fmt_cell, only
+from bench.report.grid import aggregate, depth_csv, fmt_cell, only
+from bench.report.grid import summary as grid_summary
 from bench.report.markdown import plus_minus, table
 from bench.report.noise import at_chance
 from bench.report.pathologies import bn_note, entry
@@ -24,25 +25,6 @@ from bench.report.stats import Z95, difference_noise, t95, t_interval, wilson, w
 CIFAR_TEST = 10_000
 COMMITTED = ROOT / "runs"
 COMMITTED_CELLS = sorted(p.parent.name for p in COMMITTED.glob("*/metrics.json"))
-
-
-# plain: 20 trains, 56 is at chance with one seed diverged, 110 diverges; residual_bn near He et al.
-GRID = {
-    ("plain", 20): [0.090, 0.094, 0.092],
-    ("plain", 56): [0.899, 0.900, None],
-    ("plain", 110): [None] * 3,
-    ("residual_bn", 20): [0.084, 0.086, 0.088],
-    ("residual_bn", 56): [0.069, 0.071, 0.070],
-    ("residual_bn", 110): [0.0695, 0.0700, 0.0705],
-}
-GRID_PARAMS = ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56, 110]", "grid.seeds=[0, 1, 2]"]
-
-
-def write_grid(runs, dataset="cifar10"):
-    for (v, d), tests in GRID.items():
-        for s, t in enumerate(tests):
-            train = 0.899 if v == "plain" and d == 56 else 0.01
-            write_cell(runs, metrics(v, d, s, t, train, diverged=t is None, dataset=dataset))
 
 
 def make_report(tmp_path, *overrides, dataset="cifar10"):
@@ -62,15 +44,11 @@ def render_text(tmp_path, *overrides, dataset="cifar10"):
     return document(params, results, aggregate(metrics), chance, None, None)
 
 
-@pytest.fixture(scope="module")
-def default_report(tmp_path_factory):
-    """The hand-made grid's report, written once for the tests that only read it: (folder, summary, report.md).
-    Neither the lr sweep nor the toy has run: the paths the report stage is given do not exist."""
-    folder = tmp_path_factory.mktemp("default")
-    write_grid(folder / "runs")
-    params = config.load(PARAMS, GRID_PARAMS)
-    summary = report(params, folder / "runs", folder / "report", folder / "no-sweep.json", folder / "no-toy")
-    return folder, summary, (folder / "report/report.md").read_text()
+@pytest.fixture
+def default_report(hand_report):
+    """The hand-made grid's report (conftest.py: written once per session, with an lr sweep and a toy), for the
+    tests that only read it: (folder, summary, report.md)."""
+    return hand_report
 
 
 def row(md, depth):
@@ -297,14 +275,15 @@ def test_report_from_hand_made_cells_with_two_seeds(tmp_path):
         for d in (20, 56):
             for s in (0, 1):
                 write_cell(runs, metrics(v, d, s, 0.1 + 0.01 * s, train=0.1, diverged=v == "plain" and d == 56))
-    summary = report(params, runs, tmp_path / "report")
-    md = (tmp_path / "report/report.md").read_text()
-    assert (
-        "| 56 | diverged (2/2) | 10.50 ± 0.71 (n=2: 10.00, 11.00) | 6.97 (single run) | 6.61 |" in md
-    )  # He et al., akamaster
+    results = stage.collect(params, runs)  # the report's pure steps, without drawing its figures
+    agg = aggregate([r.metrics for r in results])
+    md = document(params, results, agg, record.chance_error(10), None, None)
+    he = "| 56 | diverged (2/2) | 10.50 ± 0.71 (n=2: 10.00, 11.00) | 6.97 (single run) | 6.61 |"  # He et al., akamaster
+    assert he in md
+    summary = grid_summary([r.metrics for r in results], agg)
     assert summary["diverged"] == 2
     assert summary["test/error/residual_bn-20"] == pytest.approx(0.105)
-    rows = list(csv.DictReader((tmp_path / "report/error_vs_depth.csv").read_text().splitlines()))
+    rows = list(csv.DictReader(depth_csv(agg, [20, 56], record.TEST_ERROR).splitlines()))
     assert rows[1]["depth"] == "56"
     assert rows[1]["plain"] == "NaN"
     assert float(rows[1]["residual_bn"]) == pytest.approx(10.5)
@@ -350,23 +329,12 @@ def test_another_dataset_gets_the_reference_as_context(tmp_path):
     assert "### Like for like with He et al." not in md  # no Δ against CIFAR-10 numbers
 
 
-def test_the_sweep_and_the_toy_are_in_the_report_only_where_they_ran(tmp_path, default_report):
-    _, _, md = default_report  # written without either
+def test_the_sweep_and_the_toy_are_left_out_where_they_did_not_run(tmp_path):
+    """(Where they ran: tests/test_html.py.)"""
+    assert stage.read_toy(tmp_path / "no-toy") is None  # the toy stage did not draw its figure there
+    md = render_text(tmp_path)  # no sweep, no toy
     assert "### BatchNorm and the learning rate" not in md
     assert "toy setting" not in md
-    params = config.load(PARAMS, GRID_PARAMS)
-    write_grid(tmp_path / "runs")
-    sweep = [{"variant": "plain", "depth": 20, "lr": 1.0, "train/error": None, "diverged": True, "diverged_step": 3}]
-    sweep += [{"variant": "plain_bn", "depth": 20, "lr": 1.0, "train/error": 0.05, "diverged": False}]
-    (tmp_path / "sweep.json").write_text(json.dumps({"runs": sweep}))
-    (tmp_path / "report/toy").mkdir(parents=True)
-    (tmp_path / "report/toy/toy_shattering.png").write_bytes(b"png")  # the toy stage writes into the report's folder
-    report(params, tmp_path / "runs", tmp_path / "report", tmp_path / "sweep.json", tmp_path / "report/toy")
-    md = (tmp_path / "report/report.md").read_text()
-    assert "| variant | lr 1 |\n|---|---|\n| plain | diverged at step 3 |\n| plain_bn | 5.0 |" in md
-    assert "![toy](toy/toy_shattering.png)" in md
-    assert (tmp_path / "report/figures/lr_sweep.png").stat().st_size > 0
-    assert (tmp_path / "report/toy/toy_shattering.png").read_bytes() == b"png"  # the toy's files stay
 
 
 def test_the_report_is_built_beside_and_swapped_in_whole(tmp_path, monkeypatch, default_report):

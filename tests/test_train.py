@@ -82,6 +82,7 @@ def check_checkpoint_loads_alone(ckpt, data_dir, p, m):
     assert (logits.argmax(1) != test.y).float().mean().item() == pytest.approx(m["test/error"], abs=1e-6)
 
 
+@pytest.mark.integration  # three trainings; bench.weights itself: tests/test_weights.py
 def test_weights_that_are_not_the_cell_s_are_refused(params, tmp_path, digits_dir):
     """Stale weights (another run's file in the folder, as after `git checkout` without `dvc checkout`) never load
     as the cell's; the same training gives the same bytes, and so the same recorded hash."""
