@@ -346,7 +346,7 @@ def test_the_report_is_built_beside_and_swapped_in_whole(tmp_path, monkeypatch, 
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(stage, "write_json", fail)  # the last file written
+    monkeypatch.setattr(stage, "save", fail)  # the first file written: a figure
     params = config.load(PARAMS, [*GRID_PARAMS, "model.shortcut=zero_pad"])
     with pytest.raises(OSError, match="disk full"):
         report(params, tmp_path / "runs", tmp_path / "report")
