@@ -139,3 +139,11 @@ def test_a_claim_that_a_value_is_below_its_reference_holds_on_the_negative_side(
     assert decide(c, below, {"plain-56": 3}, sign=-1)["holds"] is True
     assert decide(c, below, {"plain-56": 3})["holds"] is False  # the same numbers against "above 1"
     assert "(-4.03 in log10" in decide(c, below, {"plain-56": 3}, sign=-1)["sentence"]  # the estimate as measured
+
+
+def test_a_split_cell_with_a_diverged_seed_is_named_with_it():
+    from bench.report.findings import modes_note
+
+    seeds = [metrics("residual_bn", 56, s, t) for s, t in enumerate([0.036, 0.056, 0.364])]
+    note = modes_note([*seeds, metrics("residual_bn", 56, 3, None, diverged=True)])
+    assert "residual_bn-56 (3.6 / 5.6 / 36.4 / diverged %)" in note

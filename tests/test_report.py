@@ -46,8 +46,8 @@ def render_text(tmp_path, *overrides, dataset="cifar10"):
 
 @pytest.fixture
 def default_report(hand_report):
-    """The hand-made grid's report (conftest.py: written once per session, with an lr sweep and a toy), for the
-    tests that only read it: (folder, summary, report.md)."""
+    """The hand-made grid's report (conftest.py's hand_report: written once for the whole test run, with an lr
+    sweep and a toy), for the tests that only read it: (folder, summary, report.md)."""
     return hand_report
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.record import Metrics, Run, chance_error
 from bench.report.contrast import Result, Term, contrast, difference_interval, mean_interval
+from bench.report.grid import by_cell
 
 HOLDS_WORDS = {True: "holds", False: "does not hold: the opposite is shown", "not shown": "not shown"}
 PAIRED = "contrast of mean errors, paired over the shared images, t over seeds (bench/report/contrast.py)"
@@ -63,9 +64,7 @@ class Grid:
     seed gets wrong per split."""
 
     def __init__(self, results: list[Run]):
-        self.runs: dict[tuple[str, int], list[Run]] = {}
-        for r in sorted(results, key=lambda r: r.cell):
-            self.runs.setdefault((r.cell.variant, r.cell.depth), []).append(r)
+        self.runs: dict[tuple[str, int], list[Run]] = by_cell(results)
 
     def missing(self, *cells: tuple[str, int]) -> str | None:
         """Why these cells cannot be compared: absent from the grid, or a seed diverged; None if they can."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench.config import Params
 from bench.record import Metrics, Run
-from bench.report.grid import fmt_cell
+from bench.report.grid import by_cell, fmt_cell
 from bench.report.markdown import table
 from bench.report.stats import split_into_modes
 
@@ -30,12 +30,10 @@ def claims_section(claim_list: list[dict]) -> str:
 
 def modes_note(results: list[Metrics]) -> str:
     """The cells whose seeds split into modes, with each seed's test error: never to be read from the mean."""
-    cells: dict = {}
-    for m in results:
-        cells.setdefault((m.variant, m.depth), []).append(m)
+    seed = lambda m: "diverged" if m.test_error is None else f"{100 * m.test_error:.1f}"
     split = [
-        f"{v}-{d} ({' / '.join(f'{100 * m.test_error:.1f}' for m in ms)} %)"
-        for (v, d), ms in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        f"{v}-{d} ({' / '.join(map(seed, ms))} %)"
+        for (v, d), ms in sorted(by_cell(results).items(), key=lambda kv: (kv[0][1], kv[0][0]))
         if split_into_modes([m.test_error for m in ms], ms[0].test_images)
     ]
     if not split:

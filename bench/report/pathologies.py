@@ -10,6 +10,7 @@ import statistics
 from bench.record import Metrics, Run
 from bench.report import lr as report_lr
 from bench.report.claims import LESION_HEADROOM_LIMIT, relative_lesion
+from bench.report.grid import by_cell
 from bench.report.markdown import plus_minus, table
 from bench.report.stats import summarise
 
@@ -151,11 +152,8 @@ def diagnostics_table(results: list[Run]) -> str:
     share of headroom and per-stage increases."""
     head = ["cell", "seeds", *(h + (" (%)" if pct else "") for _, h, pct in DIAGNOSTIC_COLUMNS)]
     head += ["lesion: share of headroom", "lesion: increase per stage (%)"]
-    groups: dict = {}
-    for r in results:
-        groups.setdefault((r.cell.variant, r.cell.depth), []).append(r)
     rows = []
-    for (v, d), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (v, d), runs in sorted(by_cell(results).items(), key=lambda kv: (kv[0][1], kv[0][0])):
         ms = [r.metrics for r in runs]
         dead = sum(m.diverged for m in ms)
         seeds = f"{len(ms)}" + (f", {dead} diverged" if dead else "")
