@@ -1,12 +1,22 @@
 """The tests' fixtures: params for a quick CPU run, the prepared digits, `bench` in-process, a repo copy, SLURM."""
 
+import os
 import shutil
 
 import pytest
+import torch
 from helpers import DIGITS, GRID_PARAMS, PARAMS, PROBE, ROOT, run, write_grid
 
 from bench import config
 from bench.prepare.stage import prepare
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs one worker per core) each worker computes on one thread, so that the
+    workers do not oversubscribe the cores; subprocesses inherit it through OMP_NUM_THREADS."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

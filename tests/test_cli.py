@@ -64,7 +64,8 @@ def test_bench_alone_prints_the_help_and_exits_0(cli):
     assert err == ""
     assert out == bench_cli._parser().format_help()
     assert out.startswith("usage: bench")
-    assert "train one cell" in out and "grid" in out
+    assert "train one cell" in out
+    assert "grid" in out
 
 
 def test_every_option_of_every_command_has_a_help_text():
@@ -166,7 +167,8 @@ def test_completion_prints_a_bash_script_that_names_the_commands(cli):
     code, out, err = cli("completion", "bash")
     assert code == 0, err
     assert out.strip()
-    assert re.search(r"\btrain\b", out) and re.search(r"\bgrid\b", out)
+    assert re.search(r"\btrain\b", out)
+    assert re.search(r"\bgrid\b", out)
     code, zsh, err = cli("completion", "zsh")
     assert code == 0, err
     assert zsh.startswith("#compdef bench")

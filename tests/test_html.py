@@ -96,25 +96,29 @@ def test_the_page_is_report_md_and_loads_only_the_files_beside_it(written):
         assert (written / src).resolve().is_file() and (written / src).resolve().is_relative_to(written.resolve())
     # every relative link resolves to a file beside the page (there are some: the foot links to report.md, ...)
     relative = [a["href"] for a, _ in page_.all("a") if not urlsplit(a["href"]).scheme]
-    assert "report.md" in relative and "claims.json" in relative
+    assert "report.md" in relative
+    assert "claims.json" in relative
     ids_on_page = {attrs["id"] for _, attrs, _ in page_.found if "id" in attrs}
     for href in relative:
         path, _, fragment = href.partition("#")
         assert (written / path).is_file() if path else fragment in ids_on_page, href
     # nothing from the network, and nothing to run: no script, no stylesheet or font but the page's own <style>
-    assert not page_.all("script") and not page_.all("link")
+    assert not page_.all("script")
+    assert not page_.all("link")
     for tag, attrs, _ in page_.found:
         for key in LOADS if tag != "a" else ():
             assert not attrs.get(key, "").startswith(("http://", "https://", "//")), (tag, attrs)
     style = " ".join(t for _, t in page_.all("style"))
-    assert "url(" not in style and "@import" not in style
+    assert "url(" not in style
+    assert "@import" not in style
     assert text.isascii()  # ±, Δ, ... as character references: the page reads the same in any encoding
 
 
 def test_the_page_of_a_small_document():
     text = page("# A < B ±\n\nIntro.\n\n| depth | plain |\n|---|---|\n| 20 | 1.0 ± 0.1 |\n")
     assert "<title>A &lt; B &#177;</title>" in text
-    assert '<div class="table">\n<table>' in text and "</table>\n</div>" in text  # wide tables scroll sideways
+    assert '<div class="table">\n<table>' in text  # wide tables scroll sideways
+    assert "</table>\n</div>" in text
     assert "<td>1.0 &#177; 0.1</td>" in text
     assert "<footer>" not in text  # no files to link to
     assert 'href="claims.json"' in page("text", ["claims.json"])

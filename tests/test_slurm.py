@@ -153,7 +153,8 @@ def test_the_default_setup_is_the_conda_env_or_the_venv_or_nothing(tmp_path):
     assert default_setup("/scratch/bench", here, venv, "/usr", {})[-1] == "source /scratch/bench/.venv/bin/activate"
     assert default_setup("/scratch/bench", here, "/opt/venvs/b", "/usr", env)[-1] == "source /opt/venvs/b/bin/activate"
     (none,) = default_setup("/scratch/bench", here, "/usr", "/usr", {})
-    assert none.startswith("# ") and "nothing to activate" in none
+    assert none.startswith("# ")
+    assert "nothing to activate" in none
 
 
 def test_a_job_runs_its_setup_before_its_command_with_unset_variables_allowed(tmp_path):
@@ -249,7 +250,8 @@ def test_no_out_of_date_cell_writes_nothing_and_says_so(cli, checkout):
     before = snapshot(folder)
     code, out, err = cli("slurm")
     assert code == 0, err
-    assert out.startswith("0 of ") and "cells out of date: no job array written (--all writes every cell)" in out
+    assert out.startswith("0 of ")
+    assert "cells out of date: no job array written (--all writes every cell)" in out
     assert snapshot(folder) == before
     assert not (folder / "slurm").exists()
 
