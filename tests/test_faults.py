@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from archives import random_cifar, write_imagefolder
 from helpers import DIGITS, PARAMS, PROBE, QUICK, snapshot
 
@@ -134,6 +135,12 @@ def imagefolder_with_a_symlink(ws):
     return prepare_args(ws, "data.name=imagefolder", "data.val_size=1", f"data.source={root}")
 
 
+def plant_payload(path: Path) -> bool:
+    """A checkpoint whose unpickling runs a command (torch.load with weights_only=False would run it)."""
+    torch.save({"global_step": 1, "hyper_parameters": {"run_key": Payload()}}, path)
+    return True
+
+
 def another_params_file(ws, command):
     shutil.copy(PARAMS, ws / "other.yaml")
     return [command, "--params", ws / "other.yaml"]
@@ -211,6 +218,11 @@ BAD_INPUTS = [
         "history.csv invalid on resume",
         lambda ws: train_args(ws) if corrupt(ws / "runs/plain-8-0/history.csv", "epoch,step\nx,y\n") else None,
         "history.csv cannot be read to resume",
+    ),
+    (
+        "a checkpoint that holds code",
+        lambda ws: train_args(ws) if plant_payload(ws / "runs/plain-8-0/last.ckpt") else None,
+        "last.ckpt holds objects other than weights",
     ),
     (
         "metrics.json invalid",

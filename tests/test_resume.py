@@ -1,5 +1,6 @@
 """Resuming a cell: run keys, other runs' checkpoints set aside, crash or kill -9 and rerun, SLURM requeue, history."""
 
+import csv
 import json
 import os
 import shutil
@@ -30,19 +31,40 @@ RESULTS = ("steps", "test/error", "test/loss", "train/loss", "val/loss", "end/sh
 
 
 def crash_after_epoch(monkeypatch, epoch: int, run) -> None:
-    """`run()` (a training) crashing at the end of training epoch `epoch`, after that epoch's checkpoint:
+    """`run()` (a training) crashing at the end of training epoch `epoch`, right after that epoch's checkpoint:
     a kill or a preemption, in this process. The crash is undone afterwards."""
-    end_of_epoch = callbacks.Divergence.on_train_epoch_end
+    end_of_epoch = callbacks.EpochCheckpoint.on_train_epoch_end
 
     def crash(self, trainer, module):
         end_of_epoch(self, trainer, module)
         if trainer.current_epoch == epoch:
             raise RuntimeError("crashed")
 
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", crash)
+    monkeypatch.setattr(callbacks.EpochCheckpoint, "on_train_epoch_end", crash)
     with pytest.raises(RuntimeError, match="crashed"):
         run()
-    monkeypatch.setattr(callbacks.Divergence, "on_train_epoch_end", end_of_epoch)
+    monkeypatch.setattr(callbacks.EpochCheckpoint, "on_train_epoch_end", end_of_epoch)
+
+
+def test_every_checkpoint_is_written_after_its_epoch_s_whole_history_row(monkeypatch, tmp_path, digits_dir):
+    """A kill between an epoch's checkpoint and its history row would leave a hole that the resumed run never
+    fills: so when a checkpoint is written, history.csv on disk already holds the epoch's row, training loss
+    and error included."""
+    seen = []
+    save = resume.AtomicCheckpointIO.save_checkpoint
+
+    def spy(self, checkpoint, path, storage_options=None):
+        with open(tmp_path / "cell/history.csv") as f:
+            seen.append((checkpoint["epoch"], {int(r["epoch"]): r for r in csv.DictReader(f)}))
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(resume.AtomicCheckpointIO, "save_checkpoint", spy)
+    train(config.load(PARAMS, QUICK_RUN), CELL, tmp_path / "cell", digits_dir, progress=False)
+    assert [epoch for epoch, _ in seen[:3]] == [0, 1, 2]  # one per epoch (then the final weights')
+    for epoch, rows in seen[:3]:
+        assert rows[epoch]["train/loss"]
+        assert rows[epoch]["train/error"]
+        assert rows[epoch]["step"] == str(10 * (epoch + 1))
 
 
 @pytest.fixture(scope="module")

@@ -263,16 +263,13 @@ def test_history_is_rewritten_only_when_an_epoch_row_changes(tmp_path):
     from bench.train.callbacks import HistoryLogger
 
     log = HistoryLogger(tmp_path / "history.csv")
-    log.set_step(0, 10)  # EpochStep, at the epoch's end
-    log.log_metrics({"epoch": 0, "train/loss": 2.0, "train/error": 0.5}, step=9)
-    log.save()  # Lightning calls save() after every log_metrics
+    log.end_epoch(0, 10, {"train/loss": 2.0, "train/error": 0.5})  # the epoch's end: its row, saved
     (tmp_path / "history.csv").write_text("sentinel")  # a rewrite would replace this
     log.log_metrics({"epoch": 1, "train/loss_step": 1.0}, step=14)  # step-level: no epoch row changes
-    log.save()
+    log.save()  # Lightning calls save() after every log_metrics
     assert (tmp_path / "history.csv").read_text() == "sentinel"
-    log.set_step(1, 20)
-    log.log_metrics({"epoch": 1, "train/loss": 1.5, "train/error": 0.4}, step=21)  # the logger's step is not used
-    log.save()
+    log.log_metrics({"epoch": 0, "train/loss": 2.0}, step=9)  # the same value again: the row has not changed
+    log.end_epoch(1, 20, {"train/loss": 1.5, "train/error": 0.4})
     rows = read_history(tmp_path)
     assert [r["step"] for r in rows] == ["10", "20"]
     assert rows[1]["train/loss"] == "1.5"

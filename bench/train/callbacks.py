@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger
 
 from bench.diagnostics import probe
@@ -22,6 +23,7 @@ from bench.train.distributed import is_rank_zero
 from bench.train.speed import sync
 
 HISTORY_KEYS = ("epoch", "step", "lr", TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)
+EPOCH_KEYS = ("lr", TRAIN_LOSS, TRAIN_ERROR)  # logged at a training epoch's end (the others by its validation)
 
 
 class Divergence(L.Callback):
@@ -102,6 +104,12 @@ class Throughput(L.Callback):
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds else float("nan")
 
+    def state_dict(self):  # a resumed run's figure covers its steps before the checkpoint too
+        return {"images": self.images, "seconds": self.seconds}
+
+    def load_state_dict(self, state):
+        self.images, self.seconds = state["images"], state["seconds"]
+
 
 class HistoryLogger(Logger):
     """One CSV row per epoch (the keys in HISTORY_KEYS), merged from Lightning's epoch-level logs.
@@ -156,10 +164,12 @@ class HistoryLogger(Logger):
         row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
         self._dirty = True
 
-    def set_step(self, epoch: int, step: int) -> None:
-        """The global step at the end of training epoch `epoch` (EpochStep sets it)."""
-        self.rows.setdefault(epoch, {"epoch": epoch})["step"] = step
+    def end_epoch(self, epoch: int, step: int, logged: dict) -> None:
+        """Training epoch `epoch` ended at global step `step`, having logged `logged` (EPOCH_KEYS): its row, saved."""
+        row = self.rows.setdefault(epoch, {"epoch": epoch})
+        row.update(step=step, **{k: float(v) for k, v in logged.items()})
         self._dirty = True
+        self.save()
 
     def save(self) -> None:
         if not self._dirty or not is_rank_zero():
@@ -176,15 +186,27 @@ class HistoryLogger(Logger):
         self.save()
 
 
-class EpochStep(L.Callback):
-    """Puts the global step at each training epoch's end into the history. Not the step Lightning passes
-    its loggers: after a resume that one is off by one (31, 41, ... instead of 30, 40, ...)."""
+class EpochCheckpoint(ModelCheckpoint):
+    """out/last.ckpt at the end of every training epoch, written after the epoch's history row is complete and
+    saved: a kill leaves the row and its checkpoint, or the row alone (the resumed run redoes that epoch and
+    rewrites it), never a checkpoint whose epoch has no row. Lightning calls checkpoint callbacks after the
+    module's on_train_epoch_end, where the epoch's training loss, error and lr are logged.
 
-    def __init__(self, history: HistoryLogger):
+    The row's step is the global step here, not the one Lightning passes its loggers: after a resume that one
+    is off by one (31, 41, ... instead of 30, 40, ...)."""
+
+    def __init__(self, out: Path, history: HistoryLogger):
+        super().__init__(
+            dirpath=out, filename="last", every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True
+        )
         self.history = history
 
     def on_train_epoch_end(self, trainer, module):
-        self.history.set_step(trainer.current_epoch, trainer.global_step)
+        logged = trainer.callback_metrics
+        self.history.end_epoch(
+            trainer.current_epoch, trainer.global_step, {k: logged[k] for k in EPOCH_KEYS if k in logged}
+        )
+        super().on_train_epoch_end(trainer, module)
 
 
 def _fmt(v):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 import secrets
 from pathlib import Path
@@ -56,9 +57,25 @@ def set_aside(path: Path, why: str) -> Path | None:
     return dest
 
 
+def load(path: Path) -> dict:
+    """A checkpoint, by torch's weights-only unpickler: tensors, numbers, strings and containers, never code.
+    Every checkpoint this project writes loads this way. One that holds anything else was not written by it,
+    and is refused (ValueError: exit 2) before any file is touched; one that cannot be read raises as it is."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = [line.strip() for line in str(e).splitlines() if "global" in line.lower()]
+        if not refused:  # not a pickle at all: unreadable, not foreign
+            raise
+        raise ValueError(
+            f"{path} holds objects other than weights ({refused[0][:100]}); it was not written by bench "
+            f"and is not loaded: move it away to start the cell afresh"
+        ) from None
+
+
 def _key(path: Path) -> str | None:
     """The run key a checkpoint was written under; raises if it cannot be read."""
-    return torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {}).get("run_key")
+    return load(path).get("hyper_parameters", {}).get("run_key")
 
 
 def requeue_checkpoints(out: Path) -> list[Path]:
@@ -69,12 +86,13 @@ def requeue_checkpoints(out: Path) -> list[Path]:
 def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
     """(ckpt_path for Trainer.fit, a message for the user); (None, None) for a fresh start.
 
-    A checkpoint that is not this run's is set aside under a name that says why, never deleted. It is
-    loaded with weights_only=False: Lightning's checkpoints hold its loop and callback states, which
-    the weights-only unpickler refuses; a cell's checkpoint is one this project wrote into its own folder."""
+    A checkpoint that is not this run's is set aside under a name that says why, never deleted. Each is read
+    by `load`, which refuses one that holds code."""
     if SLURMEnvironment.detect() and (requeue := requeue_checkpoints(out)):  # Lightning resumes the latest itself
         try:
             own = _key(requeue[-1]) == key
+        except ValueError:  # not ours: refused
+            raise
         except Exception:
             own = False
         if own:
@@ -91,7 +109,9 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
     if not last.exists():
         return None, None
     try:
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        ckpt = load(last)
+    except ValueError:  # not ours: refused
+        raise
     except Exception as e:  # a checkpoint that cannot be read cannot be resumed
         aside = set_aside(last, "unreadable")
         return (

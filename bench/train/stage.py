@@ -18,7 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -28,7 +28,7 @@ from bench.diagnostics.probe import indices as probe_indices
 from bench.files import locked, write_json
 from bench.record import Cell
 from bench.train import predictions, resume, speed
-from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochStep, HistoryLogger, Throughput
+from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochCheckpoint, HistoryLogger, Throughput
 from bench.train.data import DataModule, Dataset, load_prepared, normalise
 from bench.train.distributed import is_rank_zero
 from bench.train.module import Classifier, sgd
@@ -129,7 +129,7 @@ def train(
     probe = diagnostics_callback(params, data)
     history = HistoryLogger(out / "history.csv")
     trainer = make_trainer(
-        params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochStep(history)]
+        params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochCheckpoint(out, history)]
     )
     validate.batch(params, len(data.train.y), trainer.world_size)
 
@@ -216,7 +216,7 @@ def fit_and_test(
     trainer: L.Trainer, module: Classifier, dm: DataModule, ckpt_path: str | None, out: Path, history: HistoryLogger
 ) -> dict:
     """Fit, then test the final weights; the split losses and errors by key (TRAIN_LOSS, ...)."""
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=False)  # the cell's own checkpoint
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # the cell's own checkpoint
     fit_metrics = dict(trainer.callback_metrics)
     last_row = history.rows[max(history.rows)] if history.rows else {}
 
@@ -225,7 +225,7 @@ def fit_and_test(
     trainer.save_checkpoint(out / "last.ckpt", weights_only=False)
     trainer.loggers = []
     test_metrics = trainer.test(
-        module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=False
+        module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=True
     )[0]
     return {
         **{
@@ -261,7 +261,7 @@ def make_trainer(params: Params, train_images: int, out: Path, progress: bool, c
             enable_progress_bar=progress,
             default_root_dir=out,
             plugins=[resume.AtomicCheckpointIO()],
-            callbacks=[*callbacks, last_checkpoint(out), *progress_bar(params, progress)],
+            callbacks=[*callbacks, *progress_bar(params, progress)],
         )
     except (ValueError, TypeError, MisconfigurationException) as e:
         tr = params.trainer
@@ -270,11 +270,6 @@ def make_trainer(params: Params, train_images: int, out: Path, progress: bool, c
             f"num_nodes={tr.num_nodes}, strategy={tr.strategy}, precision={tr.precision} on this "
             f"machine: {e}"
         ) from None
-
-
-def last_checkpoint(out: Path) -> ModelCheckpoint:
-    """out/last.ckpt after every epoch (no monitor: the latest is the one kept), replaced atomically."""
-    return ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, enable_version_counter=False)
 
 
 def score_final(params: Params, module: Classifier, data: Dataset, trainer: L.Trainer) -> dict:
