@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="the cell's seed (default: 0)")
     t.add_argument("--out", required=True, help="the cell's output folder")
     t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
-    t.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
+    t.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (hidden anyway outside a terminal or DVC)"
+    )
 
     pr = command("prepare", "verify a dataset source by checksum and write its prepared form", "data.val_size=5000")
     pr.add_argument("--out", default="data/prepared", help="prepared data folder (default: data/prepared)")
@@ -151,7 +153,12 @@ def cmd_wandb(args, params) -> int:
     if args.report:
         from bench.report.wandb_report import publish  # lazy: the W&B API, for the Report only
 
-        print(publish(params))
+        tracking.check_online(params)
+        try:
+            print(publish(params))
+        except Exception as e:  # the network, the server, the key: wandb raises many types
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ValueError(f"W&B could not save the Report ({type(e).__name__}: {first})") from None
     else:
         print(tracking.sync_lines(params))
     return 0
@@ -200,14 +207,17 @@ def cmd_preset(args, params) -> int:
 
 
 def cmd_train(args, params) -> int:
+    from bench import provenance  # lazy: in the train stage's deps only
     from bench.progress import duration, progress_line  # lazy: in the train stage's deps only
     from bench.train.distributed import is_rank_zero  # lazy: see the module's docstring
     from bench.train.stage import train  # lazy: see the module's docstring
 
     cell, out = Cell(args.variant, args.depth, args.seed), Path(args.out)
+    if is_rank_zero() and (note := provenance.params_note(Path(args.params))):  # an experiment's leftovers, say
+        print(note, flush=True)
     if out.name == cell.name and (line := progress_line(params, cell, out.parent)):  # the grid's own folders
         print(line, flush=True)
-    m = train(params, cell, out, args.data, progress=not args.no_progress)
+    m = train(params, cell, out, args.data, progress=quiet.interactive() and not args.no_progress)
     if not is_rank_zero():
         return 0
     if m[DIVERGED]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from bench import params_file
+
 PACKAGES = ("torch", "lightning", "torchmetrics", "numpy", "dvc", "wandb")
 # what decides a result: a change here is a "dirty" tree; the pipeline's own outputs (runs/, report/, dvc.lock)
 # are not, since `make run` writes them while it runs
@@ -100,3 +102,44 @@ def other_cpu_note(folder: Path, name: str) -> str | None:
         f"{name}: the result this replaces came from {was.get('cpu')} ({capability}); this is {now['cpu']} "
         f"({now['cpu_capability']}). Its digits will differ; the report's claims (report/claims.json) should not."
     )
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """{'train.lr': 0.05, ...} from a params tree."""
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out.update(flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def params_changes(path: Path) -> list[str]:
+    """How the params file `path` differs from the one git's HEAD holds: ['train.lr: 0.05 -> 0.1', ...]; [] where
+    they agree, or where git has no committed copy of it (a file outside the checkout, or a new one)."""
+    top = _git("rev-parse", "--show-toplevel")
+    try:
+        relative = Path(path).resolve().relative_to(top) if top else None
+    except ValueError:
+        return []
+    committed = _git("show", f"HEAD:{relative.as_posix()}") if relative else None
+    if committed is None:
+        return []
+    try:
+        before, now = flat(params_file.parse(committed) or {}), flat(params_file.read(Path(path)))
+    except Exception:  # HEAD's copy does not parse (ValueError, YAMLError): nothing to compare against
+        return []
+    return [
+        f"{k}: {before.get(k)} -> {now.get(k)}"
+        for k in sorted(before.keys() | now.keys())
+        if before.get(k) != now.get(k)
+    ]
+
+
+def params_note(path: Path) -> str | None:
+    """A line that says which values of the params file are not the committed ones (an experiment's leftovers, or
+    an edit), or None."""
+    changes = params_changes(path)
+    if not changes:
+        return None
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    return f"{path} differs from git HEAD's: {shown}"

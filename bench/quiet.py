@@ -6,6 +6,8 @@ Only these exact messages are dropped; every other log line, warning and error s
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 NOISE = (  # the start of each message dropped, and why it says nothing here
@@ -24,6 +26,13 @@ IGNORED_WARNINGS = (
     ".*when logging on epoch level in distributed setting.*",
     # the cell's folder is ours (config, metrics, history and checkpoints together; resume reads it)
     r"Checkpoint directory .* exists and is not empty",
+    r"The dirpath has changed from",  # a cell resumed in a moved folder (a copy, DVC's exp workspace)
+    # digits give 10 steps an epoch; the progress bar and history need no step-level log at all
+    r".*is smaller than the logging interval.*",
+    # a finished run resumed with no step left computes its (empty) training metrics: none are recorded from it
+    r".*was called before the ``update`` method.*",
+    # DDP's gradient buckets and BN/1x1 conv gradients' strides on the CPU: a copy per step, never other values
+    r".*Grad strides do not match bucket view strides.*",
 )
 LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -41,3 +50,9 @@ def silence() -> None:
             logger.addFilter(_Drop())
     for message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+def interactive() -> bool:
+    """Whether a person watches the output: a terminal, and no DVC stage running the command (DVC sets
+    DVC_STAGE). Progress bars and W&B's end-of-run summary show only then; logs stay readable."""
+    return sys.stdout.isatty() and "DVC_STAGE" not in os.environ

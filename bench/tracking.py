@@ -7,10 +7,14 @@ API key is read by wandb from the environment and never written by this project.
 
 from __future__ import annotations
 
+import netrc
 import os
 import sys
+import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
+from bench import quiet
 from bench.config import Params
 from bench.record import Cell
 
@@ -52,10 +56,29 @@ def group(params: Params) -> str:
     return f"{params.data.name}-{t.max_steps}it-b{t.batch_size}-lr{t.lr:g}-{params.model.shortcut}-{exp}"
 
 
+def writable_root(params: Params) -> Path:
+    """root_dir, where it can hold runs; else a folder in the system's temporary directory, with a line that says
+    so (W&B never costs a result, and never moves a run without a word)."""
+    out = root_dir(params)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(f"{out} is not writable")
+        return out
+    except OSError as e:
+        fallback = Path(tempfile.gettempdir()) / "bench-wandb"
+        fallback.mkdir(parents=True, exist_ok=True)
+        print(
+            f"W&B: {out} cannot hold runs ({e.strerror or e}); this run goes to {fallback}/wandb instead",
+            file=sys.stderr,
+            flush=True,
+        )
+        return fallback
+
+
 def run_kwargs(params: Params, name: str, job_type: str, tags: list[str], config: dict) -> dict:
     """The keyword arguments of wandb.init (and Lightning's WandbLogger) for one run."""
-    out = root_dir(params)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_root(params)
     return dict(
         project=project(params),
         entity=entity(params),
@@ -66,6 +89,7 @@ def run_kwargs(params: Params, name: str, job_type: str, tags: list[str], config
         config=config,
         mode=mode(params),
         dir=str(out),
+        settings={"quiet": not quiet.interactive()},  # no run history and summary in logs: metrics.json has them
     )
 
 
@@ -140,19 +164,42 @@ def offline_runs(params: Params) -> list[Path]:
     return sorted(p for p in base.glob("offline-run-*") if p.is_dir() and not any(p.glob("*.wandb.synced")))
 
 
+def cells_by_run_id(folders=("runs", "runs_lr")) -> dict[str, str]:
+    """{W&B run id: the cell folder's name} from each cell's wandb_run_id file."""
+    return {p.read_text().strip(): p.parent.name for d in folders for p in sorted(Path(d).glob("*/wandb_run_id"))}
+
+
 def sync_lines(params: Params) -> str:
     runs = offline_runs(params)
     if not runs:
         return f"no unsynced offline runs under {root_dir(params) / 'wandb'}"
-    listing = "\n".join(f"  {p}" for p in runs)
+    names = cells_by_run_id()  # an offline run's folder ends in its id: offline-run-DATE_TIME-ID
+    width = max(len(n) for n in [*names.values(), "(no cell)"])
+    listing = "\n".join(f"  {names.get(p.name.rsplit('-', 1)[-1], '(no cell)'):<{width}}  {p}" for p in runs)
     return (
-        f"{len(runs)} offline W&B runs under {root_dir(params) / 'wandb'}:\n{listing}\n"
+        f"{len(runs)} offline W&B runs under {root_dir(params) / 'wandb'}, by cell:\n{listing}\n"
         f"Upload them (needs WANDB_API_KEY or `wandb login`):\n"
         f"  {sync_command(params)}\n"
         f"Or look at one without an account, in the terminal:\n"
         f"  wandb leet {runs[-1]}                   (its curves)\n"
         f"  wandb leet inspect --summary {runs[-1]}   (its final metrics)"
     )
+
+
+def check_online(params: Params) -> None:
+    """Raise ValueError (exit 2) where W&B is to be reached online without an API key: $WANDB_API_KEY, or the
+    netrc entry that `wandb login` writes for the W&B host."""
+    if mode(params) != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        known = netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        known = False
+    if not known:
+        raise ValueError(
+            f"wandb.mode is online but there is no W&B API key for {host}: set WANDB_API_KEY or run `wandb login`"
+        )
 
 
 def sync_command(params: Params) -> str:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+import warnings
 
 import pytest
 import torch
@@ -150,6 +151,18 @@ def test_history_steps_after_a_resume_are_those_of_an_uninterrupted_run(runs, tm
     assert [r.split(",")[1] for r in steps[1]] == ["step", "10", "20", "30"]
     assert resumed["steps"] == runs["whole"]["steps"]
     assert resumed["steps"] == 30
+
+
+def test_a_finished_cell_rerun_trains_nothing_and_keeps_its_recorded_timings(runs, tmp_path, digits_dir):
+    cell = copy(runs, "whole", tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = train(runs["params"], CELL, cell, digits_dir, progress=False)
+    assert again["steps"] == 30
+    for timing in ("wall_time_s", "images_per_s"):
+        assert again[timing] == runs["whole"][timing]
+    assert {k: v for k, v in again.items()} == runs["whole"]
+    assert [str(w.message)[:80] for w in caught] == []  # quiet.py's list holds a resume's known warnings
 
 
 def bench_train(out, data, *overrides):

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 import torch.utils._python_dispatch
+import yaml
 from helpers import DIGITS, PROBE, QUICK, bench
 from safetensors.numpy import load_file
 
@@ -37,6 +38,10 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     assert float(rows[-1]["lr"]) == pytest.approx(p.train.lr * 0.1, rel=1e-6)  # after the milestone at 40
     assert all(r["test/error"] for r in rows)  # test error tracked per epoch
     assert (tmp_path / "last.ckpt").exists()
+    ran_with = yaml.safe_load((tmp_path / "config.yaml").read_text())  # the resolved params, overrides included
+    assert ran_with["cell"] == {"variant": "residual_bn", "depth": 8, "seed": 0}
+    assert ran_with["train"]["max_steps"] == 60
+    assert ran_with["train"]["milestones"] == [40]
     for when in ("init", "end"):  # the pathology diagnostics, at initialisation and after training
         assert -1 <= m[f"{when}/shattering"] <= 1
         assert m[f"{when}/grad_ratio"] > 0
@@ -205,6 +210,8 @@ def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):
         *QUICK,
     )
     assert code == 0, err
+    assert "plain-8-0: digits (md5 " in out  # the one-line summary at the start
+    assert ", 30 steps at batch 128, lr 1000 (x0.1 at 100, 150), projection shortcuts, cpu x1 32-true" in out
     assert "diverged" in out
     assert json.loads((tmp_path / "metrics.json").read_text())["diverged"]
 

@@ -3,6 +3,8 @@
 import json
 import math
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from helpers import BIN, QUICK, bench
@@ -163,6 +165,7 @@ def test_two_process_ddp_writes_one_run(tmp_path, digits_dir, monkeypatch):
     updates = [x["config"]["update"] for x in records(offline_runs(tmp_path / "wb")[0]) if x.get("type") == "config"]
     assert {"world_size": 2, "precision": "32-true"}.items() <= {k: v for u in updates for k, v in u.items()}.items()
     assert r.stdout.count("wrote") == 1  # rank 0 reports, rank 1 stays quiet
+    assert "W&B could not record" not in r.stdout + r.stderr  # the run is finished by rank 0 alone
     assert json.loads((tmp_path / "cell/env.json").read_text())["world_size"] == 2
 
 
@@ -250,3 +253,52 @@ def test_a_cell_prints_none_of_the_per_cell_noise(tmp_path, digits_dir):
     for noise in ("Tip", "GPU available", "anonymous", "weights_only", "Restoring states", "srun"):
         assert noise not in out, noise
     assert "plain-8-0: test error" in out
+
+
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_a_wandb_dir_that_cannot_hold_runs_falls_back_and_says_where(params, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file/wb" if where == "under a file" else Path("/proc/bench-wb")
+    out = tracking.writable_root(params(f"wandb.dir={bad}"))
+    said = capsys.readouterr().err
+    assert out.is_dir()
+    assert not out.is_relative_to(bad)
+    assert f"W&B: {bad} cannot hold runs" in said
+    assert f"this run goes to {out}/wandb instead" in said
+
+
+def test_runs_are_written_quietly_outside_a_terminal_or_under_dvc(params, monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    kw = lambda: tracking.run_kwargs(params(), "c", "plain", [], {})
+    assert kw()["settings"] == {"quiet": False}  # a person watches: W&B's summary at the end
+    monkeypatch.setenv("DVC_STAGE", "train@plain-8-0")
+    assert kw()["settings"] == {"quiet": True}
+    monkeypatch.delenv("DVC_STAGE")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert kw()["settings"] == {"quiet": True}
+
+
+def test_online_without_a_key_exits_2_before_any_work(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # no `wandb login` either
+    code, _, err = cli("wandb", "--report", "wandb.mode=online")
+    assert code == 2
+    assert "no W&B API key for api.wandb.ai" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_offline_runs_are_listed_by_cell(params, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cell, run_id in (("plain-8-0", "aaaa1111"), ("residual_bn-8-0", "bbbb2222")):
+        (tmp_path / "runs" / cell).mkdir(parents=True)
+        (tmp_path / "runs" / cell / "wandb_run_id").write_text(run_id + "\n")
+        (tmp_path / f"wandb/offline-run-20261204_010203-{run_id}").mkdir(parents=True)
+    (tmp_path / "wandb/offline-run-20261204_010204-cccc3333").mkdir()  # its cell folder is gone
+    lines = tracking.sync_lines(params(f"wandb.dir={tmp_path}")).splitlines()
+    assert any(
+        line.split() == ["plain-8-0", f"{tmp_path}/wandb/offline-run-20261204_010203-aaaa1111"] for line in lines
+    )
+    assert any(line.split()[0] == "residual_bn-8-0" for line in lines)
+    assert any(line.split()[:2] == ["(no", "cell)"] for line in lines)

@@ -23,7 +23,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from bench.code import code_hash
 from bench.config import Params, sections
 from bench.files import atomic, write_text
-from bench.record import Cell
+from bench.record import IMAGES_PER_S, WALL_TIME, Cell
 from bench.train.distributed import is_rank_zero
 
 # what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
@@ -145,6 +145,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise OSError(
                 f"cannot write the checkpoint {path} ({cause or e}); the previous one, if any, is intact"
             ) from None
+
+
+def recorded_timings(out: Path, key: str) -> dict:
+    """The wall time and throughput that out/metrics.json records for run `key`, when it does: a finished run
+    that is resumed trains no step, and keeps the timings of the run that trained it."""
+    try:
+        m = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(m, dict) or m.get("run_key") != key:
+        return {}
+    return {k: m[k] for k in (WALL_TIME, IMAGES_PER_S) if k in m}
 
 
 def wandb_run_id(out: Path, resuming: bool) -> str | None:

@@ -22,12 +22,12 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from bench import config, models, provenance, quiet, record, tracking, validate, weights
+from bench import models, provenance, quiet, record, tracking, validate, weights
 from bench.config import Params
 from bench.diagnostics.probe import indices as probe_indices
 from bench.files import locked, write_json
 from bench.record import Cell
-from bench.train import predictions, resume, speed
+from bench.train import predictions, resume, settings, speed
 from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochCheckpoint, HistoryLogger, Throughput
 from bench.train.data import DataModule, Dataset, load_prepared, normalise
 from bench.train.distributed import is_rank_zero
@@ -103,16 +103,6 @@ def progress_bar(params: Params, progress: bool) -> list:
     return [TrainingBar(refresh_rate=params.trainer.log_every_n_steps)] if progress else []
 
 
-def run_config(params: Params, cell: Cell, data_md5: str, env: dict) -> dict:
-    """The W&B run's config: the sections that determine the run, the cell, the data and the environment."""
-    return {
-        **config.sections(params, (*resume.RUN_SECTIONS, "speed")),
-        "cell": cell._asdict(),
-        "data_md5": data_md5,
-        **env,
-    }
-
-
 def train(
     params: Params,
     cell: Cell,
@@ -137,11 +127,15 @@ def train(
         # build: resume the cell's own checkpoint, or start afresh
         key = resume.run_key(params, cell, data.md5)
         ckpt_path, resuming = resume_or_start(out, cell, key, history)
-        if is_rank_zero() and not resuming and (note := provenance.other_cpu_note(out, cell.name)):
-            print(note, flush=True)
+        recorded = resume.recorded_timings(out, key) if resuming else {}  # a finished run, resumed with no step left
+        announce(out, params, cell, data, resuming)
         env = provenance.environment()
         wandb = tracking.start(
-            params, cell, data.name, run_config(params, cell, data.md5, env), run_id=resume.wandb_run_id(out, resuming)
+            params,
+            cell,
+            data.name,
+            settings.wandb_config(params, cell, data.md5, env),
+            run_id=resume.wandb_run_id(out, resuming),
         )
         trainer.loggers = [history] + ([wandb] if wandb else [])
         if wandb:
@@ -162,13 +156,24 @@ def train(
             else None
         )
         metrics = cell_metrics(cell, data, module, trainer, errors, wall_time_s, divergence, throughput, probe)
-        metrics.update(run_key=key, weights_sha256=sha)
+        metrics.update(run_key=key, weights_sha256=sha, **recorded)
         env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
         if is_rank_zero():
             write_results(out, metrics, env, history, probe.results, scored)
-        if wandb:
+        if wandb and is_rank_zero():  # the run lives on rank 0; the other ranks hold Lightning's stand-in
             tracking.finish(wandb, metrics, probe.results)
     return metrics
+
+
+def announce(out: Path, params: Params, cell: Cell, data: Dataset, resuming: bool) -> None:
+    """On rank 0: the resolved params into the cell's folder, their one-line summary, and a line where the CPU
+    type differs from that of the result this run replaces."""
+    if not is_rank_zero():
+        return
+    settings.write(out, params, cell)
+    print(settings.summary(params, cell, data.name, data.md5), flush=True)
+    if not resuming and (note := provenance.other_cpu_note(out, cell.name)):
+        print(note, flush=True)
 
 
 def cell_metrics(
