@@ -8,7 +8,7 @@ import json
 import shutil
 
 import pytest
-from helpers import GRID_PARAMS, PARAMS, ROOT, metrics, write_cell, write_grid
+from helpers import GRID_PARAMS, PARAMS, ROOT, metrics, snapshot, write_cell, write_grid
 
 from bench import config, record
 from bench.record import Cell, Metrics
@@ -100,12 +100,15 @@ def test_the_builder_writes_every_committed_metrics_json_again():
 
 def test_from_json_names_a_missing_or_unknown_key():
     good = metrics("plain", 20, 0, 0.1).to_json()
-    with pytest.raises(ValueError, match="missing test/error"):
+    with pytest.raises(ValueError, match="field 'test/error' missing"):
         Metrics.from_json({k: v for k, v in good.items() if k != "test/error"})
-    with pytest.raises(ValueError, match="unknown best/error"):
+    with pytest.raises(ValueError, match="field 'best/error' unknown"):
         Metrics.from_json(good | {"best/error": 0.05})
     with pytest.raises(ValueError, match="JSON object"):
         Metrics.from_json([good])
+    with pytest.raises(ValueError, match=r"field 'test/error' is '0.1', not float \| None in \[0, 1\]"):
+        Metrics.from_json(good | {"test/error": "0.1"})
+    assert Metrics.from_json(good | {"wall_time_s": 3}).wall_time_s == 3  # an int is a float
 
 
 def test_the_record_s_gap_and_cell():
@@ -146,16 +149,105 @@ def test_the_loader_names_the_cell_and_what_is_wrong(tmp_path):
         record.load(tmp_path, Cell("plain", 20, 0))
     write_cell(tmp_path, metrics("plain", 20, 0, 0.1))
     (tmp_path / "plain-20-0/env.json").unlink()
-    with pytest.raises(ValueError, match=r"plain-20-0 is not a finished cell .*env\.json.*dvc repro train@plain-20-0"):
+    missing = r"\(FileNotFoundError: No such file or directory in \S*plain-20-0/env\.json\)"
+    with pytest.raises(ValueError, match=rf"plain-20-0 is not a finished cell {missing}; rerun it \(dvc repro train@"):
         record.load(tmp_path, Cell("plain", 20, 0))
-    write_cell(tmp_path, metrics("plain", 20, 1, 0.1))
-    (tmp_path / "plain-20-1").rename(tmp_path / "plain-20-2")  # a folder renamed by hand
-    with pytest.raises(ValueError, match="its metrics.json is cell plain-20-1's"):
-        record.load(tmp_path, Cell("plain", 20, 2))
     write_cell(tmp_path, metrics("plain", 20, 3, 0.1))
     (tmp_path / "plain-20-3/metrics.json").write_text("{half written")
     with pytest.raises(ValueError, match="JSONDecodeError"):
         record.load(tmp_path, Cell("plain", 20, 3))
+
+
+def rewrite(path, change):
+    """Replace a hand-made cell's file by change(its text)."""
+    path.write_text(change(path.read_text()))
+
+
+def edit_json(change):
+    """A rewrite of a JSON file: change(its object) in place, the result written back (NaN as the literal NaN)."""
+
+    def edit(text):
+        obj = json.loads(text)
+        change(obj)
+        return json.dumps(obj)
+
+    return edit
+
+
+BAD_FILES = {  # case: (the file of plain-20-0, how it is spoiled, the field the error must name; None: no field)
+    "metrics without diverged": ("metrics.json", edit_json(lambda m: m.pop("diverged")), "'diverged'"),
+    "metrics without depth": ("metrics.json", edit_json(lambda m: m.pop("depth")), "depth"),
+    "metrics with a text test error": (
+        "metrics.json",
+        edit_json(lambda m: m.update({"test/error": "0.1"})),
+        "'test/error'",
+    ),
+    "metrics with a NaN": ("metrics.json", edit_json(lambda m: m.update({"test/error": float("nan")})), "'test/error'"),
+    "metrics with an error over 1": ("metrics.json", edit_json(lambda m: m.update({"val/error": 9.0})), "'val/error'"),
+    "metrics with a NaN diagnostic": (
+        "metrics.json",
+        edit_json(lambda m: m.update({"init/shattering": float("nan")})),
+        "'init/shattering'",
+    ),
+    "metrics with a fractional depth": ("metrics.json", edit_json(lambda m: m.update({"depth": 20.0})), "'depth'"),
+    "metrics with a seed true": ("metrics.json", edit_json(lambda m: m.update({"seed": True})), "'seed'"),
+    "metrics not JSON": ("metrics.json", lambda t: t[:20], None),
+    "history without step": ("history.csv", lambda t: t.replace("epoch,step,", "epoch,stop,", 1), "'step'"),
+    "history without a column": ("history.csv", lambda t: t.replace(",test/error", ",test/err", 1), "'test/error'"),
+    "history empty": ("history.csv", lambda t: "", "'step'"),
+    "history with a word": ("history.csv", lambda t: t.replace("\n2,300,0.1,", "\n2,300,fast,", 1), "'lr'"),
+    "env empty": ("env.json", lambda t: "{}", "'versions'"),
+    "env not JSON": ("env.json", lambda t: "{bad", None),
+    "env a list": ("env.json", lambda t: "[]", None),
+    "diagnostics not JSON": ("diagnostics.json", lambda t: t[:-1], None),
+    "diagnostics empty": ("diagnostics.json", lambda t: "{}", "'probe'"),
+    "predictions not safetensors": ("predictions.safetensors", lambda t: "junk", None),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_result_file_is_one_line_naming_it_and_the_report_stays(case, tmp_path, default_report, cli):
+    """Each spoiled file of a cell: `bench report` exits 2 with one line naming the file and the field, and the
+    previous report is left byte for byte."""
+    name, spoil, field = BAD_FILES[case]
+    folder = default_report[0]
+    for sub in ("runs", "report"):
+        shutil.copytree(folder / sub, tmp_path / sub)
+    before = snapshot(tmp_path / "report")
+    if name == "predictions.safetensors":
+        (tmp_path / "runs/plain-20-0" / name).write_bytes(b"junk")
+    else:
+        rewrite(tmp_path / "runs/plain-20-0" / name, spoil)
+    code, out, err = cli(
+        "report",
+        "--params",
+        PARAMS,
+        "--runs",
+        tmp_path / "runs",
+        "--out",
+        tmp_path / "report",
+        "--lr-sweep",
+        folder / "sweep.json",
+        "--toy",
+        tmp_path / "report/toy",
+        *GRID_PARAMS,
+    )
+    assert code == 2
+    assert err.count("\n") == 1
+    assert str(tmp_path / "runs/plain-20-0" / name) in err
+    assert field is None or field in err
+    assert "Traceback" not in err
+    assert snapshot(tmp_path / "report") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]
+
+
+def test_a_folder_holding_another_cell_s_metrics_is_refused_naming_both(tmp_path):
+    write_cell(tmp_path, metrics("plain", 20, 1, 0.1))
+    (tmp_path / "plain-20-1").rename(tmp_path / "plain-20-2")  # a folder copied or renamed by hand
+    with pytest.raises(
+        ValueError, match=r"plain-20-2/metrics\.json is cell plain-20-1's .*not its folder's plain-20-2"
+    ):
+        record.load(tmp_path, Cell("plain", 20, 2))
 
 
 # --- the statistics ---
