@@ -388,6 +388,24 @@ def test_report_names_a_missing_cell_and_writes_nothing(tmp_path):
     assert not (tmp_path / "report").exists()
 
 
+def test_a_cell_listed_twice_is_counted_once(tmp_path):
+    """A grid that names a seed (or a variant, a depth) twice is one run of it, not n=3 ± 0.00."""
+    from dataclasses import replace
+
+    params = config.load(PARAMS, ["grid.variants=[plain]", "grid.depths=[20]", "grid.seeds=[0]"])
+    twice = replace(params.grid, variants=["plain", "plain"], depths=[20, 20], seeds=[0, 0, 0])
+    write_cell(tmp_path / "runs", metrics("plain", 20, 0, 0.1))
+    summary = report(replace(params, grid=twice), tmp_path / "runs", tmp_path / "report")
+    assert summary["cells"] == 1
+    md = (tmp_path / "report/report.md").read_text()
+    assert "| 20 | 10.00 (n=1) |" in md
+    assert "n=3" not in md
+    assert "| depth | plain |" in md
+    assert "| depth | plain | plain |" not in md
+    assert len(stage.collect(replace(params, grid=twice), tmp_path / "runs")) == 1
+    assert aggregate([metrics("plain", 20, 0, 0.1)] * 3)["plain", 20]["seeds"] == 1
+
+
 def test_he_reference_like_for_like(tmp_path):
     md = render_text(tmp_path, "model.shortcut=zero_pad")
     assert "6.61 ± 0.16 (mean of 5 runs; best 6.43)" in row(md, 110)  # a mean over seeds beside a mean of runs

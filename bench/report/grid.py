@@ -25,14 +25,15 @@ SHORTCUT_OPTION = {"zero_pad": ("A", "zero padding, no parameters"), "projection
 
 
 def variants_depths(params: Params) -> tuple[list[str], list[int]]:
-    """The grid's variants, in params' order, and its depths, ascending: the rows and columns of every table."""
-    return list(params.grid.variants), sorted(set(params.grid.depths))
+    """The grid's variants, in params' order, and its depths, ascending, each once: the rows and columns of every
+    table."""
+    return list(dict.fromkeys(params.grid.variants)), sorted(set(params.grid.depths))
 
 
 def by_cell(results: list) -> dict[tuple[str, int], list]:
-    """(variant, depth) -> its seeds' records (Metrics or Run), by seed."""
+    """(variant, depth) -> its seeds' records (Metrics or Run), by seed; a cell listed twice counts once."""
     groups = {}
-    for r in sorted(results, key=lambda r: r.cell.seed):
+    for r in sorted({r.cell: r for r in results}.values(), key=lambda r: r.cell.seed):
         groups.setdefault((r.cell.variant, r.cell.depth), []).append(r)
     return groups
 

@@ -42,8 +42,8 @@ CLAIMS = "claims.json"  # bench.report.claims: every conclusion, computed; a DVC
 
 
 def collect(params: Params, runs: Path) -> list[Run]:
-    """Each grid cell's record, in the grid's order; a missing cell is an error naming it."""
-    return [record.load(runs, cell) for cell in cells(params)]
+    """Each grid cell's record, once, in the grid's order; a missing cell is an error naming it."""
+    return [record.load(runs, cell) for cell in dict.fromkeys(cells(params))]  # a seed listed twice is one run
 
 
 def report(
