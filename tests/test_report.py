@@ -388,6 +388,21 @@ def test_report_names_a_missing_cell_and_writes_nothing(tmp_path):
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.parametrize("where", ["runs/plain-20-0", "runs", "runs/new", "copy of plain-20-0"])
+def test_an_out_in_the_cells_or_a_cell_s_folder_is_refused_before_any_work(where, tmp_path, default_report, cli):
+    """`bench report --out` on a cell's folder would replace its metrics.json with the report's."""
+    shutil.copytree(default_report[0] / "runs", tmp_path / "runs")
+    shutil.copytree(tmp_path / "runs/plain-20-0", tmp_path / "copy of plain-20-0")
+    before = snapshot(tmp_path)
+    code, _, err = cli(
+        "report", "--params", PARAMS, "--runs", tmp_path / "runs", "--out", tmp_path / where, *GRID_PARAMS
+    )
+    assert code == 2
+    assert f"--out {tmp_path / where} is " in err
+    assert "the report would overwrite its results" in err
+    assert snapshot(tmp_path) == before
+
+
 def test_a_cell_listed_twice_is_counted_once(tmp_path):
     """A grid that names a seed (or a variant, a depth) twice is one run of it, not n=3 ± 0.00."""
     from dataclasses import replace
