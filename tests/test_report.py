@@ -350,14 +350,40 @@ def test_report_statistics_chance_and_intervals(default_report):
     assert "| plain-56 | 89.90 [89.29, 90.48] at chance |" in md
     assert "Two results differ by less than the noise when" in md
     assert "- residual_bn: depth 56 vs 110: Δ +0.00, noise ±" in md  # 7.00 vs 7.00
-    assert summary["test/error/residual_bn-110"] == pytest.approx(0.07)
-    assert summary["test/error_std/residual_bn-110"] == pytest.approx(0.0005)
-    assert summary["diverged_fraction/plain-56"] == pytest.approx(1 / 3)
-    assert summary["test/error/plain-110"] is None
-    assert summary["diverged_fraction/plain-110"] == 1
+    assert summary["test/error"]["residual_bn"]["0110"] == pytest.approx(0.07)
+    assert summary["test/error_std"]["residual_bn"]["0110"] == pytest.approx(0.0005)
+    assert summary["diverged_fraction"]["plain"]["0056"] == pytest.approx(1 / 3)
+    assert summary["test/error"]["plain"]["0110"] is None
+    assert summary["diverged_fraction"]["plain"]["0110"] == 1
     assert json.loads((tmp_path / "report/metrics.json").read_text()) == summary
     for figure in ("convergence", "error_vs_depth", "gap_vs_depth", "shattering_vs_depth", "lesion"):
         assert (tmp_path / f"report/figures/{figure}.png").stat().st_size > 0, figure
+
+
+def flat(obj, prefix=""):
+    """A metrics file's keys as `dvc metrics show` names its columns (nested keys joined by dots), in file order."""
+    if not isinstance(obj, dict):
+        return [prefix]
+    return [k for key, v in obj.items() for k in flat(v, f"{prefix}.{key}" if prefix else key)]
+
+
+def test_the_report_s_metrics_read_by_measure_variant_and_depth(default_report):
+    """`dvc metrics show` sorts the flattened keys as text: the file is in that order already, grouped by measure,
+    then variant, and its depths (zero-padded) run 20, 56, 110, not 110, 20, 56."""
+    folder, summary, _ = default_report
+    text = (folder / "report/metrics.json").read_text()
+    columns = flat(json.loads(text))
+    assert columns == sorted(columns)
+    assert columns[:5] == [
+        "cells",
+        "diverged",
+        "diverged_fraction.plain.0020",
+        "diverged_fraction.plain.0056",
+        "diverged_fraction.plain.0110",
+    ]
+    assert "test/error.residual_bn.0110" in columns
+    assert len(columns) == 2 + 3 * 6
+    assert list(summary) == ["cells", "diverged", "diverged_fraction", "test/error", "test/error_std"]
 
 
 def test_report_from_hand_made_cells_with_two_seeds(tmp_path):
@@ -374,7 +400,7 @@ def test_report_from_hand_made_cells_with_two_seeds(tmp_path):
     assert he in md
     summary = grid_summary([r.metrics for r in results], agg)
     assert summary["diverged"] == 2
-    assert summary["test/error/residual_bn-20"] == pytest.approx(0.105)
+    assert summary["test/error"]["residual_bn"]["0020"] == pytest.approx(0.105)
     rows = list(csv.DictReader(depth_csv(agg, [20, 56], record.TEST_ERROR).splitlines()))
     assert rows[1]["depth"] == "56"
     assert rows[1]["plain"] == "NaN"

@@ -171,13 +171,27 @@ def environment_section(results: list[Run]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SUMMARY_MEASURES = {  # the report's metrics.json, per variant x depth: key -> its value; in `dvc metrics show`'s order
+    "diverged_fraction": lambda a: a["diverged"] / a["seeds"],
+    TEST_ERROR: lambda a: a[TEST_ERROR]["mean"],
+    f"{TEST_ERROR}_std": lambda a: a[TEST_ERROR]["std"],
+}
+
+
+def depth_key(depth: int) -> str:
+    """A depth as a metrics key, zero-padded ("0020"): `dvc metrics show` sorts keys as text, so 8, 20, 110 stay in
+    order."""
+    return f"{depth:04d}"
+
+
 def summary(results: list[Metrics], agg: dict) -> dict:
-    """The report's metrics.json: cells, diverged cells, and per variant x depth the mean and std of the test error
-    over the non-diverged seeds (null where every seed diverged, or for the std of one seed) and the diverged
-    fraction."""
-    out = {"cells": len(results), "diverged": sum(m.diverged for m in results)}
-    for (v, d), a in sorted(agg.items()):
-        out[f"{TEST_ERROR}/{v}-{d}"] = a[TEST_ERROR]["mean"]
-        out[f"{TEST_ERROR}_std/{v}-{d}"] = a[TEST_ERROR]["std"]
-        out[f"diverged_fraction/{v}-{d}"] = a["diverged"] / a["seeds"]
+    """The report's metrics.json: cells, diverged cells, then per measure {variant: {depth: value}}: the diverged
+    fraction, and the mean and std of the test error over the non-diverged seeds (null where every seed diverged, or
+    for the std of one seed). `dvc metrics show` flattens it to columns such as test/error.plain.0056 and sorts them
+    as text: the file's own order, by measure, variant, then depth."""
+    out: dict = {"cells": len(results), "diverged": sum(m.diverged for m in results)}
+    for name, value in SUMMARY_MEASURES.items():
+        out[name] = {}
+        for (v, d), a in sorted(agg.items()):
+            out[name].setdefault(v, {})[depth_key(d)] = value(a)
     return out
