@@ -150,14 +150,20 @@ class Metrics:
         if not isinstance(obj, dict):
             raise ValueError(f"a JSON object was expected, not {type(obj).__name__}")
         if missing := [k for k in KEYS if k not in obj]:
-            raise ValueError(f"missing {', '.join(missing)}")
+            raise ValueError(f"field {', '.join(map(repr, missing))} missing")
         if unknown := [k for k in obj if k not in KEYS and not k.startswith(MOMENTS)]:
-            raise ValueError(f"unknown {', '.join(unknown)}")
+            raise ValueError(f"field {', '.join(map(repr, unknown))} unknown")
+        for k, v in obj.items():
+            kind = TYPES.get(k, "float | bool | None")  # a scalar diagnostic: a number, a flag, or null
+            if not typed(v, kind) or (k in ERROR_KEYS and v is not None and not 0 <= v <= 1):
+                raise ValueError(f"field {k!r} is {v!r}, not {kind}" + (" in [0, 1]" if k in ERROR_KEYS else ""))
         scalars = {k: v for k, v in obj.items() if k not in KEYS}
         return cls(**{name: obj[k] for k, name in KEYS.items()}, scalars=scalars)
 
 
 KEYS = {f.metadata.get("key", f.name): f.name for f in fields(Metrics) if f.name != "scalars"}  # JSON key -> field
+TYPES = {k: f.type for k, f in zip(KEYS, fields(Metrics))}  # JSON key -> its type, as annotated: "float | None"
+ERROR_KEYS = (TRAIN_ERROR, VAL_ERROR, TEST_ERROR, CLEAN_TRAIN_ERROR)  # fractions in [0, 1]
 SPLIT_KEYS = (TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR, CLEAN_TRAIN_ERROR)
 
 
@@ -218,36 +224,77 @@ class Run:
         return self.metrics.cell
 
 
+def typed(value, kind: str) -> bool:
+    """Whether a JSON value is of the annotated type `kind` ("int", "float | None", ...): a bool is no number, an int
+    is a float, and a float is finite (metrics.json records a NaN as null)."""
+    python = {"str": str, "int": int, "float": (int, float), "bool": bool, "None": type(None)}
+    kinds = [python[k] for k in kind.split(" | ")]
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, tuple(kinds)) and not (isinstance(value, float) and not math.isfinite(value))
+
+
 def path(runs: Path, cell: Cell) -> Path:
     """Where a cell's metrics.json is, in the folder of the grid's cells."""
     return runs / cell.name / "metrics.json"
 
 
+HISTORY_COLUMNS = ("step", TRAIN_ERROR, TEST_ERROR)  # what the report draws from history.csv, one row per epoch
+ENV_KEYS = ("versions", "hardware", "git", "data_md5", "precision", "world_size")  # what the report lists of env.json
+
+
 def read_history(path: Path) -> dict[str, list[float]]:
-    """history.csv by column."""
+    """history.csv by column; empty cells are NaN. A ValueError names a missing column or the value not a number."""
     cols: dict[str, list[float]] = {}
     with open(path, newline="") as f:
-        for row in csv.DictReader(f):
+        for line, row in enumerate(csv.DictReader(f), start=2):
             for k, v in row.items():
-                cols.setdefault(k, []).append(float(v) if v not in ("", None) else math.nan)
+                try:
+                    cols.setdefault(k, []).append(float(v) if v not in ("", None) else math.nan)
+                except (TypeError, ValueError):
+                    raise ValueError(f"field {k!r} on line {line} is {v!r}, not a number") from None
+    if missing := [k for k in HISTORY_COLUMNS if k not in cols]:
+        raise ValueError(f"field {missing[0]!r} is missing" + ("" if cols else ": no rows, or no header"))
     return cols
+
+
+def read_object(path: Path, keys: tuple[str, ...] = ()) -> dict:
+    """A JSON object with each of `keys`; a ValueError names the first one missing."""
+    obj = json.loads(path.read_text())
+    if not isinstance(obj, dict):
+        raise ValueError(f"a JSON object was expected, not {type(obj).__name__}")
+    if missing := [k for k in keys if k not in obj]:
+        raise ValueError(f"field {missing[0]!r} is missing")
+    return obj
+
+
+def read(folder: Path, name: str, reader):
+    """`reader` of the file `name` in a cell's folder; any error is one line naming the file and how to redo it."""
+    try:
+        return reader(folder / name)
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, SafetensorError) as e:
+        what = str(e) if type(e) is ValueError else f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}"
+        what = " ".join(what.split())  # one line
+        raise ValueError(
+            f"{folder} is not a finished cell ({what} in {folder / name}); rerun it (dvc repro train@{folder.name})"
+        ) from None
 
 
 def load(runs: Path, cell: Cell) -> Run:
     """A finished cell's folder: metrics.json, diagnostics.json, env.json, history.csv and, unless it diverged,
-    predictions.safetensors. A missing or unreadable file is a ValueError naming the cell and how to redo it."""
+    predictions.safetensors. A missing or unreadable file, or a field not as bench train writes it, is a ValueError
+    of one line naming the file, the field and how to redo the cell."""
     folder = runs / cell.name
     if not path(runs, cell).exists():
         raise ValueError(f"no results for cell {cell.name}: {path(runs, cell)} is missing (run `dvc repro`)")
-    try:
-        m = Metrics.from_json(json.loads((folder / "metrics.json").read_text()))
-        if m.cell != cell:  # a folder copied or renamed by hand
-            raise ValueError(f"its metrics.json is cell {m.cell.name}'s")
-        diagnostics, env = (json.loads((folder / name).read_text()) for name in ("diagnostics.json", "env.json"))
-        history = read_history(folder / "history.csv")
-        predictions = load_file(str(folder / PREDICTIONS)) if not m.diverged else None
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, SafetensorError) as e:
+    m = read(folder, "metrics.json", lambda p: Metrics.from_json(json.loads(p.read_text())))
+    if m.cell != cell:  # a folder copied or renamed by hand
         raise ValueError(
-            f"{folder} is not a finished cell ({type(e).__name__}: {e}); rerun it (dvc repro train@{cell.name})"
-        ) from None
+            f"{path(runs, cell)} is cell {m.cell.name}'s (its variant, depth and seed), not its folder's {cell.name}: "
+            f"a folder copied or renamed by hand; rerun it (dvc repro train@{cell.name})"
+        )
+    diagnostics = read(folder, "diagnostics.json", lambda p: read_object(p, ("probe", "init")))
+    env = read(folder, "env.json", lambda p: read_object(p, ENV_KEYS))
+    history = read(folder, "history.csv", read_history)
+    predictions = read(folder, PREDICTIONS, lambda p: load_file(str(p))) if not m.diverged else None
     return Run(m, diagnostics, env, history, predictions)

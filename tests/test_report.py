@@ -8,7 +8,7 @@ import json
 import shutil
 
 import pytest
-from helpers import GRID_PARAMS, PARAMS, ROOT, metrics, write_cell, write_grid
+from helpers import GRID_PARAMS, PARAMS, ROOT, metrics, snapshot, write_cell, write_grid
 
 from bench import config, record
 from bench.record import Cell, Metrics
@@ -100,12 +100,15 @@ def test_the_builder_writes_every_committed_metrics_json_again():
 
 def test_from_json_names_a_missing_or_unknown_key():
     good = metrics("plain", 20, 0, 0.1).to_json()
-    with pytest.raises(ValueError, match="missing test/error"):
+    with pytest.raises(ValueError, match="field 'test/error' missing"):
         Metrics.from_json({k: v for k, v in good.items() if k != "test/error"})
-    with pytest.raises(ValueError, match="unknown best/error"):
+    with pytest.raises(ValueError, match="field 'best/error' unknown"):
         Metrics.from_json(good | {"best/error": 0.05})
     with pytest.raises(ValueError, match="JSON object"):
         Metrics.from_json([good])
+    with pytest.raises(ValueError, match=r"field 'test/error' is '0.1', not float \| None in \[0, 1\]"):
+        Metrics.from_json(good | {"test/error": "0.1"})
+    assert Metrics.from_json(good | {"wall_time_s": 3}).wall_time_s == 3  # an int is a float
 
 
 def test_the_record_s_gap_and_cell():
@@ -146,16 +149,105 @@ def test_the_loader_names_the_cell_and_what_is_wrong(tmp_path):
         record.load(tmp_path, Cell("plain", 20, 0))
     write_cell(tmp_path, metrics("plain", 20, 0, 0.1))
     (tmp_path / "plain-20-0/env.json").unlink()
-    with pytest.raises(ValueError, match=r"plain-20-0 is not a finished cell .*env\.json.*dvc repro train@plain-20-0"):
+    missing = r"\(FileNotFoundError: No such file or directory in \S*plain-20-0/env\.json\)"
+    with pytest.raises(ValueError, match=rf"plain-20-0 is not a finished cell {missing}; rerun it \(dvc repro train@"):
         record.load(tmp_path, Cell("plain", 20, 0))
-    write_cell(tmp_path, metrics("plain", 20, 1, 0.1))
-    (tmp_path / "plain-20-1").rename(tmp_path / "plain-20-2")  # a folder renamed by hand
-    with pytest.raises(ValueError, match="its metrics.json is cell plain-20-1's"):
-        record.load(tmp_path, Cell("plain", 20, 2))
     write_cell(tmp_path, metrics("plain", 20, 3, 0.1))
     (tmp_path / "plain-20-3/metrics.json").write_text("{half written")
     with pytest.raises(ValueError, match="JSONDecodeError"):
         record.load(tmp_path, Cell("plain", 20, 3))
+
+
+def rewrite(path, change):
+    """Replace a hand-made cell's file by change(its text)."""
+    path.write_text(change(path.read_text()))
+
+
+def edit_json(change):
+    """A rewrite of a JSON file: change(its object) in place, the result written back (NaN as the literal NaN)."""
+
+    def edit(text):
+        obj = json.loads(text)
+        change(obj)
+        return json.dumps(obj)
+
+    return edit
+
+
+BAD_FILES = {  # case: (the file of plain-20-0, how it is spoiled, the field the error must name; None: no field)
+    "metrics without diverged": ("metrics.json", edit_json(lambda m: m.pop("diverged")), "'diverged'"),
+    "metrics without depth": ("metrics.json", edit_json(lambda m: m.pop("depth")), "depth"),
+    "metrics with a text test error": (
+        "metrics.json",
+        edit_json(lambda m: m.update({"test/error": "0.1"})),
+        "'test/error'",
+    ),
+    "metrics with a NaN": ("metrics.json", edit_json(lambda m: m.update({"test/error": float("nan")})), "'test/error'"),
+    "metrics with an error over 1": ("metrics.json", edit_json(lambda m: m.update({"val/error": 9.0})), "'val/error'"),
+    "metrics with a NaN diagnostic": (
+        "metrics.json",
+        edit_json(lambda m: m.update({"init/shattering": float("nan")})),
+        "'init/shattering'",
+    ),
+    "metrics with a fractional depth": ("metrics.json", edit_json(lambda m: m.update({"depth": 20.0})), "'depth'"),
+    "metrics with a seed true": ("metrics.json", edit_json(lambda m: m.update({"seed": True})), "'seed'"),
+    "metrics not JSON": ("metrics.json", lambda t: t[:20], None),
+    "history without step": ("history.csv", lambda t: t.replace("epoch,step,", "epoch,stop,", 1), "'step'"),
+    "history without a column": ("history.csv", lambda t: t.replace(",test/error", ",test/err", 1), "'test/error'"),
+    "history empty": ("history.csv", lambda t: "", "'step'"),
+    "history with a word": ("history.csv", lambda t: t.replace("\n2,300,0.1,", "\n2,300,fast,", 1), "'lr'"),
+    "env empty": ("env.json", lambda t: "{}", "'versions'"),
+    "env not JSON": ("env.json", lambda t: "{bad", None),
+    "env a list": ("env.json", lambda t: "[]", None),
+    "diagnostics not JSON": ("diagnostics.json", lambda t: t[:-1], None),
+    "diagnostics empty": ("diagnostics.json", lambda t: "{}", "'probe'"),
+    "predictions not safetensors": ("predictions.safetensors", lambda t: "junk", None),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_result_file_is_one_line_naming_it_and_the_report_stays(case, tmp_path, default_report, cli):
+    """Each spoiled file of a cell: `bench report` exits 2 with one line naming the file and the field, and the
+    previous report is left byte for byte."""
+    name, spoil, field = BAD_FILES[case]
+    folder = default_report[0]
+    for sub in ("runs", "report"):
+        shutil.copytree(folder / sub, tmp_path / sub)
+    before = snapshot(tmp_path / "report")
+    if name == "predictions.safetensors":
+        (tmp_path / "runs/plain-20-0" / name).write_bytes(b"junk")
+    else:
+        rewrite(tmp_path / "runs/plain-20-0" / name, spoil)
+    code, out, err = cli(
+        "report",
+        "--params",
+        PARAMS,
+        "--runs",
+        tmp_path / "runs",
+        "--out",
+        tmp_path / "report",
+        "--lr-sweep",
+        folder / "sweep.json",
+        "--toy",
+        tmp_path / "report/toy",
+        *GRID_PARAMS,
+    )
+    assert code == 2
+    assert err.count("\n") == 1
+    assert str(tmp_path / "runs/plain-20-0" / name) in err
+    assert field is None or field in err
+    assert "Traceback" not in err
+    assert snapshot(tmp_path / "report") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]
+
+
+def test_a_folder_holding_another_cell_s_metrics_is_refused_naming_both(tmp_path):
+    write_cell(tmp_path, metrics("plain", 20, 1, 0.1))
+    (tmp_path / "plain-20-1").rename(tmp_path / "plain-20-2")  # a folder copied or renamed by hand
+    with pytest.raises(
+        ValueError, match=r"plain-20-2/metrics\.json is cell plain-20-1's .*not its folder's plain-20-2"
+    ):
+        record.load(tmp_path, Cell("plain", 20, 2))
 
 
 # --- the statistics ---
@@ -258,14 +350,40 @@ def test_report_statistics_chance_and_intervals(default_report):
     assert "| plain-56 | 89.90 [89.29, 90.48] at chance |" in md
     assert "Two results differ by less than the noise when" in md
     assert "- residual_bn: depth 56 vs 110: Δ +0.00, noise ±" in md  # 7.00 vs 7.00
-    assert summary["test/error/residual_bn-110"] == pytest.approx(0.07)
-    assert summary["test/error_std/residual_bn-110"] == pytest.approx(0.0005)
-    assert summary["diverged_fraction/plain-56"] == pytest.approx(1 / 3)
-    assert summary["test/error/plain-110"] is None
-    assert summary["diverged_fraction/plain-110"] == 1
+    assert summary["test/error"]["residual_bn"]["0110"] == pytest.approx(0.07)
+    assert summary["test/error_std"]["residual_bn"]["0110"] == pytest.approx(0.0005)
+    assert summary["diverged_fraction"]["plain"]["0056"] == pytest.approx(1 / 3)
+    assert summary["test/error"]["plain"]["0110"] is None
+    assert summary["diverged_fraction"]["plain"]["0110"] == 1
     assert json.loads((tmp_path / "report/metrics.json").read_text()) == summary
     for figure in ("convergence", "error_vs_depth", "gap_vs_depth", "shattering_vs_depth", "lesion"):
         assert (tmp_path / f"report/figures/{figure}.png").stat().st_size > 0, figure
+
+
+def flat(obj, prefix=""):
+    """A metrics file's keys as `dvc metrics show` names its columns (nested keys joined by dots), in file order."""
+    if not isinstance(obj, dict):
+        return [prefix]
+    return [k for key, v in obj.items() for k in flat(v, f"{prefix}.{key}" if prefix else key)]
+
+
+def test_the_report_s_metrics_read_by_measure_variant_and_depth(default_report):
+    """`dvc metrics show` sorts the flattened keys as text: the file is in that order already, grouped by measure,
+    then variant, and its depths (zero-padded) run 20, 56, 110, not 110, 20, 56."""
+    folder, summary, _ = default_report
+    text = (folder / "report/metrics.json").read_text()
+    columns = flat(json.loads(text))
+    assert columns == sorted(columns)
+    assert columns[:5] == [
+        "cells",
+        "diverged",
+        "diverged_fraction.plain.0020",
+        "diverged_fraction.plain.0056",
+        "diverged_fraction.plain.0110",
+    ]
+    assert "test/error.residual_bn.0110" in columns
+    assert len(columns) == 2 + 3 * 6
+    assert list(summary) == ["cells", "diverged", "diverged_fraction", "test/error", "test/error_std"]
 
 
 def test_report_from_hand_made_cells_with_two_seeds(tmp_path):
@@ -282,7 +400,7 @@ def test_report_from_hand_made_cells_with_two_seeds(tmp_path):
     assert he in md
     summary = grid_summary([r.metrics for r in results], agg)
     assert summary["diverged"] == 2
-    assert summary["test/error/residual_bn-20"] == pytest.approx(0.105)
+    assert summary["test/error"]["residual_bn"]["0020"] == pytest.approx(0.105)
     rows = list(csv.DictReader(depth_csv(agg, [20, 56], record.TEST_ERROR).splitlines()))
     assert rows[1]["depth"] == "56"
     assert rows[1]["plain"] == "NaN"
@@ -294,6 +412,39 @@ def test_report_names_a_missing_cell_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="no results for cell plain-20-0"):
         report(params, tmp_path / "runs", tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("where", ["runs/plain-20-0", "runs", "runs/new", "copy of plain-20-0"])
+def test_an_out_in_the_cells_or_a_cell_s_folder_is_refused_before_any_work(where, tmp_path, default_report, cli):
+    """`bench report --out` on a cell's folder would replace its metrics.json with the report's."""
+    shutil.copytree(default_report[0] / "runs", tmp_path / "runs")
+    shutil.copytree(tmp_path / "runs/plain-20-0", tmp_path / "copy of plain-20-0")
+    before = snapshot(tmp_path)
+    code, _, err = cli(
+        "report", "--params", PARAMS, "--runs", tmp_path / "runs", "--out", tmp_path / where, *GRID_PARAMS
+    )
+    assert code == 2
+    assert f"--out {tmp_path / where} is " in err
+    assert "the report would overwrite its results" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_cell_listed_twice_is_counted_once(tmp_path):
+    """A grid that names a seed (or a variant, a depth) twice is one run of it, not n=3 ± 0.00."""
+    from dataclasses import replace
+
+    params = config.load(PARAMS, ["grid.variants=[plain]", "grid.depths=[20]", "grid.seeds=[0]"])
+    twice = replace(params.grid, variants=["plain", "plain"], depths=[20, 20], seeds=[0, 0, 0])
+    write_cell(tmp_path / "runs", metrics("plain", 20, 0, 0.1))
+    summary = report(replace(params, grid=twice), tmp_path / "runs", tmp_path / "report")
+    assert summary["cells"] == 1
+    md = (tmp_path / "report/report.md").read_text()
+    assert "| 20 | 10.00 (n=1) |" in md
+    assert "n=3" not in md
+    assert "| depth | plain |" in md
+    assert "| depth | plain | plain |" not in md
+    assert len(stage.collect(replace(params, grid=twice), tmp_path / "runs")) == 1
+    assert aggregate([metrics("plain", 20, 0, 0.1)] * 3)["plain", 20]["seeds"] == 1
 
 
 def test_he_reference_like_for_like(tmp_path):

@@ -25,14 +25,15 @@ SHORTCUT_OPTION = {"zero_pad": ("A", "zero padding, no parameters"), "projection
 
 
 def variants_depths(params: Params) -> tuple[list[str], list[int]]:
-    """The grid's variants, in params' order, and its depths, ascending: the rows and columns of every table."""
-    return list(params.grid.variants), sorted(set(params.grid.depths))
+    """The grid's variants, in params' order, and its depths, ascending, each once: the rows and columns of every
+    table."""
+    return list(dict.fromkeys(params.grid.variants)), sorted(set(params.grid.depths))
 
 
 def by_cell(results: list) -> dict[tuple[str, int], list]:
-    """(variant, depth) -> its seeds' records (Metrics or Run), by seed."""
+    """(variant, depth) -> its seeds' records (Metrics or Run), by seed; a cell listed twice counts once."""
     groups = {}
-    for r in sorted(results, key=lambda r: r.cell.seed):
+    for r in sorted({r.cell: r for r in results}.values(), key=lambda r: r.cell.seed):
         groups.setdefault((r.cell.variant, r.cell.depth), []).append(r)
     return groups
 
@@ -170,13 +171,27 @@ def environment_section(results: list[Run]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SUMMARY_MEASURES = {  # the report's metrics.json, per variant x depth: key -> its value; in `dvc metrics show`'s order
+    "diverged_fraction": lambda a: a["diverged"] / a["seeds"],
+    TEST_ERROR: lambda a: a[TEST_ERROR]["mean"],
+    f"{TEST_ERROR}_std": lambda a: a[TEST_ERROR]["std"],
+}
+
+
+def depth_key(depth: int) -> str:
+    """A depth as a metrics key, zero-padded ("0020"): `dvc metrics show` sorts keys as text, so 8, 20, 110 stay in
+    order."""
+    return f"{depth:04d}"
+
+
 def summary(results: list[Metrics], agg: dict) -> dict:
-    """The report's metrics.json: cells, diverged cells, and per variant x depth the mean and std of the test error
-    over the non-diverged seeds (null where every seed diverged, or for the std of one seed) and the diverged
-    fraction."""
-    out = {"cells": len(results), "diverged": sum(m.diverged for m in results)}
-    for (v, d), a in sorted(agg.items()):
-        out[f"{TEST_ERROR}/{v}-{d}"] = a[TEST_ERROR]["mean"]
-        out[f"{TEST_ERROR}_std/{v}-{d}"] = a[TEST_ERROR]["std"]
-        out[f"diverged_fraction/{v}-{d}"] = a["diverged"] / a["seeds"]
+    """The report's metrics.json: cells, diverged cells, then per measure {variant: {depth: value}}: the diverged
+    fraction, and the mean and std of the test error over the non-diverged seeds (null where every seed diverged, or
+    for the std of one seed). `dvc metrics show` flattens it to columns such as test/error.plain.0056 and sorts them
+    as text: the file's own order, by measure, variant, then depth."""
+    out: dict = {"cells": len(results), "diverged": sum(m.diverged for m in results)}
+    for name, value in SUMMARY_MEASURES.items():
+        out[name] = {}
+        for (v, d), a in sorted(agg.items()):
+            out[name].setdefault(v, {})[depth_key(d)] = value(a)
     return out

@@ -42,8 +42,8 @@ CLAIMS = "claims.json"  # bench.report.claims: every conclusion, computed; a DVC
 
 
 def collect(params: Params, runs: Path) -> list[Run]:
-    """Each grid cell's record, in the grid's order; a missing cell is an error naming it."""
-    return [record.load(runs, cell) for cell in cells(params)]
+    """Each grid cell's record, once, in the grid's order; a missing cell is an error naming it."""
+    return [record.load(runs, cell) for cell in dict.fromkeys(cells(params))]  # a seed listed twice is one run
 
 
 def report(
@@ -56,6 +56,7 @@ def report(
     """Write the report into `out`; return its summary (the report's metrics.json). `lr_summary`: the learning-rate
     sweep's summary.json; `toy_dir`: the toy stage's folder; either is left out of the report where it is absent.
     Every cell must exist before anything is written."""
+    check_out(Path(runs), Path(out))
     results = collect(params, Path(runs))
     sweep = json.loads(Path(lr_summary).read_text()) if lr_summary and Path(lr_summary).exists() else None
     toy = read_toy(toy_dir)
@@ -87,6 +88,19 @@ def report(
             write_text(folder / name, text)
         write_json(folder / SUMMARY, s)
     return s
+
+
+def check_out(runs: Path, out: Path) -> None:
+    """Refuse an `out` in the cells' folder, or a cell's own folder anywhere: the report's files, its metrics.json
+    first, would replace the cell's."""
+    try:
+        cell = "variant" in json.loads((out / SUMMARY).read_text())  # a cell's record, not a report's summary
+    except (OSError, ValueError, TypeError):
+        cell = False
+    cell = cell or any((out / name).exists() for name in ("env.json", "history.csv", record.PREDICTIONS))
+    if out.resolve().is_relative_to(runs.resolve()) or cell:
+        where = "a cell's folder" if cell else f"inside the cells' folder {runs}"
+        raise ValueError(f"--out {out} is {where}: the report would overwrite its results; choose another folder")
 
 
 def read_toy(toy_dir: str | Path | None) -> dict | None:

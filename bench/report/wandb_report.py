@@ -95,7 +95,7 @@ def build_report(params: Params):
             "Dashed in the paper, here one panel each: training error and test error vs iteration."
         ),
     ]
-    for variant in params.grid.variants:
+    for variant in dict.fromkeys(params.grid.variants):  # a variant listed twice: one panel
         blocks += variant_blocks(params, variant)
     return wr.Report(
         project=tracking.project(params),
