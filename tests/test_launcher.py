@@ -6,14 +6,15 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
-from helpers import PARAMS, ROOT, run, set_params
+from helpers import GRID_PARAMS, PARAMS, ROOT, run, set_params, write_grid
 
 from bench import config
 from bench.progress import estimate
 from bench.record import Cell
-from bench.scale import launcher
+from bench.scale import cell_process, launcher
 from bench.scale.launcher import in_process_argv, time_left
 from bench.scale.stages import stage_command
 
@@ -78,7 +79,7 @@ def test_the_stage_command_runs_in_process_only_when_it_is_bench():
 def test_a_cells_output_reaches_its_log_at_the_file_descriptor_level(tmp_path):
     log = tmp_path / "cell.log"
     code = (
-        "import os, subprocess, sys; from bench.scale.launcher import redirect_output; "
+        "import os, subprocess, sys; from bench.scale.cell_process import redirect_output; "
         f"redirect_output({str(log)!r}); print('from print'); sys.stderr.write('from stderr\\n'); "
         "os.write(1, b'from fd 1\\n'); os.write(2, b'from fd 2\\n'); subprocess.run(['echo', 'from a subprocess'])"
     )
@@ -110,11 +111,11 @@ def stage_files(tmp_path, monkeypatch):
 def test_a_cell_ends_cleanly_where_wandb_is_not_installed(monkeypatch):
     """A GPU node may lack W&B: cells run with wandb.mode=disabled, and the end of a forked cell must not import it."""
     monkeypatch.setitem(sys.modules, "wandb", None)  # what `import wandb` meets where it is not installed
-    launcher.finish_wandb(0)
+    cell_process.finish_wandb(0)
     ended = []
     monkeypatch.setitem(sys.modules, "wandb", type(sys)("wandb"))
     sys.modules["wandb"].teardown = ended.append
-    launcher.finish_wandb(3)
+    cell_process.finish_wandb(3)
     assert ended == [3]  # where W&B was imported, its run is ended with the cell's exit code
 
 
@@ -209,3 +210,45 @@ def test_a_cell_whose_only_change_is_its_weights_missing_is_not_retrained():
             {"changed outs": {"runs/plain-8-0/weights.safetensors": "deleted"}},
         ]
     )
+
+
+def test_a_cell_started_by_the_launcher_ends_with_it(tmp_path):
+    """kill -9 of `bench grid` must leave no cell training on as an orphan (it would hold the cell's lock and
+    write results no launcher records): the cell's process asks for a signal when its parent ends."""
+    code = (
+        "import os, sys, time; from bench.scale.cell_process import die_with_parent; "
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    die_with_parent(); print(os.getpid(), flush=True); time.sleep(60); sys.exit(0)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    child = int(parent.stdout.readline())
+    parent.kill()  # kill -9
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and alive(child):
+        time.sleep(0.05)
+    assert not alive(child)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie that init has not reaped yet counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_grid_ends_with_a_compact_results_table(tmp_path):
+    from bench.scale.results import results_table
+
+    p = config.load(PARAMS, [*GRID_PARAMS])
+    assert results_table(p, tmp_path / "runs") is None  # nothing finished yet
+    write_grid(tmp_path / "runs")
+    lines = results_table(p, tmp_path / "runs").splitlines()
+    assert lines[0] == "| test error % | depth 20 | depth 56 | depth 110 |"
+    # mean ± t(0.975, n-1) s / sqrt(n): 4.303 x 0.20 / sqrt(3) = 0.50; 12.706 x 0.0707 / sqrt(2) = 0.64
+    assert lines[2] == "| plain | 9.20 ± 0.50 (n=3) | 89.95 ± 0.64 (n=2; 1/3 diverged) | 3/3 diverged |"
+    assert lines[3].startswith("| residual_bn | 8.60 ± 0.50 (n=3) |")

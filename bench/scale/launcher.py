@@ -18,7 +18,6 @@ import json
 import multiprocessing
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -29,6 +28,8 @@ from pathlib import Path
 from bench.config import Params
 from bench.progress import duration, estimate
 from bench.record import Cell, cells
+from bench.scale.cell_process import Main, cell_main, die_with_parent
+from bench.scale.results import results_table
 from bench.scale.stages import executable, stage_command
 
 # What a cell imports before its first step, imported once by the forkserver. wandb.init imports W&B's
@@ -92,9 +93,6 @@ def in_process_argv(cmd: list[str]) -> list[str] | None:
     return cmd[len(program) :] if cmd[: len(program)] == program and len(program) == 1 else None
 
 
-Main = Callable[[list[str]], int]  # bench's command line: its arguments in, its exit code out
-
-
 def run_cell(
     cell: Cell, gpu: str | None, log_dir: Path, threads: int, overrides: list[str], main: Main | None = None
 ) -> dict:
@@ -111,7 +109,7 @@ def run_cell(
 def spawned(cmd: list[str], env: dict[str, str], log: Path) -> int:
     """`cmd` as a new program: its own interpreter, its own imports."""
     with open(log, "w") as out:
-        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent).returncode
 
 
 def forked(main: Main, cmd: list[str], argv: list[str], env: dict[str, str], log: Path) -> int:
@@ -141,46 +139,6 @@ def environ(env: dict[str, str]):
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def cell_main(main: Main, cmd: list[str], argv: list[str], env: dict[str, str], log: str) -> None:
-    """A cell's process, fresh from the forkserver: the environment, command line and output streams a
-    `bench train` process of its own would have, then bench's main, whose return value is the exit code."""
-    redirect_output(log)
-    os.environ.clear()
-    os.environ.update(env)
-    sys.argv = cmd  # W&B records the command line; Lightning's DDP re-runs it for the other ranks
-    import torch  # preloaded by the forkserver: free here, and the launcher's own process never loads it
-
-    # OpenMP read OMP_NUM_THREADS when the server loaded torch, and a server started by an earlier launch in
-    # this process may have had another value: torch's threads as this cell's environment says
-    torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    code = 1  # what an exception leaves: W&B then ends an unfinished run as failed, as its exit hook would
-    try:
-        code = main(argv)
-    finally:
-        finish_wandb(code)
-    sys.exit(code)
-
-
-def redirect_output(log: str) -> None:
-    """stdout and stderr into `log` at the file-descriptor level, so that C libraries and subprocesses
-    (W&B's service) write there too; line-buffered, so the log is current while the cell runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout.reconfigure(line_buffering=True)
-
-
-def finish_wandb(exit_code: int) -> None:
-    """What W&B does at interpreter exit, which a multiprocessing child skips: end the run, stop its service.
-    Nothing where W&B was never imported: a machine without it runs cells with wandb.mode=disabled."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None:
-        wandb.teardown(exit_code)
 
 
 def time_left(
@@ -238,22 +196,31 @@ def launch(
     threads = max(1, (os.cpu_count() or 1) // len(workers))
     if todo and main:
         start_forkserver(cell_env(threads))
-    results = run_all(todo, workers, log_dir, threads, list(overrides), main)
-    ok = [f"train@{r['cell']}" for r in results if r["returncode"] == 0]
+    record = (lambda cell: dvc("commit", "--force", f"train@{cell}")) if commit else None
+    results = run_all(todo, workers, log_dir, threads, list(overrides), main, record)
+    ok = [r["cell"] for r in results if r["returncode"] == 0]
     failed = [r["cell"] for r in results if r["returncode"]]
     if commit and ok:
-        dvc("commit", "--force", *ok)
         rest = "" if failed else "; `dvc repro` now runs only what remains (sweep, toy, report)"
-        print(f"recorded {len(ok)} cells in dvc.lock{rest}")
+        print(f"recorded {len(ok)} cells in dvc.lock, each as it finished{rest}")
+    if (summary := results_table(params)) is not None:
+        print(summary)
     if failed:  # last, so that it is what a user sees where the run stopped
         print(f"{len(failed)} of {len(todo)} cells failed: " + ", ".join(f"{log_dir}/{c}.log" for c in failed))
     return results
 
 
 def run_all(
-    todo: list[Cell], workers: list[str | None], log_dir: Path, threads: int, overrides: list[str], main: Main | None
+    todo: list[Cell],
+    workers: list[str | None],
+    log_dir: Path,
+    threads: int,
+    overrides: list[str],
+    main: Main | None,
+    record: Callable[[str], object] | None = None,
 ) -> list[dict]:
-    """The cells in order, each on the first free worker; a progress line as each ends."""
+    """The cells in order, each on the first free worker; a progress line as each ends, and `record(cell)` of
+    each that succeeded (its `dvc commit`), so that a launcher killed later loses no finished cell."""
     results, free, queue = [], list(workers), list(todo)
     running: dict[Cell, float] = {}
     finished: dict[Cell, float] = {}
@@ -273,5 +240,7 @@ def run_all(
             del running[cell]
             if r["returncode"] == 0:  # a failed cell's time says nothing about the others'
                 finished[cell] = r["end"] - r["start"]
+                if record:
+                    record(cell.name)
             report(r, len(results), len(todo), log_dir, time_left(queue, running, finished, len(workers), time.time()))
     return results
