@@ -44,9 +44,14 @@ PRELOAD = [
 
 
 def dvc(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
+    """`dvc ARGS`; a failure is a ValueError of one line with DVC's own error (its repo lock held by another
+    DVC process, say), or pointing to it where DVC printed it to the terminal (capture=False)."""
     r = subprocess.run([*executable("dvc"), *args], capture_output=capture, text=True)
     if r.returncode:
-        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+        said = [line.strip() for line in (r.stderr or "").splitlines() + (r.stdout or "").splitlines() if line.strip()]
+        errors = [line for line in said if line.startswith("ERROR")] or said[-1:]
+        why = ": " + " ".join(errors[0].split())[:300] if errors else "; its message is above" if not capture else ""
+        raise ValueError(f"dvc {' '.join(args)} failed (exit {r.returncode}){why}")
     return r
 
 

@@ -287,7 +287,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     every = cells(params)
     try:
         grid = every if args.all else launcher.stale_cells(params)
-    except RuntimeError as e:  # not a DVC repo, dvc missing
+    except (RuntimeError, ValueError) as e:  # not a DVC repo, dvc missing
         raise ValueError(" ".join(str(e).split()) + "; --all writes every cell without asking DVC") from None
     if not grid:
         print(f"0 of {len(every)} cells out of date: no job array written (--all writes every cell)")
