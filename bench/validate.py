@@ -37,7 +37,7 @@ def run(
     where it trains on this machine); raise ValueError naming the first bad one."""
     for cell in cells:
         if not 0 <= cell.seed < SEED_END:
-            raise ValueError(f"seed {cell.seed} of cell {cell.name} must be at least 0 and below {SEED_END}")
+            raise ValueError(f"seed {cell.seed} must be at least 0 and below {SEED_END} (numpy's seeds)")
     for cell in dict.fromkeys((c.variant, c.depth) for c in cells):
         check(*cell, params.model.shortcut)
     if check_speed:
