@@ -104,7 +104,7 @@ class Trainer:
     accelerator: str  # Lightning Trainer flags
     devices: Any  # int, list of ids, or "auto"
     num_nodes: int = ranged(at_least=1, at_most=1024)
-    strategy: str  # auto | ddp | ddp_spawn | ...
+    strategy: str  # auto | ddp | ddp_spawn: the names bench.validate accepts, as for accelerator and precision
     sync_batchnorm: bool  # BN statistics over the global batch instead of each process's share
     precision: str
     deterministic: bool

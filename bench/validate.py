@@ -57,11 +57,12 @@ def trainer(cfg: Trainer) -> None:
         ("precision", cfg.precision, PRECISIONS),
     ):
         if value not in accepted:
-            kind = {"strategy": "an invalid strategy name", "precision": f"Precision {shown(value)} is invalid"}
-            raise ValueError(
-                f"trainer.{key}={shown(value)}: {kind.get(key, 'not an accelerator')} here; "
-                f"use one of: {', '.join(accepted)}"
-            )
+            what = {
+                "accelerator": "not an accelerator bench runs",
+                "strategy": "an invalid strategy name for bench",
+                "precision": f"Precision {shown(value)} is invalid for bench's models",
+            }[key]
+            raise ValueError(f"trainer.{key}={shown(value)}: {what}; use one of: {', '.join(accepted)}")
     d = cfg.devices  # a count (-1: all), a list of ids, or a string Lightning reads ("auto", "0,1")
     if (
         isinstance(d, bool)
