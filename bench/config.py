@@ -70,9 +70,7 @@ class Data:
     source: str | None  # URL, local path or DVC-tracked file; null = the dataset's default
     md5: str | None  # expected archive checksum; null = the official one
     val_size: int = ranged(at_least=0, at_most=10**7)  # images held out of the training split for validation
-    max_image_pixels: int = ranged(
-        at_least=1, at_most=2**31
-    )  # a larger image is refused before any is decoded (decompression bombs)
+    max_image_pixels: int = ranged(at_least=1, at_most=2**31)  # larger: refused undecoded (decompression bombs)
     max_total_pixels: int = ranged(at_least=1, at_most=10**12)  # and so is a dataset larger than this in all
 
 
@@ -117,9 +115,7 @@ class Trainer:
 class Speed:
     compile: str | None  # torch.compile mode for the network in training; null: eager
     channels_last: bool  # NHWC memory format for the network and its inputs
-    eval_batch_size: int = ranged(
-        at_least=1, at_most=2**20
-    )  # validation and test batches, per process; results do not depend on it
+    eval_batch_size: int = ranged(at_least=1, at_most=2**20)  # per process; results do not depend on it
     threads: int = ranged(at_least=1, at_most=1024)  # CPU threads per process; a CPU result's bits depend on it
 
 
@@ -129,9 +125,7 @@ class Diagnostics:
     probe_seed: int = ranged(at_least=0, below=SEED_END)  # which images: the same for every cell
     pairs: int = ranged(at_least=1, at_most=50_000)  # image pairs whose connecting paths measure shattering
     points: int = ranged(at_least=3, at_most=10_000)  # input points along each path
-    every: int = ranged(
-        at_least=0, at_most=STEPS_MAX
-    )  # also measure every N epochs; 0: only at initialisation and at the end
+    every: int = ranged(at_least=0, at_most=STEPS_MAX)  # also every N epochs; 0: at the start and end only
 
 
 @dataclass(frozen=True)
@@ -260,7 +254,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
-            raise ValueError(f"override {shown(item)} is not section.key=value (a whole section is not overridden)")
+            whole = " (a whole section is not overridden)" if sep and not dot else ""
+            raise ValueError(f"override {shown(item)} is not section.key=value{whole}")
         if section not in raw:
             raise ValueError(f"unknown key {section} in override {shown(item)}; valid sections: {', '.join(raw)}")
         if not isinstance(raw[section], dict):
