@@ -8,7 +8,6 @@ overrides any param from the command line.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import types
 import typing
@@ -19,26 +18,31 @@ from typing import Any
 import yaml
 
 from bench import params_file
+from bench.params_file import preset as preset  # `bench preset` and the tests: config.preset
+from bench.params_file import shown
 
 
 @dataclass(frozen=True)
 class Range:
-    """The values a number may take (for a list, each of its numbers), and whether a list may be empty."""
+    """The values a number may take (for a list, each of its numbers), whether a list may be empty or repeat one."""
 
     at_least: float | None = None
     above: float | None = None
     below: float | None = None
+    at_most: float | None = None
     non_empty: bool = False
+    unique: bool = False  # a list's values: a seed written twice is one run counted twice
 
     def holds(self, v: float) -> bool:
         return (
             (self.at_least is None or v >= self.at_least)
             and (self.above is None or v > self.above)
             and (self.below is None or v < self.below)
+            and (self.at_most is None or v <= self.at_most)
         )
 
     def __str__(self) -> str:
-        bounds = {"at least": self.at_least, "above": self.above, "below": self.below}
+        bounds = {"at least": self.at_least, "above": self.above, "below": self.below, "at most": self.at_most}
         return " and ".join(f"{word} {b}" for word, b in bounds.items() if b is not None)
 
 
@@ -47,11 +51,17 @@ def ranged(**bounds) -> Any:
     return field(metadata={"range": Range(**bounds)})
 
 
+DEPTH_MAX = 1202  # He et al.'s deepest net
+STEPS_MAX = 10**7  # iterations (He et al.: 64,000)
+LR_MAX = 10_000  # far past divergence, which tests/test_train.py provokes with 1000
+SEED_END = 2**32  # numpy's seeds are below it
+
+
 @dataclass(frozen=True)
 class Grid:
-    variants: list[str] = ranged(non_empty=True)  # the ablation axes; dvc.yaml's train matrix reads these
-    depths: list[int] = ranged(non_empty=True)
-    seeds: list[int] = ranged(non_empty=True, at_least=0)
+    variants: list[str] = ranged(non_empty=True, unique=True)  # the ablation axes; dvc.yaml's train matrix reads these
+    depths: list[int] = ranged(non_empty=True, unique=True, at_most=DEPTH_MAX)
+    seeds: list[int] = ranged(non_empty=True, unique=True, at_least=0, below=SEED_END)
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,9 @@ class Data:
     name: str  # digits | cifar10 | cifar100 | imagefolder
     source: str | None  # URL, local path or DVC-tracked file; null = the dataset's default
     md5: str | None  # expected archive checksum; null = the official one
-    val_size: int = ranged(at_least=0)  # images held out of the training split for validation
-    max_image_pixels: int = ranged(at_least=1)  # a larger image is refused before any is decoded (decompression bombs)
-    max_total_pixels: int = ranged(at_least=1)  # and so is a dataset larger than this in all
+    val_size: int = ranged(at_least=0, at_most=10**7)  # images held out of the training split for validation
+    max_image_pixels: int = ranged(at_least=1, at_most=2**31)  # larger: refused undecoded (decompression bombs)
+    max_total_pixels: int = ranged(at_least=1, at_most=10**12)  # and so is a dataset larger than this in all
 
 
 @dataclass(frozen=True)
@@ -72,67 +82,65 @@ class Model:
 
 @dataclass(frozen=True)
 class Train:
-    batch_size: int = ranged(at_least=1)  # global batch, split across ranks
+    batch_size: int = ranged(at_least=1, at_most=2**20)  # global batch, split across ranks
     augment: bool  # random crop with padding, plus flips where the dataset suits them
-    max_steps: int = ranged(at_least=1)  # iterations, as He et al. count them
-    lr: float = ranged(above=0)
+    max_steps: int = ranged(at_least=1, at_most=STEPS_MAX)  # iterations, as He et al. count them
+    lr: float = ranged(above=0, at_most=LR_MAX)
     momentum: float = ranged(at_least=0, below=1)
-    weight_decay: float = ranged(at_least=0)
+    weight_decay: float = ranged(at_least=0, at_most=1000)
     nesterov: bool
-    milestones: list[int] = ranged(at_least=1)  # iterations at which lr is multiplied by gamma
-    gamma: float = ranged(above=0)
-    warmup_steps: int = ranged(at_least=0)  # linear warm-up from 0 to lr over this many iterations
-    low_lr: float | None = ranged(above=0)  # constant low-lr warm-up (He et al., ResNet-110) ...
-    low_lr_steps: int = ranged(at_least=0)  # ... for this many iterations ...
-    low_lr_min_depth: int = ranged(at_least=8)  # ... for nets at least this deep
+    milestones: list[int] = ranged(at_least=1, at_most=STEPS_MAX)  # iterations at which lr is multiplied by gamma
+    gamma: float = ranged(above=0, at_most=10)
+    warmup_steps: int = ranged(at_least=0, at_most=STEPS_MAX)  # linear warm-up from 0 to lr over this many iterations
+    low_lr: float | None = ranged(above=0, at_most=LR_MAX)  # constant low-lr warm-up (He et al., ResNet-110) ...
+    low_lr_steps: int = ranged(at_least=0, at_most=STEPS_MAX)  # ... for this many iterations ...
+    low_lr_min_depth: int = ranged(at_least=8, at_most=DEPTH_MAX)  # ... for nets at least this deep
 
 
 @dataclass(frozen=True)
 class Trainer:
     accelerator: str  # Lightning Trainer flags
     devices: Any  # int, list of ids, or "auto"
-    num_nodes: int = ranged(at_least=1)
-    strategy: str  # auto | ddp | ddp_spawn | ...
+    num_nodes: int = ranged(at_least=1, at_most=1024)
+    strategy: str  # auto | ddp | ddp_spawn: the names bench.validate accepts, as for accelerator and precision
     sync_batchnorm: bool  # BN statistics over the global batch instead of each process's share
     precision: str
     deterministic: bool
     benchmark: bool | None  # cuDNN's autotuner; null: Lightning's default (off)
-    log_every_n_steps: int = ranged(at_least=1)
-    check_val_every_n_epoch: int = ranged(at_least=1)
+    log_every_n_steps: int = ranged(at_least=1, at_most=STEPS_MAX)
+    check_val_every_n_epoch: int = ranged(at_least=1, at_most=STEPS_MAX)
 
 
 @dataclass(frozen=True)
 class Speed:
     compile: str | None  # torch.compile mode for the network in training; null: eager
     channels_last: bool  # NHWC memory format for the network and its inputs
-    eval_batch_size: int = ranged(at_least=1)  # validation and test batches, per process; results do not depend on it
-    threads: int = ranged(
-        at_least=1
-    )  # CPU threads per process (torch.set_num_threads); a CPU result's bits depend on it
+    eval_batch_size: int = ranged(at_least=1, at_most=2**20)  # per process; results do not depend on it
+    threads: int = ranged(at_least=1, at_most=1024)  # CPU threads per process; a CPU result's bits depend on it
 
 
 @dataclass(frozen=True)
 class Diagnostics:
-    probe_size: int = ranged(at_least=2)  # test images in the fixed probe batch, stratified by class
-    probe_seed: int = ranged(at_least=0)  # which images: the same for every cell
-    pairs: int = ranged(at_least=1)  # image pairs whose connecting paths measure shattering
-    points: int = ranged(at_least=3)  # input points along each path
-    every: int = ranged(at_least=0)  # also measure every N epochs; 0: only at initialisation and at the end
+    probe_size: int = ranged(at_least=2, at_most=100_000)  # test images in the fixed probe batch, stratified by class
+    probe_seed: int = ranged(at_least=0, below=SEED_END)  # which images: the same for every cell
+    pairs: int = ranged(at_least=1, at_most=50_000)  # image pairs whose connecting paths measure shattering
+    points: int = ranged(at_least=3, at_most=10_000)  # input points along each path
+    every: int = ranged(at_least=0, at_most=STEPS_MAX)  # also every N epochs; 0: at the start and end only
 
 
 @dataclass(frozen=True)
 class Toy:
-    depths: list[int] = ranged(non_empty=True, at_least=1)  # fully connected layers
-    seeds: int = ranged(at_least=1)  # networks per depth
-    width: int = ranged(at_least=1)
-    points: int = ranged(at_least=3)  # equally spaced scalar inputs on [-2, 2]
+    depths: list[int] = ranged(non_empty=True, unique=True, at_least=1, at_most=256)  # fully connected layers
+    seeds: int = ranged(at_least=1, at_most=1000)  # networks per depth
+    width: int = ranged(at_least=1, at_most=2048)
+    points: int = ranged(at_least=3, at_most=10_000)  # equally spaced scalar inputs on [-2, 2]
 
 
 @dataclass(frozen=True)
 class LrSweep:
-    depth: int = ranged(at_least=8)  # one depth, every variant of the grid
-    lrs: list[float] = ranged(non_empty=True, above=0)
-    max_steps: int = ranged(at_least=1)
+    depth: int = ranged(at_least=8, at_most=DEPTH_MAX)  # one depth, every variant of the grid
+    lrs: list[float] = ranged(non_empty=True, unique=True, above=0, at_most=LR_MAX)
+    max_steps: int = ranged(at_least=1, at_most=STEPS_MAX)
 
 
 @dataclass(frozen=True)
@@ -169,12 +177,12 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return _check_type(value, next(a for a in args if a is not type(None)), where)
     if origin is list:
         if not isinstance(value, list):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise ValueError(f"{where}: expected a list, got {shown(value)}")
         return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ValueError(f"{where}: expected {tp.__name__}, got {shown(value)}")
     if tp is float and not math.isfinite(value):
         raise ValueError(f"{where}={value!r} must be a finite number")
     return value
@@ -190,9 +198,12 @@ def _check_ranges(params: Params) -> None:
             key, value = f"{section.name}.{f.name}", getattr(cfg, f.name)
             if r.non_empty and value == []:
                 raise ValueError(f"{key} is empty: it needs at least one value")
+            if r.unique and (twice := [v for i, v in enumerate(value) if v in value[:i]]):
+                raise ValueError(f"{key}={shown(value)} holds {shown(twice[0])} twice: each value once")
             numbers = [v for v in (value if isinstance(value, list) else [value]) if _is_number(v)]
-            if not all(r.holds(v) for v in numbers):
-                raise ValueError(f"{key}={value!r} must be {r}" + (" (each value)" if isinstance(value, list) else ""))
+            if bad := [v for v in numbers if not r.holds(v)]:
+                each = f" (each value; {shown(bad[0])} is not)" if isinstance(value, list) else ""
+                raise ValueError(f"{key}={shown(value)} must be {r}{each}")
     _check_rules(params)
 
 
@@ -201,7 +212,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _check_rules(params: Params) -> None:
-    """The rules that tie fields together, and trainer.devices, which takes several types."""
+    """The rules that tie fields together (the trainer's flags: bench.validate)."""
     dg = params.diagnostics
     if 2 * dg.pairs > dg.probe_size:
         raise ValueError(
@@ -213,22 +224,13 @@ def _check_rules(params: Params) -> None:
             "trainer.benchmark=true with trainer.deterministic=true: cuDNN's autotuner picks kernels by "
             "timing them, so runs would not repeat; set trainer.deterministic=false for speed"
         )
-    d = params.trainer.devices  # a count (-1: all), a list of ids, or a string Lightning reads ("auto", "0,1")
-    if (
-        isinstance(d, bool)
-        or (isinstance(d, int) and d < 1 and d != -1)
-        or d == []
-        or (isinstance(d, list) and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d))
-    ):
-        raise ValueError(
-            f"trainer.devices={d!r} must be a count of at least 1 (-1: all), a non-empty list of "
-            f"device ids (each at least 0), or a string such as auto"
-        )
+    if params.train.nesterov and params.train.momentum == 0:
+        raise ValueError("train.nesterov=true with train.momentum=0: Nesterov momentum needs a momentum above 0")
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping of keys, got {raw!r}")
+        raise ValueError(f"{where}: expected a mapping of keys, got {shown(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     unknown = [k for k in raw if k not in names]
@@ -252,17 +254,24 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
-            raise ValueError(f"override {item!r} is not section.key=value")
-        if section not in raw or not isinstance(raw[section], dict):
-            raise ValueError(f"unknown key {section} in override {item!r}; valid sections: {', '.join(raw)}")
+            whole = " (a whole section is not overridden)" if sep and not dot else ""
+            raise ValueError(f"override {shown(item)} is not section.key=value{whole}")
+        if section not in raw:
+            raise ValueError(f"unknown key {section} in override {shown(item)}; valid sections: {', '.join(raw)}")
+        if not isinstance(raw[section], dict):
+            raise ValueError(f"{section}: expected a mapping of keys, got {shown(raw[section])}")
         if name not in raw[section]:
-            raise ValueError(f"unknown key {key} in override {item!r}; valid keys: {', '.join(raw[section])}")
+            raise ValueError(f"unknown key {key} in override {shown(item)}; valid keys: {', '.join(raw[section])}")
         try:
             raw[section][name] = (
                 value if _is_text(section, name) and value not in ("null", "~") else params_file.parse(value)
             )
+        except params_file.Unsupported as e:
+            raise ValueError(f"override {shown(item)}: {e.problem} in params") from None
         except yaml.YAMLError as e:
-            raise ValueError(f"override {item!r}: {value!r} is not a YAML value ({str(e).splitlines()[0]})") from None
+            raise ValueError(
+                f"override {shown(item)}: {shown(value)} is not a YAML value ({str(e).splitlines()[0]})"
+            ) from None
     return raw
 
 
@@ -271,17 +280,6 @@ def _is_text(section: str, name: str) -> bool:
     cls = typing.get_type_hints(Params).get(section)
     tp = typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
     return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
-
-
-def preset(path: str | Path) -> list[str]:
-    """A preset file (params.yaml's layout, holding only the keys it sets) as section.key=value overrides.
-    Values are written as compact JSON, which YAML reads back: no spaces, so each override is one word."""
-    raw = params_file.read(Path(path))
-    return [
-        f"{section}.{key}=" + (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
-        for section, keys in raw.items()
-        for key, value in (keys or {}).items()
-    ]
 
 
 def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> Params:

@@ -1,8 +1,16 @@
+import os
+import re
+import subprocess
+import sys
+import time
+import typing
+from dataclasses import fields
+
 import pytest
 import yaml
-from helpers import PARAMS
+from helpers import PARAMS, ROOT
 
-from bench import config
+from bench import config, validate
 
 
 def test_default_params_load_typed():
@@ -147,3 +155,139 @@ def test_every_float_a_person_writes_is_a_float_in_overrides_and_in_params_yaml(
     written = tmp_path / "params.yaml"
     written.write_text(PARAMS.read_text().replace("weight_decay: 0.0001", f"weight_decay: {text}"))
     assert config.load(written).train.weight_decay == value
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """'Billion laughs' as a YAML flow list: each anchor nine aliases of the one before, 9**9 strings in ~320 bytes."""
+    names = "abcdefghi"[:levels]
+    items = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    items += [f"&{n} [{','.join([f'*{p}'] * 9)}]" for p, n in zip(names, names[1:])]
+    return f"[{', '.join(items)}]"
+
+
+BOMB_CHILD = """import resource, subprocess, sys
+resource.setrlimit(resource.RLIMIT_AS, (2_000_000_000, 2_000_000_000))  # a regression fails here, not the machine
+r = subprocess.run([sys.executable, "-m", "bench", *sys.argv[1:]], capture_output=True, text=True, timeout=60)
+print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.stderr.strip()[-300:], sep="\\n")"""
+
+
+@pytest.mark.parametrize("form", ["params file", "preset", "override"])
+def test_an_alias_bomb_exits_2_in_little_memory(tmp_path, form):
+    """Expanded, the bomb is a billion strings (the error message that printed it ran out of memory after ~40 s);
+    refused at its first anchor, it costs what any bad input costs. A grandchild, so ru_maxrss is its own."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb() + "\n")
+    args = {
+        "params file": ["train", "--variant", "plain", "--depth", "8", "--out", tmp_path / "out", "--params", bomb],
+        "preset": ["preset", bomb, "--params", PARAMS],
+        "override": ["train", "--variant", "plain", "--depth", "8", "--out", tmp_path / "out", "--params", PARAMS]
+        + [f"train.lr={alias_bomb()}"],
+    }[form]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", BOMB_CHILD, *map(str, args)], capture_output=True, text=True, timeout=90, env=env
+    )
+    code, peak_kb, err = child.stdout.split("\n", 2)
+    assert code == "2", (child.stdout, child.stderr)
+    assert "anchors and aliases (&name, *name) are not supported" in err, err
+    assert int(peak_kb) < 500_000  # KB: the interpreter and bench's imports, about 40 MB
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("train: &t {lr: 0.1}\n", "anchors and aliases (&name, *name) are not supported in params files at line 1"),
+        ("train:\n  lr: 0.1\n  <<: {momentum: 0.5}\n", "merge keys (<<) are not supported in params files at line 3"),
+    ],
+)
+def test_anchors_aliases_and_merge_keys_are_refused_as_such(tmp_path, text, message):
+    """Valid YAML, so not "not valid YAML": what is refused, and where. params.yaml and the presets use none."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+        config.load(path)
+    with pytest.raises(ValueError, match=re.escape("train.milestones={<<: [1]}': merge keys (<<) are not supported")):
+        config.load(PARAMS, ["train.milestones={<<: [1]}"])
+    for preset in sorted((ROOT / "presets").glob("*.yaml")):  # read by the loader that refuses them
+        config.load(PARAMS, config.preset(preset))
+
+
+@pytest.mark.parametrize(
+    "override", ["train.lr=[" + ",".join(["1"] * 100_000) + "]", "grid.depths=[" + "8," * 100_000 + "8]"]
+)
+def test_an_error_shows_a_long_value_cut(override):
+    with pytest.raises(ValueError) as e:
+        config.load(PARAMS, [override])
+    assert len(str(e.value)) < 400, str(e.value)[:1000]
+
+
+def test_a_null_section_is_named_once(tmp_path):
+    """`train: null` with an override of train.lr said "unknown key train ...; valid sections: grid, data, train"."""
+    path = write(tmp_path, lambda r: r.update(train=None))
+    for overrides in ([], ["train.lr=0.1"]):
+        with pytest.raises(ValueError, match=r"^train: expected a mapping of keys, got None$"):
+            config.load(path, overrides)
+    with pytest.raises(ValueError, match="a whole section is not overridden"):
+        config.load(PARAMS, ["train=null"])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("grid.seeds=[0,0,0]", "grid.seeds=[0, 0, 0] holds 0 twice"),
+        ("grid.depths=[8,20,8]", "grid.depths=[8, 20, 8] holds 8 twice"),
+        ("grid.variants=[plain,residual,plain]", "holds 'plain' twice"),
+        ("lr_sweep.lrs=[0.1,0.1]", "lr_sweep.lrs=[0.1, 0.1] holds 0.1 twice"),
+        ("toy.depths=[1,2,2]", "toy.depths=[1, 2, 2] holds 2 twice"),
+    ],
+)
+def test_a_value_repeated_in_a_grid_is_refused(override, message):
+    """Three runs of seed 0 are one run counted three times: n=3 and a spread of 0."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config.load(PARAMS, [override])
+
+
+def test_every_number_has_an_upper_bound():
+    """A number without one reached the allocator (diagnostics.points=1e8) or crashed torch (speed.threads=1e5)."""
+    numbers = (int, float, int | None, float | None, list[int], list[float])
+    missing = []
+    for section, cls in typing.get_type_hints(config.Params).items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            r = f.metadata.get("range")
+            if hints[f.name] in numbers and (r is None or (r.at_most is None and r.below is None)):
+                missing.append(f"{section}.{f.name}")
+    assert not missing
+    with pytest.raises(ValueError, match=r"speed.threads=100000 must be at least 1 and at most 1024"):
+        config.load(PARAMS, ["speed.threads=100000"])
+
+
+def test_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match="train.nesterov=true with train.momentum=0"):
+        config.load(PARAMS, ["train.nesterov=true", "train.momentum=0"])
+    assert config.load(PARAMS, ["train.nesterov=true"]).train.nesterov
+
+
+def test_more_than_one_node_needs_a_cluster_job(monkeypatch):
+    """Outside one, Lightning waits for the other nodes forever; `bench slurm` still writes their job."""
+    for name in validate.CLUSTER:
+        monkeypatch.delenv(name, raising=False)
+    two = config.load(PARAMS, ["trainer.num_nodes=2"])
+    with pytest.raises(ValueError, match="trainer.num_nodes=2 outside a cluster job"):
+        validate.nodes(two.trainer, env={})
+    validate.nodes(two.trainer, env={"SLURM_JOB_ID": "4242"})
+    validate.nodes(two.trainer, env={"TORCHELASTIC_RUN_ID": "x"})
+    validate.nodes(config.load(PARAMS).trainer, env={})
+    with pytest.raises(ValueError, match="trainer.num_nodes=2 outside"):
+        validate.run(two, check_nodes=True)
+    validate.run(two, check_speed=True)  # only a command that trains on this machine asks
+
+
+@pytest.mark.parametrize("precision", validate.PRECISIONS)
+def test_the_accepted_trainer_flags_pass(precision):
+    for accelerator, strategy in zip(validate.ACCELERATORS, [*validate.STRATEGIES, "auto", "auto"]):
+        flags = [f"trainer.precision={precision}", f"trainer.accelerator={accelerator}", f"trainer.strategy={strategy}"]
+        validate.run(config.load(PARAMS, flags), check_speed=True)

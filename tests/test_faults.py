@@ -337,7 +337,109 @@ BAD_INPUTS = [
         ),
         "over data.max_total_pixels=1000",
     ),
+    # params: bounds, machines and YAML
+    (
+        "alias bomb in the params file",
+        lambda ws: with_params(ws, ALIAS_BOMB),
+        "bad.yaml: anchors and aliases (&name, *name) are not supported in params files",
+    ),
+    (
+        "alias bomb in an override",
+        lambda ws: train_args(ws, f"train.lr={ALIAS_BOMB}"),
+        "anchors and aliases (&name, *name) are not supported in params",
+    ),
+    (
+        "alias bomb in a preset",
+        lambda ws: ["preset", with_params(ws, ALIAS_BOMB)[-1], "--params", PARAMS],
+        "bad.yaml: anchors and aliases (&name, *name) are not supported in params files at line 1",
+    ),
+    (
+        "merge key in the params file",
+        lambda ws: with_params(ws, "train:\n  lr: 0.1\n  <<: {momentum: 0.5}\n"),
+        "bad.yaml: merge keys (<<) are not supported in params files at line 3",
+    ),
+    (
+        "merge key in an override",
+        lambda ws: train_args(ws, "train.milestones={<<: {a: 1}}"),
+        "merge keys (<<) are not supported in params",
+    ),
+    (
+        "null section",
+        lambda ws: with_params(ws, null_section("train")),
+        "error: train: expected a mapping of keys, got None",
+    ),
+    ("a section overridden whole", lambda ws: train_args(ws, "train=null"), "a whole section is not overridden"),
+    (
+        "long value cut",
+        lambda ws: train_args(ws, f"train.lr=[{'1,' * 10**5}1]"),
+        "train.lr: expected float, got [1, 1, 1",
+    ),
+    ("seeds repeated", lambda ws: report_args(ws, "grid.seeds=[0,0,0]"), "grid.seeds=[0, 0, 0] holds 0 twice"),
+    ("depths repeated", lambda ws: report_args(ws, "grid.depths=[8,20,8]"), "grid.depths=[8, 20, 8] holds 8 twice"),
+    ("variants repeated", lambda ws: report_args(ws, "grid.variants=[plain,plain]"), "holds 'plain' twice"),
+    (
+        "lrs repeated",
+        lambda ws: ["lr-sweep", "--data", ws / "data", "--out", ws / "lr", "lr_sweep.lrs=[0.1,0.1]"],
+        "lr_sweep.lrs=[0.1, 0.1] holds 0.1 twice",
+    ),
+    ("toy depths repeated", lambda ws: ["toy", "--out", ws / "toy", "toy.depths=[1,2,2]"], "holds 2 twice"),
+    ("depth over 1202", lambda ws: report_args(ws, "grid.depths=[8,1208]"), "at most 1202 (each value; 1208 is not)"),
+    (
+        "nesterov without momentum",
+        lambda ws: train_args(ws, "train.nesterov=true", "train.momentum=0"),
+        "train.nesterov=true with train.momentum=0",
+    ),
+    ("seed -1", lambda ws: train_args(ws, "--seed", "-1"), "seed -1 must be at least 0"),
+    ("seed 2**32", lambda ws: train_args(ws, "--seed", str(2**32)), "seed 4294967296 must be at least 0 and below"),
+    *[
+        (f"precision {p}", lambda ws, p=p: train_args(ws, f"trainer.precision={p}"), f"Precision '{p}' is invalid")
+        for p in ("64-true", "16-true", "bf16-true", "transformer-engine")
+    ],
+    *[
+        (f"accelerator {a}", lambda ws, a=a: train_args(ws, f"trainer.accelerator={a}"), f"accelerator='{a}': not an")
+        for a in ("tpu", "xla")
+    ],
+    *[
+        (f"strategy {s}", lambda ws, s=s: train_args(ws, f"trainer.strategy={s}"), f"strategy='{s}': an invalid")
+        for s in ("ddp_notebook", "ddp_fork")
+    ],
+    *[
+        (f"{key} over its bound", lambda ws, key=key, v=v: train_args(ws, f"{key}={v}"), f"{key}={v} must be {bound}")
+        for key, v, bound in (
+            ("speed.threads", 10**5, "at least 1 and at most 1024"),
+            ("diagnostics.points", 10**8, "at least 3 and at most 10000"),
+            ("diagnostics.probe_size", 10**6, "at least 2 and at most 100000"),
+            ("train.batch_size", 10**7, "at least 1 and at most 1048576"),
+            ("train.max_steps", 10**8, "at least 1 and at most 10000000"),
+            ("speed.eval_batch_size", 10**7, "at least 1 and at most 1048576"),
+        )
+    ],
+    ("toy width over its bound", lambda ws: ["toy", "--out", ws / "toy", "toy.width=100000"], "at most 2048"),
 ]
+
+
+def with_params(ws, text: str):
+    """`bench train` with a params file of this text (bad.yaml)."""
+    (ws / "bad.yaml").write_text(text)
+    return train_args(ws, "--params", ws / "bad.yaml")
+
+
+def report_args(ws, *overrides):
+    return ["report", "--runs", ws / "runs", "--out", ws / "report", *overrides]
+
+
+def null_section(name: str) -> str:
+    """params.yaml with section `name` set to null (its sections are paragraphs)."""
+    blocks = PARAMS.read_text().split("\n\n")
+    return "\n\n".join(f"{name}: null" if b.startswith(f"{name}:") else b for b in blocks)
+
+
+# "Billion laughs": nine anchors, each nine aliases of the one before, 9**9 strings in some 300 bytes
+ALIAS_BOMB = (
+    "[&a [l,l,l,l,l,l,l,l,l], "
+    + ", ".join(f"&{b} [{','.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi"))
+    + "]"
+)
 
 
 @pytest.mark.parametrize("name, args, message", BAD_INPUTS, ids=[r[0] for r in BAD_INPUTS])
