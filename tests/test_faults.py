@@ -224,6 +224,7 @@ BAD_INPUTS = [
         lambda ws: train_args(ws) if plant_payload(ws / "runs/plain-8-0/last.ckpt") else None,
         "last.ckpt holds objects other than weights",
     ),
+    ("two nodes outside a cluster", lambda ws: train_args(ws, "trainer.num_nodes=2"), "trainer.num_nodes=2 outside a"),
     (
         "metrics.json invalid",
         lambda ws: (

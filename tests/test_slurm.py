@@ -316,7 +316,7 @@ def test_accelerator_cpu_as_an_override_writes_no_gpu(cli, checkout):
         (["--setup", "module load cuda\nrm -rf /"], "--setup 'module load cuda\\nrm -rf /' holds a line break"),
         (["train.lr=0.1"], "train.lr=0.1: bench slurm takes trainer.accelerator only"),
         (["trainer.devices=4"], "trainer.devices=4: bench slurm takes trainer.accelerator only"),
-        (["trainer.accelerator=tpu"], "trainer.accelerator=tpu: params.yaml says auto, which the cells run"),
+        (["trainer.accelerator=mps"], "trainer.accelerator=mps: params.yaml says auto, which the cells run"),
     ],
     ids=lambda a: " ".join(a) if isinstance(a, list) else "",
 )
