@@ -8,6 +8,7 @@ import time
 
 import pytest
 import yaml
+from archives import write_imagefolder
 from helpers import PARAMS, ROOT, metrics, run, set_params, write_cell
 
 from bench import config
@@ -259,3 +260,31 @@ def test_weights_follow_their_metrics_through_an_experiment_and_back(repo):
     scored, recorded = map(float, run(["python", "-c", load], repo).stdout.split())
     assert scored == pytest.approx(recorded, abs=1e-6)
     assert recorded == committed["test/error"]
+
+
+def readme_commands(kinds=("bench ", "dvc metrics", "dvc exp show", "dvc plots")) -> list[str]:
+    """The README's shell lines that start with one of `kinds`, continuation lines joined, comments dropped."""
+    lines, blocks = [], re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s+#.*$", "", line).strip()
+            if command.startswith(kinds):
+                lines.append(command)
+    return lines
+
+
+@pytest.mark.integration
+def test_the_readme_s_examples_leave_the_pipeline_as_it_was(tmp_path):
+    """Every `bench` example of the README (and its read-only dvc ones), run as written in a fresh clone, writes
+    only to scratch places: git and DVC see the same workspace afterwards. PATH/images is a folder of images."""
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(ROOT), str(clone)])
+    run("dvc repro -q prepare", clone)  # the pipeline's own data, as `make run` prepares it
+    before = run("git status --porcelain", clone).stdout, run("dvc status --json", clone).stdout
+    images = write_imagefolder(tmp_path / "images", classes=("cat", "dog"), per_class=(600, 20), size=(8, 8))
+    commands = readme_commands()
+    assert any(c.startswith("bench train") and "/tmp/x" in c for c in commands)  # the examples are found
+    for command in commands:
+        command = command.replace("PATH/images", str(images)).replace("/tmp/", f"{tmp_path}/tmp-")
+        assert run(command, clone, check=False).returncode == 0, command
+    assert (run("git status --porcelain", clone).stdout, run("dvc status --json", clone).stdout) == before
