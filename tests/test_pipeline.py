@@ -285,6 +285,6 @@ def test_the_readme_s_examples_leave_the_pipeline_as_it_was(tmp_path):
     commands = readme_commands()
     assert any(c.startswith("bench train") and "/tmp/x" in c for c in commands)  # the examples are found
     for command in commands:
-        command = command.replace("PATH/images", str(images)).replace("/tmp/", f"{tmp_path}/tmp-")
+        command = command.replace("/tmp/", f"{tmp_path}/tmp-").replace("PATH/images", str(images))
         assert run(command, clone, check=False).returncode == 0, command
     assert (run("git status --porcelain", clone).stdout, run("dvc status --json", clone).stdout) == before

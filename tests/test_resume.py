@@ -269,3 +269,7 @@ def test_a_cell_requeued_mid_epoch_ends_like_an_uninterrupted_run(runs, tmp_path
     requeued = train(runs["params"], CELL, cell, digits_dir, progress=False)
     for k in RESULTS:
         assert requeued[k] == pytest.approx(runs["whole"][k], rel=1e-6), k
+    with open(cell / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["train/loss"] != "" for r in rows] == [True, False, True]  # the requeued epoch's mean is not the epoch's
+    assert rows[1]["test/error"]  # its evaluation is whole

@@ -24,6 +24,7 @@ from bench.train.speed import sync
 
 HISTORY_KEYS = ("epoch", "step", "lr", TRAIN_LOSS, TRAIN_ERROR, VAL_LOSS, VAL_ERROR, TEST_LOSS, TEST_ERROR)
 EPOCH_KEYS = ("lr", TRAIN_LOSS, TRAIN_ERROR)  # logged at a training epoch's end (the others by its validation)
+PARTIAL_KEYS = (TRAIN_LOSS, TRAIN_ERROR)  # running means over the epoch's batches: blank where some are missing
 
 
 class Divergence(L.Callback):
@@ -124,6 +125,7 @@ class HistoryLogger(Logger):
         super().__init__()
         self.path = Path(path)
         self.rows: dict[int, dict] = {}
+        self.partial: set[int] = set()  # epochs whose training loss and error are not the whole epoch's
         self._dirty = False
 
     def load(self) -> None:
@@ -160,14 +162,21 @@ class HistoryLogger(Logger):
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         if "epoch" not in metrics or not any(k in metrics for k in HISTORY_KEYS[2:]):
             return
-        row = self.rows.setdefault(int(metrics["epoch"]), {"epoch": int(metrics["epoch"])})
-        row.update({k: float(v) for k, v in metrics.items() if k in HISTORY_KEYS[2:]})
+        epoch = int(metrics["epoch"])
+        row = self.rows.setdefault(epoch, {"epoch": epoch})
+        kept = HISTORY_KEYS[2:] if epoch not in self.partial else set(HISTORY_KEYS[2:]) - set(PARTIAL_KEYS)
+        row.update({k: float(v) for k, v in metrics.items() if k in kept})
         self._dirty = True
 
-    def end_epoch(self, epoch: int, step: int, logged: dict) -> None:
-        """Training epoch `epoch` ended at global step `step`, having logged `logged` (EPOCH_KEYS): its row, saved."""
+    def end_epoch(self, epoch: int, step: int, logged: dict, partial: bool = False) -> None:
+        """Training epoch `epoch` ended at global step `step`, having logged `logged` (EPOCH_KEYS): its row, saved.
+        A `partial` epoch's training loss and error cover only some of its batches: they are left blank."""
         row = self.rows.setdefault(epoch, {"epoch": epoch})
         row.update(step=step, **{k: float(v) for k, v in logged.items()})
+        if partial:
+            self.partial.add(epoch)
+            for k in PARTIAL_KEYS:
+                row.pop(k, None)
         self._dirty = True
         self.save()
 
@@ -202,10 +211,10 @@ class EpochCheckpoint(ModelCheckpoint):
         self.history = history
 
     def on_train_epoch_end(self, trainer, module):
-        logged = trainer.callback_metrics
-        self.history.end_epoch(
-            trainer.current_epoch, trainer.global_step, {k: logged[k] for k in EPOCH_KEYS if k in logged}
-        )
+        logged, epoch = trainer.callback_metrics, trainer.current_epoch
+        # an epoch resumed mid-way (a SLURM requeue) counted only its batches after the requeue
+        partial = module.epoch_updates < trainer.global_step - self.history.rows.get(epoch - 1, {}).get("step", 0)
+        self.history.end_epoch(epoch, trainer.global_step, {k: logged[k] for k in EPOCH_KEYS if k in logged}, partial)
         super().on_train_epoch_end(trainer, module)
 
 

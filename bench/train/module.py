@@ -70,6 +70,7 @@ class Classifier(L.LightningModule):
         )
         self.register_buffer("diverged_at", torch.tensor(-1), persistent=False)  # first non-finite step
         self._test_error = None
+        self.epoch_updates = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -111,6 +112,7 @@ class Classifier(L.LightningModule):
             accuracy.reset()
 
     def on_train_epoch_end(self):
+        self.epoch_updates = int(self.metrics["train_accuracy"].update_count)  # batches this process counted
         train_error = 1 - self.metrics["train_accuracy"].compute()
         self._log_epoch(["train"])
         self.log("lr", self.optimizers().param_groups[0]["lr"])

@@ -233,9 +233,10 @@ def fit_and_test(
         module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=True
     )[0]
     return {
+        **{k: last_row.get(k) for k in (record.TRAIN_LOSS, record.TRAIN_ERROR)},  # blank for a requeued epoch
         **{
             k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
-            for k in (record.TRAIN_LOSS, record.TRAIN_ERROR, record.VAL_LOSS, record.VAL_ERROR)
+            for k in (record.VAL_LOSS, record.VAL_ERROR)
         },
         **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)},
     }
