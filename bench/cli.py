@@ -284,14 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     try:  # bad input (params, overrides, grid cell, data) raises ValueError before any training step
         params = load_params(args)
         command, command_cells, reads_speed, reads_wandb = COMMANDS[args.command]
-        trains_here = args.command in ("train", "lr-sweep", "grid")  # slurm writes multi-node jobs from a login node
-        validate.run(
-            params,
-            command_cells(args, params),
-            check_speed=reads_speed,
-            check_wandb=reads_wandb,
-            check_nodes=trains_here,
-        )
+        here = args.command in (
+            "train",
+            "lr-sweep",
+            "grid",
+        )  # num_nodes: slurm writes multi-node jobs from a login node
+        validate.run(params, command_cells(args, params), reads_speed, reads_wandb, check_nodes=here)
         return command(args, params)
     except (ValueError, OSError) as e:  # OSError: a full or read-only disk, an --out that is a file, ...
         parser.exit(2, f"bench {args.command}: error: {e}\n")

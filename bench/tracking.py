@@ -135,7 +135,16 @@ def finish(wandb, metrics: dict, diagnostics: dict) -> None:
         print(f"W&B could not record the results ({type(e).__name__}: {e}); they are in metrics.json", file=sys.stderr)
 
 
-BLOCK_COLUMNS = ("activation_grad_rms", "relative_weight_grad", "forward_variance", "lesion_error")
+BLOCK_COLUMNS = (
+    "activation_grad_rms",
+    "relative_weight_grad",
+    "forward_variance",
+    "lesion_error",
+    "spp_squared_mean",  # the signal propagation plot (bench/diagnostics/propagation.py)
+    "spp_variance",
+    "spp_branch_variance",
+    "branch_ratio",
+)
 
 
 def log_diagnostics(run, results: dict) -> None:

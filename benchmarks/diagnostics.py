@@ -26,7 +26,15 @@ from bench.record import Cell
 from bench.train.data import load_prepared
 from bench.train.stage import build, diagnostics_callback
 
-KEYS = ("grad_ratio", "shattering", "shattering_lag1", "variance_growth")
+KEYS = (
+    "grad_ratio",
+    "shattering",
+    "shattering_lag1",
+    "variance_growth",
+    "spp_growth",
+    "branch_ratio",
+    "bn_fold_difference",
+)
 
 
 def measure_at_init(params: config.Params, data, variant: str, depth: int, seed: int) -> dict:

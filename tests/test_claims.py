@@ -74,6 +74,8 @@ def hand_grid(runs):
                 "init/shattering": 0.1 * (1 + s) if v == "plain_bn" else 0.5 + 0.01 * s,
                 "end/intact_error": intact,
                 "end/lesion_mean_increase": 0.4 + 0.01 * s if v == "plain_bn" else 0.1 + 0.01 * s,
+                "init/branch_ratio": 0.6 + 0.01 * s if v == "residual_bn" else None,  # plain nets have no skip
+                "end/branch_ratio": 0.2 + 0.02 * s if v == "residual_bn" else None,
             }
             m = metrics(v, d, s, test, train, dataset="digits", scalars=scalars, test_images=360, train_images=1293)
             write_cell(runs, m)
@@ -97,6 +99,9 @@ def test_a_claim_holds_only_when_its_interval_is_on_the_claimed_side(decided):
     assert decided["overfitting/residual_bn"]["holds"] is True
     assert decided["gradients/exploding"]["holds"] is True  # plain_bn's gains 100, 120, 140
     assert decided["shattering/residual_bn"]["holds"] is True
+    # log10(0.2 / 0.6), log10(0.22 / 0.61), log10(0.24 / 0.62): mean -0.444, a tight spread below 0
+    assert decided["branches/near_zero"]["holds"] is True
+    assert decided["branches/near_zero"]["statistic"]["estimate"] == pytest.approx(-0.4441, abs=1e-4)
     assert decided["degradation/plain_bn"]["n"] == {"plain_bn-56": 3, "plain_bn-8": 3}
     assert "holds (+" in decided["degradation/plain_bn"]["sentence"]
 
@@ -105,6 +110,7 @@ def test_a_claim_the_grid_cannot_carry_says_why(decided):
     for cid, why in [
         ("gradients/vanishing", "plain-56 is not in the grid"),
         ("variance/residual", "residual-56 is not in the grid"),
+        ("propagation/bn", "residual-56 is not in the grid"),
         ("lesions/depth-56", "intact error above 50% in plain_bn-56-0"),
         ("lr/bn", "the learning-rate sweep did not run"),
     ]:

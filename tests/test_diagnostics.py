@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.diagnostics import batchnorm, lesions, probe, shattering, signals
+from bench.diagnostics import batchnorm, lesions, probe, propagation, shattering, signals
 from bench.models import build_model
 
 
@@ -224,6 +224,99 @@ def test_bn_scale_change_is_the_mean_distance_of_gamma_from_one():
 
 
 # --- lesions (Veit et al. 2016) ---
+
+
+# --- propagation: signal propagation plots (Brock et al. 2021) and branches near zero ---
+
+
+def signals_at_init(variant: str, depth: int = 56, zero_init_residual: bool = False) -> dict:
+    """A fresh net's signal propagation on Gaussian 32x32 images (BN calibrated on them, as a cell's init is)."""
+    torch.manual_seed(0)
+    net = build_model(variant, depth, "projection", 10, 3, zero_init_residual=zero_init_residual)
+    x = torch.randn(128, 3, 32, 32)
+    return propagation.block_signals(batchnorm.calibrate_bn(net, x), x)
+
+
+def test_without_bn_a_residual_stream_grows_its_variance_by_about_2_5_per_block_at_init():
+    """He init gives the branch twice its input's second moment q (its last conv has no ReLU after it), so the
+    sum holds 3q, and the ReLU after it keeps between half (a symmetric sum) and all of it (a positive one):
+    growth per block in [1.5, 3]; Brock et al.'s pre-activation nets, with no ReLU on the stream, double."""
+    s = signals_at_init("residual")
+    assert 1.5 < propagation.growth(s) < 3
+    assert s["spp_variance"][8] > 1.5**8 * s["spp_variance"][0]  # geometric over the first stage's 9 blocks
+
+
+def test_with_bn_a_residual_stream_grows_its_variance_about_linearly_within_a_stage():
+    """BN hands each block's sum a branch of unit variance: variance k + c after k blocks, not c 2^k."""
+    v = signals_at_init("residual_bn")["spp_variance"][:9]  # the first stage, 9 blocks at depth 56
+    steps = [b - a for a, b in zip(v, v[1:])]
+    assert all(step > 0 for step in steps)  # it grows at every block ...
+    assert (
+        0.67 < (sum(steps[4:]) / 4) / (sum(steps[:4]) / 4) < 1.5
+    )  # ... by steps that do not grow (2.5^4 if geometric)
+    assert signals_at_init("residual_bn")["spp_branch_variance"][3] == pytest.approx(1, abs=0.02)  # BN's gamma = 1
+
+
+@pytest.mark.parametrize("variant, zero_init", [("residual_fixup", False), ("residual_bn", True)])
+def test_branches_that_start_at_zero_keep_the_stream_flat(variant, zero_init):
+    s = signals_at_init(variant, zero_init_residual=zero_init)
+    assert propagation.growth(s) == pytest.approx(1, abs=1e-9)
+    assert propagation.mean_branch_ratio(s) == 0
+
+
+def test_the_branch_ratio_is_the_branch_s_norm_over_the_shortcut_s_and_plain_nets_have_none():
+    s = torch.randn(4, 8, 5, 5)
+    assert propagation.norm_ratio(0.25 * s, s) == pytest.approx(0.25)
+    assert math.isnan(propagation.norm_ratio(s, torch.zeros_like(s)))  # never inf from a 0/0
+    plain = signals_at_init("plain", depth=8)
+    assert plain["branch_ratio"] == [None] * 3
+    assert propagation.mean_branch_ratio(plain) is None
+
+
+def test_the_squared_mean_and_variance_are_per_channel_then_averaged():
+    t = torch.zeros(2, 2, 1, 2)
+    t[:, 0] = 3.0  # channel 0: constant 3 (mean 3, variance 0)
+    t[:, 1] = torch.tensor([[[-1.0, 1.0]], [[-1.0, 1.0]]])  # channel 1: mean 0, variance 1
+    assert propagation.channel_squared_mean(t) == pytest.approx((9 + 0) / 2)
+    assert propagation.channel_variance(t) == pytest.approx((0 + 1) / 2)
+
+
+# --- batchnorm: BN in eval mode is a linear map, folded into the conv before it ---
+
+
+def test_a_folded_bn_is_the_analytic_affine_map_of_its_conv():
+    conv, bn = nn.Conv2d(1, 1, 1, bias=False), nn.BatchNorm2d(1)
+    net = nn.Module()
+    net.stem = nn.Sequential(conv, bn)
+    net.blocks = []
+    with torch.no_grad():
+        conv.weight.fill_(2.0)
+        bn.weight.fill_(3.0)
+        bn.bias.fill_(1.0)
+        bn.running_mean.fill_(0.5)
+        bn.running_var.fill_(4.0 - bn.eps)
+    folded = batchnorm.fold(net).stem
+    assert isinstance(folded[1], nn.Identity)
+    assert folded[0].weight.item() == pytest.approx(2 * 3 / 2)  # W gamma / sqrt(var + eps)
+    assert folded[0].bias.item() == pytest.approx((0 - 0.5) * 3 / 2 + 1)  # (b - mean) gamma / sqrt(var + eps) + beta
+
+
+@pytest.mark.parametrize("variant", ["plain_bn", "residual_bn"])
+@pytest.mark.parametrize("shortcut", ["projection", "zero_pad"])
+def test_every_bn_net_folded_gives_its_logits_within_float32_rounding(variant, shortcut):
+    torch.manual_seed(0)
+    net = build_model(variant, 20, shortcut, 10, 3)
+    with torch.no_grad():  # BN as training leaves it: scales, shifts and statistics away from (1, 0, 0, 1)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.3)
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2)
+    x = torch.randn(16, 3, 32, 32)
+    assert batchnorm.fold_difference(net, x) < 1e-5
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in batchnorm.fold(net).modules())
+    assert batchnorm.fold_difference(build_model(variant.replace("_bn", ""), 20, shortcut, 10, 3), x) is None
 
 
 def test_lesion_of_a_residual_net_with_zero_branches_changes_nothing():

@@ -173,12 +173,18 @@ def test_report_spec_builds_offline(params):
     p = params("grid.variants=[plain, residual_bn]", "wandb.group=g1", "wandb.project=proj")
     report = build_report(p)
     grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
-    assert len(grids) == 3
+    assert len(grids) == 4
     assert report.project == "proj"
     assert grids[0].runsets[0].filters == "Group = 'g1' and JobType = 'plain'"
     assert [pl.y for pl in grids[1].panels] == [["train/error"], ["test/error"], ["gap"]]
     assert all(pl.groupby == "config.cell.depth" for g in grids[:2] for pl in g.panels)
     assert grids[2].panels[0].x.name == "cell.depth"
+    assert [pl.y.name for pl in grids[3].panels] == [
+        "init/spp_growth",
+        "end/spp_growth",
+        "init/branch_ratio",
+        "end/branch_ratio",
+    ]
 
 
 def test_lightning_s_per_cell_lines_stop_at_bench_quiet(cli, params, tmp_path, digits_dir):

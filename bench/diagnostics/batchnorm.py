@@ -1,14 +1,17 @@
 """BatchNorm's two modes (Ioffe & Szegedy 2015, Sec. 3.1): batch statistics in training, running statistics
 at inference. Switching a net between them without a trace, calibrating the running statistics of an
-untrained net, the error in each mode, and how far training moved BN's scales.
+untrained net, the error in each mode, how far training moved BN's scales, and BN at inference as the linear
+map it is: folded into the conv before it.
 """
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 BATCHNORM = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d and SyncBatchNorm
 
@@ -85,3 +88,38 @@ def bn_scale_change(model: nn.Module) -> float | None:
     """Mean |gamma - 1| over every BN scale: how far training moved BN's scales (None without BN)."""
     gammas = [m.weight.detach().flatten() for m in model.modules() if isinstance(m, BATCHNORM) and m.weight is not None]
     return (torch.cat(gammas) - 1).abs().mean().item() if gammas else None
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """(parent, conv's name, BN's name) for every conv a BN follows in a `bench.models` net: the stem, each block's
+    two convs, and a projection shortcut."""
+    pairs = [(model.stem, "0", "1")]
+    for b in model.blocks:
+        pairs += [(b, "conv1", "bn1"), (b, "conv2", "bn2")]
+        if isinstance(b.shortcut, nn.Sequential):
+            pairs.append((b.shortcut, "0", "1"))
+    return [(p, c, n) for p, c, n in pairs if isinstance(getattr(p, n), BATCHNORM)]
+
+
+def fold(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with every BN folded into the conv before it (torch's fuse_conv_bn_eval:
+    W' = W gamma / sqrt(var + eps) per output channel, b' = (b - mean) gamma / sqrt(var + eps) + beta) and
+    replaced by the identity. In eval mode BN is this affine map, so the copy computes the same function with
+    one layer fewer per conv."""
+    folded = copy.deepcopy(model).eval()
+    for parent, conv, bn in conv_bn_pairs(folded):
+        setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
+        setattr(parent, bn, nn.Identity())
+    return folded
+
+
+@torch.no_grad()
+def fold_difference(model: nn.Module, x: torch.Tensor) -> float | None:
+    """max |logits - folded logits| / max |logits| over `x` in eval mode: float32 rounding only (about 1e-6);
+    None for a net without BN."""
+    if not conv_bn_pairs(model):
+        return None
+    with mode(model, False):
+        logits = model(x)
+    scale = logits.abs().max().item()
+    return (logits - fold(model)(x)).abs().max().item() / scale if scale > 0 else None

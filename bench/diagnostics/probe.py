@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.diagnostics import batchnorm, shattering, signals
+from bench.diagnostics import batchnorm, propagation, shattering, signals
 from bench.diagnostics.lesions import lesion_errors
 from bench.record import chance_error, finite
 
@@ -28,6 +28,9 @@ SCALARS = (  # the diagnostics that go into metrics.json as init/... and end/...
     "bn_scale_change",
     "bn_train_mode_error",
     "bn_eval_mode_error",
+    "bn_fold_difference",
+    "spp_growth",
+    "branch_ratio",
 )
 
 
@@ -84,8 +87,13 @@ def diagnose(
         )
     )
     bn = batchnorm.train_vs_eval_error(model, x, y)
+    spp = propagation.block_signals(model, x)
     return _json(
         {
+            **spp,
+            "spp_growth": propagation.growth(spp),
+            "branch_ratio": propagation.mean_branch_ratio(spp),
+            "bn_fold_difference": batchnorm.fold_difference(model, x),
             "grad_ratio": grads["ratio"],
             "grad_saturated": grads["saturated"],
             "activation_grad_rms": grads["activation_rms"],

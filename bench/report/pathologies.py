@@ -9,6 +9,7 @@ import statistics
 
 from bench.record import Metrics, Run
 from bench.report import lr as report_lr
+from bench.report import propagation
 from bench.report.claims import LESION_HEADROOM_LIMIT, relative_lesion
 from bench.report.grid import by_cell
 from bench.report.markdown import plus_minus, table
@@ -20,6 +21,8 @@ DIAGNOSTIC_COLUMNS = (  # (metrics.json key, header, as %)
     ("end/shattering", "gradient correlation after training", False),
     ("init/shattering_lag1", "lag-1 correlation at init", False),
     ("init/variance_growth", "forward variance growth per block at init", False),
+    ("init/spp_growth", "channel variance growth per same-shape block at init", False),
+    ("end/branch_ratio", "branch / shortcut norm after training", False),
     ("end/intact_error", "probe error, intact", True),
     ("end/lesion_mean_increase", "lesion: mean increase, other blocks", True),
     ("end/lesion_downsampling_increase", "lesion: mean increase, downsampling blocks", True),
@@ -188,7 +191,7 @@ def bn_note(results: list[Metrics]) -> str:
     )
 
 
-def section(results: list[Run], sweep: dict | None, toy: dict | None) -> str:
+def section(results: list[Run], sweep: dict | None, toy: dict | None, variants: list[str], depths: list[int]) -> str:
     """The Markdown section: the table, what its columns mean, the figures; the learning-rate sweep where one
     was run (`sweep`: its summary.json), and the toy setting's figure where the toy stage drew it (`toy`: its
     toy.json, {} where it has none)."""
@@ -201,5 +204,6 @@ have no end-of-training diagnostics.
 
 {diagnostics_table(results)}
 
-{MEANINGS}{bn_note(metrics)}{FIGURES}"""
+{MEANINGS}{bn_note(metrics)}{FIGURES}
+{propagation.section(results, variants, depths)}"""
     return md + (report_lr.section(sweep) if sweep is not None else "") + (toy_text(toy) if toy is not None else "")

@@ -99,7 +99,7 @@ augmented average). The degradation problem is a *training* error that rises wit
 {error_table(agg, variants, depths, TRAIN_ERROR, refs=False)}
 
 {FIGURES}
-{pathologies.section(results, sweep, toy)}
+{pathologies.section(results, sweep, toy, variants, depths)}
 ## Environment
 
 {environment_section(results)}"""

@@ -24,7 +24,7 @@ from bench.files import recover_dir, replace_dir, temporary, write_json, write_t
 from bench.plots import save
 from bench.record import GAP, TEST_ERROR, TRAIN_ERROR, Run, cells, chance_error
 from bench.report import lr as report_lr
-from bench.report import pathology_figures
+from bench.report import pathology_figures, propagation
 from bench.report.claims import claims, claims_json
 from bench.report.figures import plot_convergence, plot_vs_depth
 from bench.report.findings import results_md
@@ -126,6 +126,7 @@ def figures(
         ),
         "gap_vs_depth.png": plot_vs_depth(agg, variants, depths, gap, "Generalisation gap vs depth"),
         **pathology_figures.figures(results, variants, depths),
+        **propagation.figures(results, variants, depths),
     }
     if sweep is not None:
         figs[report_lr.FIGURE] = report_lr.plot_lr_sweep(sweep)

@@ -83,6 +83,31 @@ def depth_blocks(params: Params) -> list:
     return [wr.H2("Final error vs depth"), wr.PanelGrid(runsets=[cells], panels=panels)]
 
 
+def propagation_blocks(params: Params) -> list:
+    """Signal propagation and branches near zero (bench/diagnostics/propagation.py): their summary scalars
+    against depth, at initialisation and after training."""
+    import wandb_workspaces.reports.v2 as wr
+
+    cells = wr.Runset(
+        entity=tracking.entity(params) or "",
+        project=tracking.project(params),
+        name="cells",
+        filters=f"Group = '{tracking.group(params)}' and JobType != 'report'",
+        groupby=["run.jobType"],
+    )
+    depth, final = wr.Config("cell.depth"), wr.SummaryMetric
+    panels = [
+        wr.ScatterPlot(title=f"{what} vs depth", x=depth, y=final(key))
+        for key, what in (
+            ("init/spp_growth", "stream variance growth per block at initialisation"),
+            ("end/spp_growth", "stream variance growth per block, trained"),
+            ("init/branch_ratio", "||f(x)|| / ||shortcut(x)|| at initialisation"),
+            ("end/branch_ratio", "||f(x)|| / ||shortcut(x)||, trained"),
+        )
+    ]
+    return [wr.H2("Signal propagation and branches near zero"), wr.PanelGrid(runsets=[cells], panels=panels)]
+
+
 def build_report(params: Params):
     """The W&B Report spec for the current group: curves per variant grouped by depth, and error vs depth."""
     import wandb_workspaces.reports.v2 as wr
@@ -101,7 +126,7 @@ def build_report(params: Params):
         project=tracking.project(params),
         entity=tracking.entity(params) or "",
         title=f"bench: {group}",
-        blocks=blocks + depth_blocks(params),
+        blocks=blocks + depth_blocks(params) + propagation_blocks(params),
         description="Depth ablation of the CIFAR ResNet family: plain, plain_bn, residual, residual_bn.",
     )
 
