@@ -79,7 +79,8 @@ def previous(tmp_path, digits_dir):
 def assert_untouched(previous):
     out, before = previous
     assert snapshot(out) == before
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+    hidden = [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
+    assert hidden in ([], [f".{out.name}.lock"])  # no temp folder left; the lock's folder may be
 
 
 def truncate(path):
@@ -99,7 +100,7 @@ def corrupt(path):
     "damage,message",
     [
         (truncate, "not a readable CIFAR archive"),
-        (corrupt, "not a readable CIFAR archive"),
+        (corrupt, "not a readable (CIFAR archive|tar)"),
         (lambda p: random_cifar(p, skip=("data_batch_3",)), "missing cifar-10-batches-py/data_batch_3"),
         (lambda p: random_cifar(p, skip=("batches.meta",)), "missing cifar-10-batches-py/batches.meta"),
     ],
