@@ -1,9 +1,8 @@
 """The dataset formats `bench prepare` reads: official CIFAR archives, ImageFolder trees or archives, the digits.
 
-Untrusted input is read without executing anything and within budgets: files in bounded chunks against a
-byte budget, CIFAR's pickles through an unpickler that allows only what the official batches hold, images
-measured from their headers against the pixel budget before any is decoded. A folder and its tar archive
-read alike (links, empty class folders) and give the same content checksum.
+Untrusted input is read within budgets, running nothing: files in bounded chunks against a byte budget, pickles
+by an unpickler allowing only what official batches hold, images measured from their headers against the pixel
+budget before any is decoded. A folder and its tar archive read alike and give the same content checksum.
 """
 
 from __future__ import annotations
@@ -92,11 +91,12 @@ def _numeric(*spec) -> np.dtype:
     return dtype
 
 
-_NDARRAY = object()  # what the name numpy.ndarray unpickles to: _reconstruct's argument, never called
+def _ndarray(*args):  # what the name numpy.ndarray unpickles to: _reconstruct's argument; called, it refuses
+    raise pickle.UnpicklingError("refusing a call of numpy.ndarray: arrays come only in numpy's own pickled form")
 
 
 def _reconstruct(subtype, shape, typecode) -> np.ndarray:
-    if subtype is not _NDARRAY or tuple(shape) != (0,):
+    if subtype is not _ndarray or tuple(shape) != (0,):
         raise pickle.UnpicklingError("refusing a numpy array not in numpy's own pickled form")
     return np.ndarray((0,), np.int8)  # empty; the pickle's BUILD then sets its shape and dtype over its own bytes
 
@@ -118,7 +118,7 @@ class CifarUnpickler(pickle.Unpickler):
         if module in self.MODULES and name in self.SAFE:
             return self.SAFE[name]
         if module == "numpy" and name in ("ndarray", "dtype"):
-            return _NDARRAY if name == "ndarray" else _numeric
+            return _ndarray if name == "ndarray" else _numeric
         raise pickle.UnpicklingError(
             f"refusing {module}.{name}: a CIFAR batch holds only dicts, lists, bytes, numbers and numpy arrays"
         )
