@@ -84,7 +84,7 @@ def black_pngs(path: Path, n=40, size=2000) -> Path:
     Image.new("L", (size, size)).save(png, "PNG")
     with tarfile.open(path, "w:gz") as tar:
         for i in range(n):
-            _add(tar, f"{('train', 'test')[i % 4 >= 2]}/{'ab'[i % 2]}/{i:03d}.png", png.getvalue())
+            _add(tar, f"{('train', 'test')[i % 4 == 3]}/{'ab'[i // 4 % 2]}/{i:03d}.png", png.getvalue())
     return path
 
 

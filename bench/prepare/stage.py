@@ -8,6 +8,7 @@ swapped in whole, so a refused or interrupted prepare leaves the previous one in
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ def download(url: str, dest: Path, md5: str | None, retries: int = 3) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=30) as r, atomic(dest, "wb") as f:
+            with urllib.request.urlopen(request(url), timeout=30) as r, atomic(dest, "wb") as f:
                 shutil.copyfileobj(r, f, 1 << 20)
                 f.flush()
                 # raising here removes the temporary file: dest stays absent, and the next prepare downloads again
@@ -57,6 +58,16 @@ def download(url: str, dest: Path, md5: str | None, retries: int = 3) -> Path:
                 ) from None
             time.sleep(attempt)  # back off 1 s, 2 s, ...
     raise AssertionError
+
+
+def request(url: str) -> urllib.request.Request:
+    """A request for `url`, its user:password@ (which urllib cannot follow) sent as HTTP basic authentication."""
+    parts = urllib.parse.urlsplit(url)
+    req = urllib.request.Request(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
+    if parts.username is not None:
+        user = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        req.add_header("Authorization", f"Basic {base64.b64encode(user.encode()).decode()}")
+    return req
 
 
 def resolve_source(cfg: Data, raw_dir: Path) -> Path:
