@@ -397,6 +397,37 @@ def test_an_imagefolder_download_is_cached_only_once_it_reads_as_a_tar(tmp_path,
     assert [p.name for p in raw.iterdir()] == ["images.tar.gz"]
 
 
+def test_an_imagefolder_download_is_kept_only_once_its_content_matches_data_md5(tmp_path, server):
+    host, handler = server
+    archives = {}
+    for seed in (0, 1):  # the right images, then others
+        root = write_imagefolder(tmp_path / f"images{seed}", classes=("cat", "dog"), per_class=(3, 1), seed=seed)
+        with tarfile.open(tmp_path / f"{seed}.tar.gz", "w:gz") as tar:
+            tar.add(root, arcname=".")
+        archives[seed] = (tmp_path / f"{seed}.tar.gz").read_bytes()
+    md5 = prepare.prepare(
+        data_cfg("data.name=imagefolder", f"data.source={root.parent / 'images0'}", "data.val_size=1"),
+        tmp_path / "local",
+    )["md5"]
+    cfg = data_cfg(
+        "data.name=imagefolder", f"data.source=http://{host}/images.tar.gz", f"data.md5={md5}", "data.val_size=1"
+    )
+    handler.serve["/images.tar.gz"] = (200, archives[1])
+    with pytest.raises(ValueError, match="checksum mismatch.*the download is not kept"):
+        prepare.prepare(cfg, tmp_path / "out", tmp_path / "raw")
+    assert list((tmp_path / "raw").iterdir()) == []
+    handler.serve["/images.tar.gz"] = (200, archives[0])  # the server fixed
+    assert prepare.prepare(cfg, tmp_path / "out", tmp_path / "raw")["md5"] == md5
+
+
+def test_a_previous_out_a_killed_prepare_set_aside_is_removed_even_if_a_file(tmp_path, digits_dir):
+    out = tmp_path / "prepared"
+    shutil.copytree(digits_dir, out)
+    (tmp_path / ".prepared.424242.old").write_text("an --out that was a file, set aside before --out was checked")
+    prepare.prepare(data_cfg(), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.lock", "prepared"]
+
+
 def test_credentials_in_a_source_url_are_sent_but_never_recorded(tmp_path, server):
     host, handler = server
     root = write_imagefolder(tmp_path / "images", classes=("cat", "dog"), per_class=(3, 1))

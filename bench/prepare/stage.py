@@ -101,7 +101,13 @@ def read(cfg: Data, raw_dir: Path = Path("data/raw")) -> Raw:
         return read_digits()
     path = resolve_source(cfg, raw_dir)
     if cfg.name == "imagefolder":
-        return read_imagefolder(path, cfg.md5, cfg.max_image_pixels, cfg.max_total_pixels)
+        try:
+            return read_imagefolder(path, cfg.md5, cfg.max_image_pixels, cfg.max_total_pixels)
+        except ValueError as e:  # a download whose content is not data.md5's is not kept: the next prepare refetches
+            if path != Path(cfg.source) and str(e).startswith("checksum mismatch"):
+                path.unlink(missing_ok=True)
+                raise ValueError(f"{e}; the download is not kept") from None
+            raise
     spec = CIFAR[cfg.name]
     if path.is_dir():
         raise ValueError(f"data.source {path} is a folder; {cfg.name} reads the official .tar.gz archive")
