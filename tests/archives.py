@@ -71,3 +71,46 @@ def write_imagefolder(
                 )  # 0-255 for up to 10 classes
                 Image.fromarray(img).save(root / split / cls / f"{i:03d}.{fmt.lower()}", fmt)
     return root
+
+
+# Bombs: small archives that unpack to much more, for the memory-bound tests.
+
+
+def black_pngs(path: Path, n=40, size=2000) -> Path:
+    """A tar.gz of n black size x size PNGs in two classes, train and test: a few KB, n * size^2 pixels."""
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (size, size)).save(png, "PNG")
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(n):
+            _add(tar, f"{('train', 'test')[i % 4 == 3]}/{'ab'[i // 4 % 2]}/{i:03d}.png", png.getvalue())
+    return path
+
+
+def zeros_member(path: Path, name="train/a/a.png", size=1 << 30) -> Path:
+    """A tar.gz holding one member of `size` zero bytes, built from repeated gzip members (a gzip file may hold
+    several), so that making it compresses 64 MiB once rather than the whole member."""
+    import gzip
+
+    info = tarfile.TarInfo(name)
+    info.size = size
+    block = 64 << 20
+    with open(path, "wb") as f:
+        f.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+        f.write(gzip.compress(bytes(block)) * (size // block))
+        f.write(gzip.compress(bytes(size % block + 1024)))  # the rest, then two empty blocks: the tar's end
+    return path
+
+
+class _Reduce:
+    def __init__(self, f, args):
+        self.f, self.args = f, args
+
+    def __reduce__(self):
+        return self.f, self.args
+
+
+def zero_stride_batch(rows=800_000) -> bytes:
+    """A CIFAR batch whose data calls numpy.ndarray on one byte with zero strides: rows x 3072 bytes once copied."""
+    return pickle.dumps({b"data": _Reduce(np.ndarray, ((rows, 3072), "u1", b"\0", 0, (0, 0))), b"labels": []}, 3)

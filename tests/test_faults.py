@@ -146,9 +146,174 @@ def another_params_file(ws, command):
     return [command, "--params", ws / "other.yaml"]
 
 
+def edit_meta(ws, **fields):
+    """The prepared data's meta.json with `fields` replaced; the arguments of a `bench train` that loads it."""
+    import json
+
+    meta = json.loads((ws / "data/meta.json").read_text())
+    (ws / "data/meta.json").write_text(json.dumps({**meta, **fields}))
+    return train_args(ws)
+
+
+def edit_images(ws, **arrays):
+    """The prepared data's images.npz with `arrays` replaced; the arguments of a `bench train` that loads it."""
+    with np.load(ws / "data/images.npz") as z:
+        saved = {k: z[k] for k in z.files}
+    np.savez(ws / "data/images.npz", **{**saved, **arrays})
+    return train_args(ws)
+
+
+def planted_lock_link(ws):
+    """The cell's lock file replaced by a link to the prepared data's meta.json, which a PID must not overwrite."""
+    (ws / "runs/plain-8-0" / files.LOCK).unlink(missing_ok=True)
+    (ws / "runs/plain-8-0" / files.LOCK).symlink_to(ws / "data/meta.json")
+    return train_args(ws)
+
+
+def zero_stride(ws):
+    from archives import zero_stride_batch
+
+    return cifar_args(ws, cifar_members(batch=zero_stride_batch()))
+
+
+def batch(data, labels) -> bytes:
+    return pickle.dumps({b"data": data, b"labels": labels})
+
+
+def imagefolder_with(ws, make):
+    root = write_imagefolder(ws / "if-src", classes=("cat", "dog"), per_class=(4, 2))
+    make(root / "train/cat/x.png")
+    return prepare_args(ws, "data.name=imagefolder", "data.val_size=1", f"data.source={root}")
+
+
+def a_zip(ws, *overrides):
+    import zipfile
+
+    with zipfile.ZipFile(ws / "images.zip", "w") as z:
+        z.writestr("train/cat/0.png", b"x")
+    return prepare_args(ws, f"data.source={ws / 'images.zip'}", "data.val_size=1", *overrides)
+
+
 # (id, the command's arguments from the workspace, a fragment of the message, {ws}: the workspace). Every row:
 # exit 2, and the workspace (the finished cell, the prepared data, the inputs) byte for byte as it was.
 BAD_INPUTS = [
+    # prepared data, archives and files
+    ("val_indices past the images", lambda ws: edit_meta(ws, val_indices=[0, 99999]), "val_indices is not distinct"),
+    ("val_indices repeated", lambda ws: edit_meta(ws, val_indices=[3, 3]), "meta.json: val_indices is not distinct"),
+    ("val_indices text", lambda ws: edit_meta(ws, val_indices="all"), "{ws}/data/meta.json: val_indices is not"),
+    ("classes not a list", lambda ws: edit_meta(ws, classes=5), "meta.json: classes is not a list of class names"),
+    ("classes too few", lambda ws: edit_meta(ws, classes=["0", "1"]), "classes is 2 names for labels up to 9"),
+    ("mean text", lambda ws: edit_meta(ws, mean="x"), "meta.json: mean is 'x', not 1 finite numbers"),
+    ("mean of 2 channels", lambda ws: edit_meta(ws, mean=[0.1, 0.2]), "meta.json: mean is [0.1, 0.2], not 1 finite"),
+    ("std 0", lambda ws: edit_meta(ws, std=[0]), "meta.json: std is [0], not 1 finite numbers above 0"),
+    ("std NaN", lambda ws: edit_meta(ws, std=[float("nan")]), "meta.json: std is [nan], not 1 finite numbers"),
+    ("pad -1", lambda ws: edit_meta(ws, pad=-1), "meta.json: pad is -1, not a count of pixels"),
+    ("pad text", lambda ws: edit_meta(ws, pad="4"), "meta.json: pad is '4', not a count of pixels"),
+    ("flip text", lambda ws: edit_meta(ws, flip="yes"), "meta.json: flip is 'yes', not true or false"),
+    (
+        "float images",
+        lambda ws: edit_images(ws, train_x=np.zeros((1437, 1, 8, 8), np.float32)),
+        "{ws}/data/images.npz: train_x is torch.float32 (1437, 1, 8, 8), not uint8",
+    ),
+    (
+        "test images of another size",
+        lambda ws: edit_images(ws, test_x=np.zeros((360, 1, 9, 9), np.uint8)),
+        "images.npz: test_x is torch.uint8 (360, 1, 9, 9), not uint8 (N, *[1, 8, 8])",
+    ),
+    (
+        "float labels",
+        lambda ws: edit_images(ws, test_y=np.zeros(360, np.float64)),
+        "images.npz: test_y is torch.float64 (360,), not int64 labels",
+    ),
+    ("lock file a link", planted_lock_link, "plain-8-0/.bench.lock cannot be opened as a lock file"),
+    (
+        "--out a file",
+        lambda ws: ["prepare", "--out", ws / "data/meta.json", *DIGITS],
+        "--out {ws}/data/meta.json is a file, not a folder",
+    ),
+    (
+        "--out a link",
+        lambda ws: ["prepare", "--out", ws / "link", *DIGITS] if (ws / "link").symlink_to(ws / "data") is None else 0,
+        "--out {ws}/link is a symbolic link",
+    ),
+    ("zip ImageFolder", lambda ws: a_zip(ws, "data.name=imagefolder"), "images.zip is a zip archive, not a tar"),
+    (
+        "zip CIFAR",
+        lambda ws: a_zip(ws, "data.name=cifar10", f"data.md5={readers.file_md5(a_zip(ws) and ws / 'images.zip')}"),
+        "images.zip is a zip archive, not a tar",
+    ),
+    (
+        "CIFAR float pixels",
+        lambda ws: cifar_args(ws, cifar_members(batch=batch(np.zeros((20, 3072), np.float32), [1] * 20))),
+        "data_batch_1: field data is float32, not uint8 pixels",
+    ),
+    (
+        "CIFAR negative pixels",
+        lambda ws: cifar_args(ws, cifar_members(batch=batch(np.full((20, 3072), -1, np.int8), [1] * 20))),
+        "data_batch_1: field data is int8, not uint8 pixels",
+    ),
+    (
+        "CIFAR pixels over 255",
+        lambda ws: cifar_args(ws, cifar_members(batch=batch(np.full((20, 3072), 300), [1] * 20))),
+        "data_batch_1: field data is int64, not uint8 pixels",
+    ),
+    (
+        "CIFAR float labels",
+        lambda ws: cifar_args(ws, cifar_members(batch=batch(np.zeros((20, 3072), np.uint8), [1.0] * 20))),
+        "data_batch_1: field labels is not a list of integer labels",
+    ),
+    (
+        "CIFAR text labels",
+        lambda ws: cifar_args(ws, cifar_members(batch=batch(np.zeros((20, 3072), np.uint8), [b"1"] * 20))),
+        "data_batch_1: field labels is not a list of integer labels",
+    ),
+    (
+        "CIFAR label 2^70",
+        lambda ws: cifar_args(ws, cifar_members(batch=batch(np.zeros((20, 3072), np.uint8), [2**70] * 20))),
+        f"field labels holds labels {2**70}..{2**70} for 10 classes",
+    ),
+    (
+        "CIFAR class names not UTF-8",
+        lambda ws: cifar_args(ws, cifar_members(meta=pickle.dumps({b"label_names": [b"\xff"] * 10}))),
+        "batches.meta field label_names: a class name is not UTF-8",
+    ),
+    (
+        "CIFAR numpy.ndarray called",
+        zero_stride,
+        "data_batch_1 is not a CIFAR pickle (UnpicklingError: refusing a call of numpy.ndarray",
+    ),
+    (
+        "CIFAR object array",
+        lambda ws: cifar_args(ws, cifar_members(batch=batch(np.array([1, "x"], dtype=object), [1] * 20))),
+        "refusing a numpy array of dtype object",
+    ),
+    ("FIFO in a folder", lambda ws: imagefolder_with(ws, os.mkfifo), "train/cat/x.png is not a regular file"),
+    (
+        "FIFO in a tar",
+        lambda ws: prepare_args(
+            ws,
+            "data.name=imagefolder",
+            "data.val_size=1",
+            f"data.source={imagefolder_tar(ws, links={'train/cat/x.png': ('', tarfile.FIFOTYPE)})}",
+        ),
+        "train/cat/x.png is not a regular file (a FIFO or device)",
+    ),
+    (
+        "member over the byte budget",
+        lambda ws: prepare_args(
+            ws,
+            "data.name=imagefolder",
+            "data.val_size=1",
+            f"data.source={imagefolder_tar(ws, extra={'train/cat/big.png': bytes(2 << 20)})}",
+            "data.max_image_pixels=100",
+        ),
+        "train/cat/big.png is over 1049376 bytes, more than data.max_image_pixels=100 allows",
+    ),
+    (
+        "URL naming no file",
+        lambda ws: prepare_args(ws, "data.name=imagefolder", "data.source=https://alice:s3cret@example.org/"),
+        "data.source https://***@example.org/ names no file to download",
+    ),
     # the cell
     ("unknown variant", lambda ws: train_args(ws, "--variant", "resnet"), "unknown variant 'resnet'"),
     ("depth not 6n+2", lambda ws: train_args(ws, "--depth", "21"), "depth 21 is not 6n+2"),

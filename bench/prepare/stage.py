@@ -8,19 +8,23 @@ swapped in whole, so a refused or interrupted prepare leaves the previous one in
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
 import shutil
+import tarfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from bench.config import Data
-from bench.files import atomic, recover_dir, replace_dir, temporary
-from bench.prepare.readers import CIFAR, Raw, file_md5, read_cifar, read_digits, read_imagefolder
+from bench.files import atomic, file_md5, locked, recover_dir, redact, remove_stale, replace_dir, temporary
+from bench.prepare.readers import CIFAR, DIGITS_TEST, Raw, read_cifar, read_imagefolder
 
 SPLIT_SEED = 0  # the validation split is drawn with this fixed seed, whatever the run's seed
 DATASETS = ("digits", *CIFAR, "imagefolder")
@@ -40,20 +44,30 @@ def download(url: str, dest: Path, md5: str | None, retries: int = 3) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=30) as r, atomic(dest, "wb") as f:
+            with urllib.request.urlopen(request(url), timeout=30) as r, atomic(dest, "wb") as f:
                 shutil.copyfileobj(r, f, 1 << 20)
                 f.flush()
-                if md5 is not None:
-                    verify(Path(f.name), md5)  # raising here removes the temporary file: dest stays absent
+                # raising here removes the temporary file: dest stays absent, and the next prepare downloads again
+                verify(Path(f.name), md5) if md5 is not None else verify_tar(Path(f.name), redact(url))
             return dest
         except OSError as e:
             if attempt == retries:
                 raise ValueError(
-                    f"could not download {url} after {retries} tries ({e}). Offline? Fetch it on a machine with "
-                    f"internet and pass data.source=PATH, or `dvc pull` it into data/raw/"
+                    f"could not download {redact(url)} after {retries} tries ({e}). Offline? Fetch it on a machine "
+                    f"with internet and pass data.source=PATH, or `dvc pull` it into data/raw/"
                 ) from None
             time.sleep(attempt)  # back off 1 s, 2 s, ...
     raise AssertionError
+
+
+def request(url: str) -> urllib.request.Request:
+    """A request for `url`, its user:password@ (which urllib cannot follow) sent as HTTP basic authentication."""
+    parts = urllib.parse.urlsplit(url)
+    req = urllib.request.Request(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
+    if parts.username is not None:
+        user = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        req.add_header("Authorization", f"Basic {base64.b64encode(user.encode()).decode()}")
+    return req
 
 
 def resolve_source(cfg: Data, raw_dir: Path) -> Path:
@@ -64,7 +78,12 @@ def resolve_source(cfg: Data, raw_dir: Path) -> Path:
     if src is None:
         raise ValueError(f"data.source is required for data.name={cfg.name}")
     if src.startswith(("http://", "https://")):
-        dest = raw_dir / src.rsplit("/", 1)[-1]
+        name = Path(urllib.parse.urlsplit(src).path).name  # never the credentials or the query: see files.redact
+        if not name or name.startswith("."):
+            raise ValueError(f"data.source {redact(src)} names no file to download")
+        dest = raw_dir / name
+        for stale in remove_stale(raw_dir):
+            print(f"bench prepare: removed {raw_dir / stale}, left by an interrupted download", flush=True)
         md5 = (cfg.md5 or CIFAR[cfg.name].md5) if cfg.name in CIFAR else None  # ImageFolder: of the content
         return dest if dest.exists() else download(src, dest, md5)
     path = Path(src)
@@ -82,12 +101,18 @@ def read(cfg: Data, raw_dir: Path = Path("data/raw")) -> Raw:
         return read_digits()
     path = resolve_source(cfg, raw_dir)
     if cfg.name == "imagefolder":
-        return read_imagefolder(path, cfg.md5, cfg.max_image_pixels, cfg.max_total_pixels)
+        try:
+            return read_imagefolder(path, cfg.md5, cfg.max_image_pixels, cfg.max_total_pixels)
+        except ValueError as e:  # a download whose content is not data.md5's is not kept: the next prepare refetches
+            if path != Path(cfg.source) and str(e).startswith("checksum mismatch"):
+                path.unlink(missing_ok=True)
+                raise ValueError(f"{e}; the download is not kept") from None
+            raise
     spec = CIFAR[cfg.name]
     if path.is_dir():
         raise ValueError(f"data.source {path} is a folder; {cfg.name} reads the official .tar.gz archive")
     md5 = verify(path, cfg.md5 or spec.md5)
-    train_x, train_y, test_x, test_y, classes = read_cifar(path, spec)
+    train_x, train_y, test_x, test_y, classes = read_cifar(path, spec, cfg.max_total_pixels)
     return Raw(train_x, train_y, test_x, test_y, classes, md5, flip=True, pad=4)
 
 
@@ -99,16 +124,19 @@ def split_val(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
-def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0..1 scale of uint8 images (N, C, H, W), in chunks to bound memory."""
-    total, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-    for i in range(0, len(x), chunk):
-        c = x[i : i + chunk].astype(np.float64) / 255
-        total += c.sum(axis=(0, 2, 3))
-        squares += (c * c).sum(axis=(0, 2, 3))
-    n = len(x) * x.shape[2] * x.shape[3]
-    mean = total / n
-    return mean.tolist(), np.sqrt(squares / n - mean**2).tolist()
+def channel_stats(x: np.ndarray, idx: np.ndarray, chunk: int = 1 << 22) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std on the 0..1 scale of the uint8 images x[idx] (N, C, H, W), exact, from each
+    channel's histogram of its 256 values, counted a chunk of about `chunk` pixels a channel at a time: no
+    float copy of the images is made."""
+    counts = np.zeros((x.shape[1], 256), np.int64)
+    step = max(1, chunk // (x.shape[2] * x.shape[3]))
+    for i in range(0, len(idx), step):
+        c = x[idx[i : i + step]]  # (n, C, H, W), a copy of at most `chunk` pixels a channel
+        for channel in range(x.shape[1]):
+            counts[channel] += np.bincount(c[:, channel].ravel(), minlength=256)
+    value = np.arange(256, dtype=np.float64) / 255
+    mean = counts @ value / counts.sum(1)
+    return mean.tolist(), np.sqrt(np.maximum(counts @ value**2 / counts.sum(1) - mean**2, 0)).tolist()
 
 
 def _compact_lists(text: str) -> str:
@@ -116,17 +144,45 @@ def _compact_lists(text: str) -> str:
     return re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
 
 
+def verify_tar(path: Path, source: str) -> None:
+    """A downloaded ImageFolder archive must read as a tar to its end (an HTML error page does not); its
+    content checksum (data.md5) is checked once it is read."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            if not tar.getmembers():
+                raise tarfile.ReadError("no members")
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"the download of {source} is not a tar archive ({type(e).__name__}); not kept") from None
+
+
+def check_out(out: Path) -> None:
+    """--out is a folder or nothing yet: a file or a symbolic link there is refused, never replaced."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        kind = "a symbolic link" if out.is_symlink() else "a file"
+        raise ValueError(
+            f"--out {out} is {kind}, not a folder: bench prepare writes a folder there; choose another --out"
+        )
+
+
 def prepare(cfg: Data, out: str | os.PathLike, raw_dir: Path = Path("data/raw")) -> dict:
     """Write out/images.npz and out/meta.json for `cfg`, replacing a previous `out` only once complete.
-    What a killed prepare left beside `out` is restored or removed first, and said."""
-    for message in recover_dir(Path(out)):
+    What a killed prepare left beside `out` is restored or removed first, and said. One prepare at a time
+    writes an `out`: it holds the lock of .NAME.lock beside it throughout."""
+    out = Path(out)
+    check_out(out)
+    with locked(out.with_name(f".{out.name}.lock")):
+        return _prepare(cfg, out, raw_dir)
+
+
+def _prepare(cfg: Data, out: Path, raw_dir: Path) -> dict:
+    for message in recover_dir(out):
         print(f"bench prepare: {message}", flush=True)
     raw = read(cfg, raw_dir)
     train_idx, val_idx = split_val(len(raw.train_y), cfg.val_size)
-    mean, std = channel_stats(raw.train_x[train_idx])
+    mean, std = channel_stats(raw.train_x, train_idx)
     meta = {
         "name": cfg.name,
-        "source": cfg.source,
+        "source": cfg.source and redact(cfg.source),
         "md5": raw.md5,
         "classes": raw.classes,
         "shape": list(raw.train_x.shape[1:]),
@@ -139,8 +195,6 @@ def prepare(cfg: Data, out: str | os.PathLike, raw_dir: Path = Path("data/raw"))
         "pad": raw.pad,
         "val_indices": val_idx.tolist(),  # into the official training split; the rest is train
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -151,3 +205,14 @@ def prepare(cfg: Data, out: str | os.PathLike, raw_dir: Path = Path("data/raw"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def read_digits() -> Raw:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.rint(d.images * (255 / 16)).astype(np.uint8)[:, None]  # (1797, 1, 8, 8), 0..16 -> 0..255
+    y = d.target.astype(np.int64)
+    k = len(y) - DIGITS_TEST
+    md5 = hashlib.md5(x.tobytes() + y.tobytes()).hexdigest()
+    return Raw(x[:k], y[:k], x[k:], y[k:], [str(c) for c in range(10)], md5, flip=False, pad=1)

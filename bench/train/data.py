@@ -7,6 +7,7 @@ padding, horizontal flip where the dataset suits it), as in airbench; no DataLoa
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import Data, Speed
+from bench.files import redact
 from bench.train import speed
 from bench.validate import local_batch_size
 
@@ -55,11 +57,8 @@ def load_prepared(path: str | Path, cfg: Data) -> Dataset:
     rerun = "rerun `bench prepare` or `dvc repro prepare`"
     try:
         meta = json.loads((path / "meta.json").read_text())
-        stale = [
-            f"data.{k}={getattr(cfg, k)!r} but prepared {meta[k]!r}"
-            for k in ("name", "source", "val_size")
-            if getattr(cfg, k) != meta[k]
-        ]
+        wanted = {"name": cfg.name, "source": cfg.source and redact(cfg.source), "val_size": cfg.val_size}
+        stale = [f"data.{k}={v!r} but prepared {meta[k]!r}" for k, v in wanted.items() if v != meta[k]]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise ValueError(
             f"{path / 'meta.json'} is not what bench prepare writes ({type(e).__name__}: {e}); {rerun}"
@@ -73,6 +72,7 @@ def load_prepared(path: str | Path, cfg: Data) -> Dataset:
             arrays = {k: torch.from_numpy(z[k]) for k in ("train_x", "train_y", "test_x", "test_y")}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path / 'images.npz'} cannot be read ({type(e).__name__}: {e}); {rerun}") from None
+    check(path, meta, arrays)
     val = torch.zeros(len(arrays["train_y"]), dtype=torch.bool)
     val[meta["val_indices"]] = True
     return Dataset(
@@ -87,6 +87,50 @@ def load_prepared(path: str | Path, cfg: Data) -> Dataset:
         flip=meta["flip"],
         pad=meta["pad"],
     )
+
+
+def _numbers(value, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(_number(v) and math.isfinite(v) for v in value)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check(path: Path, meta: dict, arrays: dict[str, torch.Tensor]) -> None:
+    """Refuse prepared data that disagrees with itself or with what `bench prepare` writes, naming the file and
+    field: a std of 0 or float images would train to NaN and be recorded as a diverged result."""
+    x, n = arrays["train_x"], len(arrays["train_y"])
+    bad = {}
+    for k in ("train_x", "test_x"):
+        if arrays[k].dtype != torch.uint8 or arrays[k].ndim != 4 or list(arrays[k].shape[1:]) != meta.get("shape"):
+            bad[f"images.npz {k}"] = f"{arrays[k].dtype} {tuple(arrays[k].shape)}, not uint8 (N, *{meta.get('shape')})"
+    for k, images in (("train_y", x), ("test_y", arrays["test_x"])):
+        y = arrays[k]
+        if y.dtype != torch.int64 or y.shape != images.shape[:1] or (len(y) and y.min() < 0):
+            bad[f"images.npz {k}"] = f"{y.dtype} {tuple(y.shape)}, not int64 labels, one per image"
+    classes, channels = meta.get("classes"), x.shape[1] if x.ndim == 4 else 0
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        bad["meta.json classes"] = "not a list of class names"
+    elif any(len(y) and y.max() >= len(classes) for y in (arrays["train_y"], arrays["test_y"])):
+        bad["meta.json classes"] = (
+            f"{len(classes)} names for labels up to {max(arrays['train_y'].max(), arrays['test_y'].max())}"
+        )
+    if not _numbers(meta.get("mean"), channels):
+        bad["meta.json mean"] = f"{meta.get('mean')!r:.60}, not {channels} finite numbers"
+    if not _numbers(meta.get("std"), channels) or not all(v > 0 for v in meta["std"]):
+        bad["meta.json std"] = f"{meta.get('std')!r:.60}, not {channels} finite numbers above 0"
+    if not isinstance(meta.get("flip"), bool):
+        bad["meta.json flip"] = f"{meta.get('flip')!r:.60}, not true or false"
+    if type(meta.get("pad")) is not int or not 0 <= meta["pad"] <= min(x.shape[2:], default=0):
+        bad["meta.json pad"] = f"{meta.get('pad')!r:.60}, not a count of pixels up to the image size"
+    val = meta.get("val_indices")
+    if not isinstance(val, list) or not all(type(i) is int and 0 <= i < n for i in val) or len(set(val)) != len(val):
+        bad["meta.json val_indices"] = f"not distinct indices into the {n} training images"
+    if bad:
+        field, why = next(iter(bad.items()))
+        file, name = field.split()
+        raise ValueError(f"{path / file}: {name} is {why}; rerun `bench prepare` or `dvc repro prepare`")
 
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
