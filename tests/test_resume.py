@@ -155,6 +155,7 @@ def test_history_steps_after_a_resume_are_those_of_an_uninterrupted_run(runs, tm
 
 def test_a_finished_cell_rerun_trains_nothing_and_keeps_its_recorded_timings(runs, tmp_path, digits_dir):
     cell = copy(runs, "whole", tmp_path)
+    (cell / ".last.ckpt.999999999.tmp").write_bytes(b"half a checkpoint")  # a kill -9 mid-write left it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         again = train(runs["params"], CELL, cell, digits_dir, progress=False)
@@ -163,6 +164,7 @@ def test_a_finished_cell_rerun_trains_nothing_and_keeps_its_recorded_timings(run
         assert again[timing] == runs["whole"][timing]
     assert {k: v for k, v in again.items()} == runs["whole"]
     assert [str(w.message)[:80] for w in caught] == []  # quiet.py's list holds a resume's known warnings
+    assert not (cell / ".last.ckpt.999999999.tmp").exists()  # no process 999999999: its leftover is removed
 
 
 def bench_train(out, data, *overrides):

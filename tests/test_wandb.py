@@ -308,3 +308,13 @@ def test_offline_runs_are_listed_by_cell(params, tmp_path, monkeypatch):
     )
     assert any(line.split()[0] == "residual_bn-8-0" for line in lines)
     assert any(line.split()[:2] == ["(no", "cell)"] for line in lines)
+
+
+def test_credentials_in_a_source_url_reach_neither_the_run_s_config_nor_config_yaml(params):
+    from bench.train import settings
+
+    p = params("data.source=https://ada:s3cret@example.org/images.tar.gz?token=abc")
+    recorded = json.dumps(settings.wandb_config(p, Cell("plain", 8, 0), "0" * 32, {}))
+    assert "s3cret" not in recorded
+    assert "abc" not in recorded
+    assert "example.org/images.tar.gz" in recorded

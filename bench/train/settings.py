@@ -9,7 +9,7 @@ import yaml
 
 from bench import config
 from bench.config import Params
-from bench.files import write_text
+from bench.files import redact, write_text
 from bench.record import Cell
 from bench.train import resume
 
@@ -18,7 +18,11 @@ SECTIONS = (*resume.RUN_SECTIONS, "speed")  # what decides the result (the run k
 
 
 def resolved(params: Params) -> dict:
-    return config.sections(params, SECTIONS)
+    """The sections, with credentials in a data.source URL redacted (they are sent, never recorded)."""
+    out = config.sections(params, SECTIONS)
+    if isinstance(out["data"].get("source"), str):
+        out["data"]["source"] = redact(out["data"]["source"])
+    return out
 
 
 def write(out: Path, params: Params, cell: Cell) -> None:

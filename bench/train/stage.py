@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from bench import models, provenance, quiet, record, tracking, validate, weights
 from bench.config import Params
 from bench.diagnostics.probe import indices as probe_indices
-from bench.files import locked, write_json
+from bench.files import locked, remove_stale, write_json
 from bench.record import Cell
 from bench.train import predictions, resume, settings, speed
 from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochCheckpoint, HistoryLogger, Throughput
@@ -166,10 +166,12 @@ def train(
 
 
 def announce(out: Path, params: Params, cell: Cell, data: Dataset, resuming: bool) -> None:
-    """On rank 0: the resolved params into the cell's folder, their one-line summary, and a line where the CPU
-    type differs from that of the result this run replaces."""
+    """On rank 0: what interrupted runs left removed, the resolved params into the cell's folder, their one-line
+    summary, and a line where the CPU type differs from that of the result this run replaces."""
     if not is_rank_zero():
         return
+    for name in remove_stale(out):
+        print(f"{cell.name}: removed {out / name}, left by an interrupted run", flush=True)
     settings.write(out, params, cell)
     print(settings.summary(params, cell, data.name, data.md5), flush=True)
     if not resuming and (note := provenance.other_cpu_note(out, cell.name)):
