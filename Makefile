@@ -55,11 +55,12 @@ PERF_DEVICE ?= cpu
 perf: setup
 	$(BIN)/python benchmarks/speed.py --device $(PERF_DEVICE) $(PERF_ARGS)
 
-# `make test`: the default tier, quick feedback, in one pytest-xdist worker per core (at most TEST_WORKERS).
+# `make test`: the default tier, quick feedback, in one pytest-xdist worker per core (at most TEST_WORKERS), each
+# test file on one worker (--dist loadfile: a file's shared fixtures are built once).
 # `make test-all`: every tier that runs without a GPU, in one process (its tests start processes of their own).
 TEST_WORKERS ?= 4
 test: setup
-	$(BIN)/python -m pytest -q -n auto --maxprocesses $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "not gpu" --durations=15 $(PYTEST_ARGS)

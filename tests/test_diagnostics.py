@@ -1,5 +1,6 @@
 """The measures of bench.diagnostics, one section per module (one paper each), then the probe that runs them all."""
 
+import functools
 import math
 
 import pytest
@@ -229,11 +230,12 @@ def test_bn_scale_change_is_the_mean_distance_of_gamma_from_one():
 # --- propagation: signal propagation plots (Brock et al. 2021) and branches near zero ---
 
 
+@functools.cache
 def signals_at_init(variant: str, depth: int = 56, zero_init_residual: bool = False) -> dict:
     """A fresh net's signal propagation on Gaussian 32x32 images (BN calibrated on them, as a cell's init is)."""
     torch.manual_seed(0)
     net = build_model(variant, depth, "projection", 10, 3, zero_init_residual=zero_init_residual)
-    x = torch.randn(128, 3, 32, 32)
+    x = torch.randn(32, 3, 32, 32)
     return propagation.block_signals(batchnorm.calibrate_bn(net, x), x)
 
 

@@ -537,7 +537,7 @@ BAD_INPUTS = [
     ("a section overridden whole", lambda ws: train_args(ws, "train=null"), "a whole section is not overridden"),
     (
         "long value cut",
-        lambda ws: train_args(ws, f"train.lr=[{'1,' * 10**5}1]"),
+        lambda ws: train_args(ws, f"train.lr=[{'1,' * 10**4}1]"),
         "train.lr: expected float, got [1, 1, 1",
     ),
     ("seeds repeated", lambda ws: report_args(ws, "grid.seeds=[0,0,0]"), "grid.seeds=[0, 0, 0] holds 0 twice"),

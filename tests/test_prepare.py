@@ -286,6 +286,7 @@ BOMBS = {
 }
 
 
+@pytest.mark.integration  # a child process per bomb, each up to 1 GB
 @pytest.mark.parametrize("bomb", BOMBS)
 def test_bombs_stay_within_1_gb_and_are_refused_in_one_line(tmp_path, bomb):
     build, message = BOMBS[bomb]
