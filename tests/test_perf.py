@@ -108,6 +108,7 @@ def test_optimised_step_follows_the_eager_loss_trajectory(params, digits_dir):
     assert eager["losses"][-1] < eager["losses"][0]  # it trains: the trajectory is not flat by accident
 
 
+@pytest.mark.integration  # torch.compile
 def test_compiled_and_eager_runs_share_one_checkpoint_layout(params, digits_dir):
     data = load_prepared(digits_dir, params().data)
     eager, _ = build(params(), Cell("residual", 8, 0), data)

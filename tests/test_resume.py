@@ -47,38 +47,39 @@ def crash_after_epoch(monkeypatch, epoch: int, run) -> None:
     monkeypatch.setattr(callbacks.EpochCheckpoint, "on_train_epoch_end", end_of_epoch)
 
 
-def test_every_checkpoint_is_written_after_its_epoch_s_whole_history_row(monkeypatch, tmp_path, digits_dir):
-    """A kill between an epoch's checkpoint and its history row would leave a hole that the resumed run never
-    fills: so when a checkpoint is written, history.csv on disk already holds the epoch's row, training loss
-    and error included."""
-    seen = []
-    save = resume.AtomicCheckpointIO.save_checkpoint
-
-    def spy(self, checkpoint, path, storage_options=None):
-        with open(tmp_path / "cell/history.csv") as f:
-            seen.append((checkpoint["epoch"], {int(r["epoch"]): r for r in csv.DictReader(f)}))
-        save(self, checkpoint, path, storage_options)
-
-    monkeypatch.setattr(resume.AtomicCheckpointIO, "save_checkpoint", spy)
-    train(config.load(PARAMS, QUICK_RUN), CELL, tmp_path / "cell", digits_dir, progress=False)
-    assert [epoch for epoch, _ in seen[:3]] == [0, 1, 2]  # one per epoch (then the final weights')
-    for epoch, rows in seen[:3]:
-        assert rows[epoch]["train/loss"]
-        assert rows[epoch]["train/error"]
-        assert rows[epoch]["step"] == str(10 * (epoch + 1))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, digits_dir):
     """The cell trained once uninterrupted ("whole", and its results), and once crashed after epoch 1 with its
     checkpoint at step 20 ("crashed"); each test works on a copy."""
     ws = tmp_path_factory.mktemp("resume")
     p = config.load(PARAMS, QUICK_RUN)
-    whole = train(p, CELL, ws / "whole", digits_dir, progress=False)
+    seen = []  # (the checkpoint's epoch, history.csv on disk as it was written) per checkpoint of "whole"
+    save = resume.AtomicCheckpointIO.save_checkpoint
+
+    def spy(self, checkpoint, path, storage_options=None):
+        with open(ws / "whole/history.csv") as f:
+            seen.append((checkpoint["epoch"], {int(r["epoch"]): r for r in csv.DictReader(f)}))
+        save(self, checkpoint, path, storage_options)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(resume.AtomicCheckpointIO, "save_checkpoint", spy)
+        whole = train(p, CELL, ws / "whole", digits_dir, progress=False)
     with pytest.MonkeyPatch.context() as mp:
         crash_after_epoch(mp, 1, lambda: train(p, CELL, ws / "crashed", digits_dir, progress=False))
     assert not (ws / "crashed/metrics.json").exists()
-    return {"params": p, "whole": whole, "dir": ws}
+    return {"params": p, "whole": whole, "dir": ws, "checkpoints": seen}
+
+
+def test_every_checkpoint_is_written_after_its_epoch_s_whole_history_row(runs):
+    """A kill between an epoch's checkpoint and its history row would leave a hole that the resumed run never
+    fills: so when a checkpoint is written, history.csv on disk already holds the epoch's row, training loss
+    and error included."""
+    seen = runs["checkpoints"]
+    assert [epoch for epoch, _ in seen[:3]] == [0, 1, 2]  # one per epoch (then the final weights')
+    for epoch, rows in seen[:3]:
+        assert rows[epoch]["train/loss"]
+        assert rows[epoch]["train/error"]
+        assert rows[epoch]["step"] == str(10 * (epoch + 1))
 
 
 def copy(runs, name, tmp_path):
