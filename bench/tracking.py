@@ -143,7 +143,7 @@ BLOCK_COLUMNS = (
     "spp_squared_mean",  # the signal propagation plot (bench/diagnostics/propagation.py)
     "spp_variance",
     "spp_branch_variance",
-    "branch_ratio",
+    "branch_ratio_per_block",
 )
 
 

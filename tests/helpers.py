@@ -102,6 +102,8 @@ def diagnostics(m) -> dict:
     """A hand-made diagnostics.json: the probe, per-block lists at init and, unless the cell diverged, at the end."""
     blocks = [1.0, 0.5, 0.25]
     moment = {"activation_grad_rms": blocks, "relative_weight_grad": blocks, "response_std": blocks * 2}
+    moment |= {"spp_squared_mean": blocks, "spp_variance": [1.0, 2.0, 3.0], "spp_branch_variance": [1.0] * 3}
+    moment |= {"branch_ratio_per_block": [None] * 3 if m.variant.startswith("plain") else [0.5, 0.4, 0.3]}
     end = {"lesion_error": [0.5, 0.9, 0.4], "lesion_downsampling": [False, True, False], "lesion_at_chance": False}
     probe = {"seed": 0, "size": 256, "indices": list(range(256)), "class_counts": [25] * 4 + [26] * 6}
     return {"probe": probe, "init": moment} | ({} if m.diverged else {"end": moment | end | {"intact_error": 0.1}})

@@ -271,7 +271,7 @@ def test_the_branch_ratio_is_the_branch_s_norm_over_the_shortcut_s_and_plain_net
     assert propagation.norm_ratio(0.25 * s, s) == pytest.approx(0.25)
     assert math.isnan(propagation.norm_ratio(s, torch.zeros_like(s)))  # never inf from a 0/0
     plain = signals_at_init("plain", depth=8)
-    assert plain["branch_ratio"] == [None] * 3
+    assert plain["branch_ratio_per_block"] == [None] * 3
     assert propagation.mean_branch_ratio(plain) is None
 
 
@@ -436,6 +436,21 @@ def test_the_probe_record_writes_a_saturated_ratio_as_null_never_inf():
     assert set(probe.SCALARS) <= set(record)
     assert record["grad_ratio"] is None  # JSON: null
     assert record["grad_saturated"] is True
+
+
+def test_the_probe_record_keeps_scalars_and_per_block_lists_apart():
+    """A scalar of metrics.json and a per-block list of diagnostics.json under one name: the scalar would replace
+    the list (the record is one dict)."""
+    from bench.tracking import BLOCK_COLUMNS
+
+    torch.manual_seed(0)
+    net = build_model("residual_bn", 8, "projection", 10, 1)
+    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
+    record = probe.diagnose(batchnorm.calibrate_bn(net, x), x, y, 10, 2, 4)
+    for key in probe.SCALARS:
+        assert not isinstance(record[key], list), key
+    for key in BLOCK_COLUMNS:
+        assert len(record[key]) == 3, key
 
 
 def test_the_probe_record_of_an_untrained_net_has_no_lesions():

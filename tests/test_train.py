@@ -51,6 +51,10 @@ def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
     blocks = json.loads((tmp_path / "diagnostics.json").read_text())
     assert set(blocks) == {"probe", "init", "end"}
     assert len(blocks["end"]["response_std"]) == 7  # stem + 2 x 3 blocks
+    for key in ("spp_squared_mean", "spp_variance", "spp_branch_variance", "branch_ratio_per_block"):
+        assert len(blocks["end"][key]) == 3, key  # one per block: the signal propagation plot
+    assert 0 < m["end/branch_ratio"] < 10
+    assert m["init/spp_growth"] > 0
     assert blocks["probe"]["size"] == p.diagnostics.probe_size
     assert len(blocks["probe"]["indices"]) == p.diagnostics.probe_size
     assert max(blocks["probe"]["class_counts"]) - min(blocks["probe"]["class_counts"]) <= 1  # stratified

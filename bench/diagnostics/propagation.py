@@ -68,7 +68,7 @@ def block_signals(model: nn.Module, x: torch.Tensor) -> dict:
         "spp_branch_variance": [channel_variance(s["branch"]) for s in blocks],
         "spp_input_variance": [channel_variance(s["input"]) for s in blocks],
         "same_shape": [s["input"].shape == s["block"].shape for s in blocks],
-        "branch_ratio": [norm_ratio(s["branch"], s["shortcut"]) if "shortcut" in s else None for s in blocks],
+        "branch_ratio_per_block": [norm_ratio(s["branch"], s["shortcut"]) if "shortcut" in s else None for s in blocks],
     }
 
 
@@ -92,5 +92,5 @@ def growth(signals: dict) -> float:
 
 def mean_branch_ratio(signals: dict) -> float | None:
     """The mean of ||f(x)|| / ||s(x)|| over the blocks with a skip; None for a plain net."""
-    ratios = [r for r in signals["branch_ratio"] if r is not None and math.isfinite(r)]
+    ratios = [r for r in signals["branch_ratio_per_block"] if r is not None and math.isfinite(r)]
     return sum(ratios) / len(ratios) if ratios else None

@@ -55,7 +55,7 @@ def plot_branch_ratio(results: list[Run], variants: list[str], depth: int) -> Fi
     """||f(x)|| / ||shortcut(x)|| per block of the nets with a skip, at initialisation and after training."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for when, line in (("init", "--"), ("end", "-")):
-        data = per_layer(results, when, "branch_ratio")
+        data = per_layer(results, when, "branch_ratio_per_block")
         for v in variants:
             ys = data.get((v, depth))
             if ys and any(y == y for y in ys):  # a plain net has no skip: all NaN
