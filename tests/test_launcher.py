@@ -70,6 +70,32 @@ def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
     assert not together.broken
 
 
+def test_each_cell_is_recorded_in_dvc_lock_as_it_finishes(tmp_path, monkeypatch):
+    """A launcher killed after some cells finished loses none of them: each success is committed at once (a
+    failure never), not all at the end."""
+    events = []
+
+    def fake_run_cell(cell, gpu, log_dir, threads, overrides, main):
+        events.append(("ran", cell.name))
+        return {"cell": cell.name, "gpu": gpu, "returncode": int(cell.seed == 1), "start": 0.0, "end": 1.0}
+
+    def fake_dvc(*args, **kw):
+        if args[0] == "commit":
+            events.append(("commit", *args[2:]))
+
+    monkeypatch.setattr(launcher, "run_cell", fake_run_cell)
+    monkeypatch.setattr(launcher, "dvc", fake_dvc)
+    monkeypatch.setattr(launcher, "stale_cells", lambda p: [Cell("plain", 8, s) for s in range(3)])
+    launcher.launch(config.load(PARAMS), 1, None, tmp_path, commit=True)
+    assert events == [
+        ("ran", "plain-8-0"),
+        ("commit", "train@plain-8-0"),
+        ("ran", "plain-8-1"),  # failed: not recorded
+        ("ran", "plain-8-2"),
+        ("commit", "train@plain-8-2"),
+    ]
+
+
 def test_the_stage_command_runs_in_process_only_when_it_is_bench():
     argv = in_process_argv(stage_command(Cell("plain_bn", 20, 1), ROOT / "dvc.yaml"))
     assert argv[:7] == ["train", "--variant", "plain_bn", "--depth", "20", "--seed", "1"]
