@@ -105,9 +105,10 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
     r = run("dvc repro", repo)
     assert "cell 1/4 plain-8-0" in r.stdout
     assert "cell 4/4 residual_bn-8-1" in r.stdout
-    # the training bar, without a validation bar per epoch or Lightning's warning about our own cell folder
+    # a line per cell and no progress bar under DVC (DVC_STAGE), nor Lightning's warning about our own cell folder
     shown = r.stdout + r.stderr
-    assert "Epoch 0" in shown
+    assert "Epoch 0" not in shown
+    assert "plain-8-0: digits (md5 " in shown  # what the cell runs, in one line
     assert "Validation DataLoader" not in shown
     assert "Checkpoint directory" not in shown
     for cell in ("plain-8-0", "plain-8-1", "residual_bn-8-0", "residual_bn-8-1"):
