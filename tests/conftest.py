@@ -96,7 +96,7 @@ HAND_SWEEP = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # tests/ is not a package: one for the whole run
 def hand_report(tmp_path_factory):
     """The report of helpers.write_grid's hand-made grid, with an lr sweep and the toy's figure (a real PNG), so
     that every figure the report can show is in it; written once: (folder, summary, report.md). The report is in

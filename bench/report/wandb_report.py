@@ -64,8 +64,8 @@ def variant_blocks(params: Params, variant: str) -> list:
     return [wr.H2(variant), wr.PanelGrid(runsets=[runset], panels=panels)]
 
 
-def depth_blocks(params: Params) -> list:
-    """The heading and panel grid of the final errors vs depth, over every cell's run."""
+def vs_depth(params: Params, heading: str, panels: list[tuple[str, str]]) -> list:
+    """A heading and a panel grid over every cell's run: one scatter plot per (title, summary key) against depth."""
     import wandb_workspaces.reports.v2 as wr
 
     cells = wr.Runset(
@@ -75,37 +75,36 @@ def depth_blocks(params: Params) -> list:
         filters=f"Group = '{tracking.group(params)}' and JobType != 'report'",
         groupby=["run.jobType"],
     )
-    depth, final = wr.Config("cell.depth"), wr.SummaryMetric
-    panels = [
-        wr.ScatterPlot(title="final test error vs depth", x=depth, y=final(TEST_ERROR)),
-        wr.ScatterPlot(title="final training error vs depth (degradation)", x=depth, y=final(TRAIN_ERROR)),
-    ]
-    return [wr.H2("Final error vs depth"), wr.PanelGrid(runsets=[cells], panels=panels)]
+    depth = wr.Config("cell.depth")
+    plots = [wr.ScatterPlot(title=title, x=depth, y=wr.SummaryMetric(key)) for title, key in panels]
+    return [wr.H2(heading), wr.PanelGrid(runsets=[cells], panels=plots)]
+
+
+def depth_blocks(params: Params) -> list:
+    """The final errors vs depth."""
+    return vs_depth(
+        params,
+        "Final error vs depth",
+        [
+            ("final test error vs depth", TEST_ERROR),
+            ("final training error vs depth (degradation)", TRAIN_ERROR),
+        ],
+    )
 
 
 def propagation_blocks(params: Params) -> list:
     """Signal propagation and branches near zero (bench/diagnostics/propagation.py): their summary scalars
     against depth, at initialisation and after training."""
-    import wandb_workspaces.reports.v2 as wr
-
-    cells = wr.Runset(
-        entity=tracking.entity(params) or "",
-        project=tracking.project(params),
-        name="cells",
-        filters=f"Group = '{tracking.group(params)}' and JobType != 'report'",
-        groupby=["run.jobType"],
+    return vs_depth(
+        params,
+        "Signal propagation and branches near zero",
+        [
+            ("stream variance growth per block at initialisation vs depth", "init/spp_growth"),
+            ("stream variance growth per block, trained vs depth", "end/spp_growth"),
+            ("||f(x)|| / ||shortcut(x)|| at initialisation vs depth", "init/branch_ratio"),
+            ("||f(x)|| / ||shortcut(x)||, trained vs depth", "end/branch_ratio"),
+        ],
     )
-    depth, final = wr.Config("cell.depth"), wr.SummaryMetric
-    panels = [
-        wr.ScatterPlot(title=f"{what} vs depth", x=depth, y=final(key))
-        for key, what in (
-            ("init/spp_growth", "stream variance growth per block at initialisation"),
-            ("end/spp_growth", "stream variance growth per block, trained"),
-            ("init/branch_ratio", "||f(x)|| / ||shortcut(x)|| at initialisation"),
-            ("end/branch_ratio", "||f(x)|| / ||shortcut(x)||, trained"),
-        )
-    ]
-    return [wr.H2("Signal propagation and branches near zero"), wr.PanelGrid(runsets=[cells], panels=panels)]
 
 
 def build_report(params: Params):
