@@ -42,7 +42,7 @@ he2016: setup
 	@test -f $(HE_DATA) || { echo "make he2016: $(HE_DATA) is missing (README, \"Data\"); nothing was changed" >&2; exit 2; }
 	@$(BIN)/python -c "import sys, yaml; p = yaml.safe_load(open('presets/he2016.yaml')); g, t = p['grid'], p['train']; \
 	n = len(g['variants']) * len(g['depths']) * len(yaml.safe_load(sys.argv[1])); \
-	print(f'make he2016: {n} cells x {t[\"max_steps\"]:,} iterations at batch {t[\"batch_size\"]}; no GPU figure is measured yet (perf/gpu/), so no estimate of the GPU-hours')" '$(HE_SEEDS)'
+	print(f'make he2016: {n} cells x {t[\"max_steps\"]:,} iterations at batch {t[\"batch_size\"]}; only ResNet-20 and ResNet-56 are timed on a GPU (perf/gpu/), so no estimate of the GPU-hours')" '$(HE_SEEDS)'
 	@set -f; cp params.yaml .params.yaml.before; \
 	preset=$$($(BIN)/bench preset presets/he2016.yaml --dvc) && dvc exp run -n he2016 $$preset -S 'grid.seeds=$(HE_SEEDS)'; \
 	rc=$$?; if [ $$rc -ne 0 ]; then mv .params.yaml.before params.yaml; echo "make he2016: failed; params.yaml restored" >&2; \

@@ -21,11 +21,18 @@ from bench.files import write_json
 from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell, cells
 
 
+def _version() -> str:  # a source checkout on PYTHONPATH (a GPU machine's own Python) has no installed version
+    try:
+        return importlib.metadata.version("bench")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run from a source checkout)"
+
+
 def _parser() -> argparse.ArgumentParser:
     from bench.scale import slurm  # `bench slurm`'s options; not at the top: those imports are every stage's deps
 
     p = argparse.ArgumentParser(prog="bench", description=bench.__doc__)
-    p.add_argument("--version", action="version", version=f"bench {importlib.metadata.version('bench')}")
+    p.add_argument("--version", action="version", version=f"bench {_version()}")
     sub = p.add_subparsers(dest="command", required=True, help="`bench COMMAND --help` for its options")
 
     def command(name: str, help: str, example: str | None = None, params: bool = True) -> argparse.ArgumentParser:
@@ -37,17 +44,13 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("overrides", nargs="*", metavar="section.key=value", help=f"param overrides, e.g. {example}")
         return c
 
-    t = command(
-        "train", "train one cell (variant, depth, seed) of the ablation grid", "train.lr=0.05 trainer.devices=2"
-    )
+    t = command("train", "train one cell (variant, depth, seed) of the grid", "train.lr=0.05 trainer.devices=2")
     t.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
     t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
     t.add_argument("--seed", type=int, default=0, help="the cell's seed (default: 0)")
     t.add_argument("--out", required=True, help="the cell's output folder")
     t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
-    t.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar (hidden anyway outside a terminal or DVC)"
-    )
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (none outside a terminal or DVC)")
 
     pr = command("prepare", "verify a dataset source by checksum and write its prepared form", "data.val_size=5000")
     pr.add_argument("--out", default="data/prepared", help="prepared data folder (default: data/prepared)")
@@ -72,10 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--dry-run", action="store_true", help="list the out-of-date cells it would train; train none")
     g.add_argument(
-        "--no-forkserver",
-        action="store_true",
-        help="start each cell as a `bench train` process of its own, rather than forked from a server "
-        "that has done the imports (a few seconds more per cell)",
+        "--no-forkserver", action="store_true", help="each cell a process of its own, not forked (seconds slower)"
     )
     g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
     g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")

@@ -12,6 +12,7 @@ and so do the md5 and the accuracies. Labels follow CIFAR-10's label order, whic
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import pickle
 import sys
@@ -35,7 +36,12 @@ def write_official(path: Path, train_x, train_y, test_x, test_y, compresslevel: 
     """Five training batches and a test batch, pickled dicts of flat uint8 rows (N, 3072), and batches.meta."""
     parts = np.array_split(np.arange(len(train_y)), len(SPEC.train))
     batches = [(name, train_x[i], train_y[i]) for name, i in zip(SPEC.train, parts)]
-    with tarfile.open(path, "w:gz", compresslevel=compresslevel) as tar:
+    # gzip's header holds a time and a file name unless told otherwise: both fixed, so the md5 repeats
+    with (
+        open(path, "wb") as f,
+        gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=compresslevel, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for name, x, y in [*batches, (SPEC.test, test_x, test_y)]:
             batch = {
                 b"batch_label": name.encode(),
@@ -48,7 +54,7 @@ def write_official(path: Path, train_x, train_y, test_x, test_y, compresslevel: 
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
+    info = tarfile.TarInfo(name)  # mtime 0, owner root: the same bytes on any machine at any time
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
 

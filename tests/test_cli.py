@@ -58,6 +58,18 @@ def test_version_prints_bench_and_the_installed_version(cli):
     assert out == f"bench {importlib.metadata.version('bench')}\n"
 
 
+def test_every_command_runs_from_a_source_checkout_that_is_not_installed(cli, monkeypatch):
+    """A machine's own Python with the checkout on PYTHONPATH (a GPU machine's) has no `bench` distribution."""
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    code, out, err = cli("--version")
+    assert code == 0, err
+    assert out == "bench (not installed: run from a source checkout)\n"
+
+
 def test_bench_alone_prints_the_help_and_exits_0(cli):
     code, out, err = cli()
     assert code == 0, err

@@ -1,5 +1,6 @@
 """The tools beside the package, run through their command lines: benchmarks/speed.py (the speed figures),
-benchmarks/cifar10_official.py (CIFAR-10 in the official layout) and dev/offline_wheels.py (a wheelhouse)."""
+benchmarks/cifar10_official.py (CIFAR-10 in the official layout) and dev/offline_wheels.py (a wheelhouse),
+and benchmarks/gpu_table.py (the documents' GPU figures)."""
 
 import ast
 import json
@@ -45,6 +46,12 @@ def test_the_tests_and_the_tools_do_not_import_each_other():
         assert not top_level_imports(path) & tests, path.name
 
 
+def test_the_documents_gpu_figures_are_the_ones_computed_from_perf_gpu():
+    r = tool("benchmarks/gpu_table.py", "--check", check=False)
+    assert r.returncode == 0, r.stderr
+    assert "12,329 images/s" in tool("benchmarks/gpu_table.py").stdout  # the compiled real path's JSON figure
+
+
 def test_the_closure_of_a_package_is_it_and_its_installed_requirements_at_their_versions():
     pins = dict(line.split("==") for line in tool("dev/offline_wheels.py", "--list").stdout.split())
     assert pins["dvc"] == metadata.version("dvc")
@@ -79,6 +86,11 @@ def test_an_imagefolder_becomes_an_official_cifar10_archive_that_bench_prepare_r
     archive = tmp_path / "cifar-10-python.tar.gz"
     md5 = tool("benchmarks/cifar10_official.py", folder, archive).stdout.strip()
     assert md5 == file_md5(archive)
+    again = tool("benchmarks/cifar10_official.py", folder, tmp_path / "again" / "cifar-10-python.tar.gz")
+    assert again.stdout.strip() == md5  # the same archive, byte for byte
+    header = archive.read_bytes()[:10]  # gzip's: magic, method, flags, mtime (4 bytes), extra flags, OS
+    assert header[3] & 0x08 == 0  # no file name (FNAME)
+    assert header[4:8] == bytes(4)  # no time
     overrides = ["data.name=cifar10", f"data.source={archive}", f"data.md5={md5}", "data.val_size=0"]
     cfg = config.load(PARAMS, overrides).data
     prepare(cfg, tmp_path / "prepared")

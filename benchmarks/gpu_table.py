@@ -1,0 +1,120 @@
+"""The GPU rows of the speed table, computed from the JSON files under perf/gpu/ (benchmarks/speed.py's), and
+written into README.md and docs/speed.md between their `<!-- gpu figures -->` markers:
+
+    python benchmarks/gpu_table.py            # print the table
+    python benchmarks/gpu_table.py --write    # rewrite the two documents' blocks
+    python benchmarks/gpu_table.py --check    # exit 1 if a block differs from the JSON files
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU = ROOT / "perf/gpu"
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs/speed.md")
+BEGIN, END = "<!-- gpu figures -->", "<!-- end of gpu figures -->"
+GOAL_IMAGES_PER_S, GOAL_OVERHEAD_PCT = 15_000, 5  # ResNet-56 residual_bn at batch 128 on one GPU
+HE_ITERATIONS, HE_ERROR_PCT = 64_000, 8.75  # He et al. 2016, Table 6: ResNet-20 on CIFAR-10
+PERF = {  # bench perf's JSON under perf/gpu/ -> how it ran
+    "eager-fp32-56": "eager fp32",
+    "eager-bf16-56": "eager bf16 + channels_last",
+    "compiled-bf16-56": "compiled (`reduce-overhead`) bf16 + channels_last",
+}
+
+
+def read(name: str) -> dict:
+    return json.loads((GPU / name).read_text())
+
+
+def perf_row(name: str, how: str) -> str:
+    p = read(f"{name}.json")
+    low, high = p["lightning_overhead_pct_range"]
+    figure = (
+        f"real path {p['bench']['images_per_s']:,.0f} images/s, bare loop {p['bare']['images_per_s']:,.0f}: overhead "
+        f"{p['lightning_overhead_pct']:.1f} % ({p['repeats']} pairs: {low:.1f} to {high:.1f} %); losses apart by at "
+        f"most {p['max_loss_difference']:.3g}"
+    )
+    goal = ""
+    if name.startswith("compiled"):
+        met = p["bench"]["images_per_s"] >= GOAL_IMAGES_PER_S and p["lightning_overhead_pct"] <= GOAL_OVERHEAD_PCT
+        goal = f">= {GOAL_IMAGES_PER_S:,} images/s, <= {GOAL_OVERHEAD_PCT} %: {'met' if met else 'missed'}"
+    return f"| `bench perf`, residual_bn-56, batch {p['batch']}, {how} | {figure} | {goal} |"
+
+
+def he_rows() -> list[str]:
+    """The finished run (metrics.json), and the longer one stopped in its final evaluation (its history.csv)."""
+    rows = []
+    m = read("he2016-resnet20/metrics.json")
+    share = 100 * m["steps"] / HE_ITERATIONS
+    rows.append(
+        f"| ResNet-20 residual_bn, He et al.'s protocol cut to {m['steps']:,} of {HE_ITERATIONS:,} iterations "
+        f"({share:.0f} %), the lr steps at the same fractions | test error {100 * m['test/error']:.2f} % (He et al. "
+        f"{HE_ERROR_PCT} % after {HE_ITERATIONS:,}); {m['images_per_s']:,.0f} images/s in the timed steps, "
+        f"{m['wall_time_s']:.0f} s of training with the test set scored each epoch | |"
+    )
+    cut = GPU / "he2016-resnet20-14900/history.csv"
+    if cut.exists():
+        history = list(csv.DictReader(cut.read_text().splitlines()))
+        tested = [r for r in history if r["test/error"]]
+        last, steps = tested[-1], int(history[-1]["step"])
+        rows.append(
+            f"| the same cut to {steps:,} iterations ({100 * steps / HE_ITERATIONS:.0f} %), stopped by the check's "
+            f"time limit in its final evaluation | test error {100 * float(last['test/error']):.2f} % at step "
+            f"{int(last['step']):,}, the last epoch's end (history.csv) | |"
+        )
+    return rows
+
+
+def table() -> str:
+    v = read("summary.json")["versions"]
+    card, driver = v["gpu"].split(", ")[:2]
+    cudnn = v["cudnn"]
+    env = read("he2016-resnet20/env.json")
+    head = (
+        f"Measured on one {card} (driver {driver}, {env['hardware']['cpu_count']} CPU cores) with torch {v['torch']}, "
+        f"CUDA {v['cuda']}, cuDNN {cudnn // 10000}.{cudnn // 100 % 100}.{cudnn % 100}, lightning {v['lightning']} and "
+        f"Python {v['python']}, at commit {env['git']['commit'][:7]}, by `benchmarks/speed.py --device cuda`; "
+        "the JSON files are in `perf/gpu/`. The CIFAR-10 of the ResNet-20 rows is decoded from a JPEG copy, whose "
+        "pixels differ from the original's."
+    )
+    rows = [perf_row(name, how) for name, how in PERF.items()] + he_rows()
+    return "\n".join([head, "", "| what | figure | goal |", "|---|---|---|", *rows])
+
+
+def block(text: str) -> str:
+    return f"{BEGIN}\n{text}\n{END}"
+
+
+def replaced(document: str, text: str) -> str:
+    start, end = document.index(BEGIN), document.index(END) + len(END)
+    return document[:start] + block(text) + document[end:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    what = ap.add_mutually_exclusive_group()
+    what.add_argument("--write", action="store_true", help="rewrite the blocks of README.md and docs/speed.md")
+    what.add_argument("--check", action="store_true", help="exit 1 if a block differs from the JSON files")
+    a = ap.parse_args()
+    text = table()
+    if not (a.write or a.check):
+        print(text)
+        return
+    stale = []
+    for path in DOCUMENTS:
+        document = path.read_text()
+        if replaced(document, text) != document:
+            stale.append(path.relative_to(ROOT))
+            if a.write:
+                path.write_text(replaced(document, text))
+    if a.check and stale:
+        sys.exit(f"gpu_table.py: {', '.join(map(str, stale))} differ from perf/gpu/ (--write rewrites them)")
+
+
+if __name__ == "__main__":
+    main()
