@@ -6,108 +6,14 @@ before torch and Lightning load, and a DVC stage's deps follow its command's imp
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata
 import json
 import sys
 from pathlib import Path
 
-import shtab
-
-import bench
-from bench import config, quiet, record, tracking, validate
+from bench import config, quiet, tracking, validate
 from bench.config import Params
 from bench.files import write_json
 from bench.record import DIVERGED, DIVERGED_STEP, IMAGES_PER_S, TEST_ERROR, TRAIN_ERROR, WALL_TIME, Cell, cells
-
-
-def _version() -> str:  # a source checkout on PYTHONPATH (a GPU machine's own Python) has no installed version
-    try:
-        return importlib.metadata.version("bench")
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed: run from a source checkout)"
-
-
-def _parser() -> argparse.ArgumentParser:
-    from bench.scale import slurm  # `bench slurm`'s options; not at the top: those imports are every stage's deps
-
-    p = argparse.ArgumentParser(prog="bench", description=bench.__doc__)
-    p.add_argument("--version", action="version", version=f"bench {_version()}")
-    sub = p.add_subparsers(dest="command", required=True, help="`bench COMMAND --help` for its options")
-
-    def command(name: str, help: str, example: str | None = None, params: bool = True) -> argparse.ArgumentParser:
-        """A subcommand: --params unless told not to; section.key=value overrides if given an example of them."""
-        c = sub.add_parser(name, help=help)
-        if params:
-            c.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-        if example:
-            c.add_argument("overrides", nargs="*", metavar="section.key=value", help=f"param overrides, e.g. {example}")
-        return c
-
-    t = command("train", "train one cell (variant, depth, seed) of the grid", "train.lr=0.05 trainer.devices=2")
-    t.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
-    t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
-    t.add_argument("--seed", type=int, default=0, help="the cell's seed (default: 0)")
-    t.add_argument("--out", required=True, help="the cell's output folder")
-    t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar (none outside a terminal or DVC)")
-
-    pr = command("prepare", "verify a dataset source by checksum and write its prepared form", "data.val_size=5000")
-    pr.add_argument("--out", default="data/prepared", help="prepared data folder (default: data/prepared)")
-    pr.add_argument("--raw", default="data/raw", help="where official archives are downloaded (default: data/raw)")
-
-    r = command("report", "aggregate the grid's cells into tables, figures and report.md", "grid.seeds=[0,1]")
-    r.add_argument("--runs", default="runs", help="folder of the cells' folders (default: runs)")
-    r.add_argument("--out", default="report", help="report folder (default: report)")
-    r.add_argument("--lr-sweep", default="runs_lr/summary.json", help="bench lr-sweep's summary, if any")
-    r.add_argument("--toy", default="report/toy", help="bench toy's folder, if any")
-
-    ls = command("lr-sweep", "every variant at a few learning rates, at one depth (BN and lr)", "lr_sweep.depth=56")
-    ls.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
-    ls.add_argument("--out", default="runs_lr", help="output folder (default: runs_lr)")
-
-    ty = command("toy", "Balduzzi et al.'s toy shattered-gradients experiment", "toy.seeds=5")
-    ty.add_argument("--out", default="report/toy", help="output folder (default: report/toy)")
-
-    g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", params=False)
-    g.add_argument(
-        "-j", "--jobs", type=int, default=2, help="cells at once per GPU, or CPU processes (default: 2, as `make run`)"
-    )
-    g.add_argument("--dry-run", action="store_true", help="list the out-of-date cells it would train; train none")
-    g.add_argument(
-        "--no-forkserver", action="store_true", help="each cell a process of its own, not forked (seconds slower)"
-    )
-    g.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
-    g.add_argument("--logs", default="logs/grid", help="one log per cell (default: logs/grid)")
-
-    sl = command("slurm", "write sbatch scripts: the out-of-date cells as a job array, a DDP cell", params=False)
-    slurm.add_arguments(sl)
-
-    pf = command("perf", "training images/s, bench's real path vs a bare PyTorch loop, JSON", "speed.compile=default")
-    pf.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
-    pf.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
-    pf.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
-    pf.add_argument("--device", required=True, choices=("cpu", "cuda"), help="where to run: cpu or cuda")
-    pf.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: trainer.precision)")
-    pf.add_argument("--steps", type=int, default=100, help="timed steps per run (default: 100)")
-    pf.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning (default: 10)")
-    pf.add_argument("--repeats", type=int, default=3, help="runs of each path, back to back, medians (default: 3)")
-    pf.add_argument("--data", default=None, help="a prepared data folder (default: synthetic CIFAR-10-sized images)")
-    pf.add_argument("--out", default=None, help="also write the JSON to this file")
-    pf.add_argument("--profile", metavar="DIR", help="one more run under torch.profiler: DIR/fit-profile.txt, a trace")
-
-    ps = command("preset", "print a preset file (presets/he2016.yaml) as overrides, checked")
-    ps.add_argument("file", help="a YAML file in params.yaml's layout, holding only the keys it sets")
-    ps.add_argument("--dvc", action="store_true", help="as `dvc exp run` flags: -S section.key=value")
-
-    w = command(
-        "wandb", "list offline W&B runs with the `wandb sync` line; --report builds the Report", "wandb.dir=/scratch"
-    )
-    w.add_argument("--report", action="store_true", help="build the W&B Report (saved and linked when online)")
-
-    co = sub.add_parser("completion", help='print a shell completion script: eval "$(bench completion bash)"')
-    shtab.add_argument_to(co, "shell", help="the shell (default: bash)", parent=p)
-    return p
 
 
 def cmd_lr_sweep(args, params) -> int:
@@ -124,6 +30,14 @@ def cmd_toy(args, params) -> int:
 
     toy(params.toy, args.out)
     print(f"toy shattering ({params.toy.seeds} seeds) -> {args.out}/toy_shattering.png")
+    return 0
+
+
+def cmd_landscape(args, params) -> int:
+    from bench.landscape.stage import landscape  # lazy: see the module's docstring
+
+    s = landscape(params, args.runs, args.data, args.out, args.directions)
+    print(f"loss landscapes of {len(s['cells'])} cells -> {args.out}/landscape.png")
     return 0
 
 
@@ -168,7 +82,7 @@ def cmd_report(args, params) -> int:
     from bench.report.stage import collect, report  # lazy: see the module's docstring
     from bench.report.wandb_report import log_grid  # lazy: see the module's docstring
 
-    s = report(params, args.runs, args.out, args.lr_sweep, args.toy)
+    s = report(params, args.runs, args.out, args.lr_sweep, args.toy, args.landscape)
     log_grid(params, collect(params, Path(args.runs)))  # the report's files first; W&B is a copy of them
     print(f"report of {s['cells']} cells ({s['diverged']} diverged) -> {args.out}/report.md")
     return 0
@@ -242,8 +156,13 @@ COMMANDS = {
     "wandb": (cmd_wandb, lambda a, p: [], False, True),
     "prepare": (cmd_prepare, lambda a, p: [], False, False),
     "toy": (cmd_toy, lambda a, p: [], False, False),
+    "landscape": (cmd_landscape, lambda a, p: landscape_cells(p), True, False),
     "preset": (cmd_preset, lambda a, p: [], False, False),
 }
+
+
+def landscape_cells(p: Params) -> list[Cell]:
+    return [Cell(v, d, s) for v in p.landscape.variants for d in p.grid.depths for s in p.landscape.seeds]
 
 
 def load_params(args) -> Params:
@@ -260,8 +179,10 @@ def load_params(args) -> Params:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.arguments import parser as grammar  # lazy: `bench slurm`'s options are the launcher's, no stage's
+
     quiet.silence()
-    parser = _parser()
+    parser = grammar()
     if not (argv := sys.argv[1:] if argv is None else argv):  # `bench` alone: what it does, not an error
         parser.print_help()
         return 0

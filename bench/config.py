@@ -12,6 +12,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from operator import ge, gt, le, lt
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,8 @@ class Range:
     unique: bool = False  # a list's values: a seed written twice is one run counted twice
 
     def holds(self, v: float) -> bool:
-        return (
-            (self.at_least is None or v >= self.at_least)
-            and (self.above is None or v > self.above)
-            and (self.below is None or v < self.below)
-            and (self.at_most is None or v <= self.at_most)
-        )
+        checks = ((self.at_least, ge), (self.above, gt), (self.below, lt), (self.at_most, le))
+        return all(bound is None or test(v, bound) for bound, test in checks)
 
     def __str__(self) -> str:
         bounds = {"at least": self.at_least, "above": self.above, "below": self.below, "at most": self.at_most}
@@ -144,6 +141,16 @@ class LrSweep:
 
 
 @dataclass(frozen=True)
+class Landscape:
+    variants: list[str] = ranged(non_empty=True, unique=True)  # of grid.variants, at every depth of the grid
+    seeds: list[int] = ranged(non_empty=True, unique=True, at_least=0, below=SEED_END)  # of grid.seeds
+    resolution: int = ranged(at_least=3, at_most=201)  # points per axis of the 1-D and 2-D plots (the paper: 51)
+    span: float = ranged(above=0, at_most=100)  # the plots cover [-span, span] along each direction
+    subset: int = ranged(at_least=1, at_most=100_000)  # training images the loss is averaged over
+    seed: int = ranged(at_least=0, below=SEED_END)  # the directions' and the subset's
+
+
+@dataclass(frozen=True)
 class Wandb:
     mode: str | None  # online | offline | disabled; null: online if WANDB_API_KEY is set, else offline
     project: str | None  # null: $WANDB_PROJECT, else "bench"
@@ -163,6 +170,7 @@ class Params:
     diagnostics: Diagnostics
     toy: Toy
     lr_sweep: LrSweep
+    landscape: Landscape
     wandb: Wandb
 
 
@@ -262,16 +270,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ValueError(f"{section}: expected a mapping of keys, got {shown(raw[section])}")
         if name not in raw[section]:
             raise ValueError(f"unknown key {key} in override {shown(item)}; valid keys: {', '.join(raw[section])}")
+        text = _is_text(section, name) and value not in ("null", "~")
         try:
-            raw[section][name] = (
-                value if _is_text(section, name) and value not in ("null", "~") else params_file.parse(value)
-            )
+            raw[section][name] = value if text else params_file.parse(value)
         except params_file.Unsupported as e:
             raise ValueError(f"override {shown(item)}: {e.problem} in params") from None
         except yaml.YAMLError as e:
-            raise ValueError(
-                f"override {shown(item)}: {shown(value)} is not a YAML value ({str(e).splitlines()[0]})"
-            ) from None
+            first = str(e).splitlines()[0]
+            raise ValueError(f"override {shown(item)}: {shown(value)} is not a YAML value ({first})") from None
     return raw
 
 

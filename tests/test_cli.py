@@ -13,8 +13,7 @@ import pytest
 import yaml
 from helpers import PARAMS, ROOT, set_params
 
-from bench import cli as bench_cli
-from bench import config
+from bench import arguments, config
 from bench.record import Cell, cells
 from bench.scale import launcher
 
@@ -35,7 +34,7 @@ def subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
 
 def commands() -> dict[str, argparse.ArgumentParser]:
     """Each subcommand's parser, by name, as bench.cli builds them."""
-    return dict(subparsers(bench_cli._parser()).choices)
+    return dict(subparsers(arguments.parser()).choices)
 
 
 def option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
@@ -74,14 +73,14 @@ def test_bench_alone_prints_the_help_and_exits_0(cli):
     code, out, err = cli()
     assert code == 0, err
     assert err == ""
-    assert out == bench_cli._parser().format_help()
+    assert out == arguments.parser().format_help()
     assert out.startswith("usage: bench")
     assert "train one cell" in out
     assert "grid" in out
 
 
 def test_every_option_of_every_command_has_a_help_text():
-    top = bench_cli._parser()
+    top = arguments.parser()
     sub = subparsers(top)
     checked, missing = set(), []
     for name, parser in {"bench": top, **{f"bench {n}": p for n, p in sub.choices.items()}}.items():

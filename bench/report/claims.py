@@ -16,6 +16,7 @@ number per net, by t over seeds (Welch's for two cells). The deepest and shallow
 from __future__ import annotations
 
 from bench.record import Metrics, Run, chance_error
+from bench.report import landscape as report_landscape
 from bench.report import propagation
 from bench.report.contrast import contrast, difference_interval, mean_interval
 from bench.report.verdict import PAIRED, Grid, claim, decide
@@ -203,7 +204,7 @@ def sweep_claim(sweep: dict | None) -> dict:
     return decide(c, None, {}, "a test over the sweep's seeds is not implemented")
 
 
-def claims(results: list[Run], depths: list[int], sweep: dict | None) -> list[dict]:
+def claims(results: list[Run], depths: list[int], sweep: dict | None, landscape: dict | None = None) -> list[dict]:
     """Every claim over the grid, in the mission's order of pathologies."""
     g = Grid(results)
     shallow, deep = min(depths), max(depths)
@@ -212,6 +213,7 @@ def claims(results: list[Run], depths: list[int], sweep: dict | None) -> list[di
         *errors[:2],
         *signal_claims(g, deep),
         *propagation.claims(g, deep),
+        *report_landscape.claims(landscape, deep),
         *errors[2:],
         *lesion_claims(g, depths),
         sweep_claim(sweep),

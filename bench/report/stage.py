@@ -23,6 +23,7 @@ from bench.config import Params
 from bench.files import recover_dir, replace_dir, temporary, write_json, write_text
 from bench.plots import save
 from bench.record import GAP, TEST_ERROR, TRAIN_ERROR, Run, cells, chance_error
+from bench.report import landscape as report_landscape
 from bench.report import lr as report_lr
 from bench.report import pathology_figures, propagation
 from bench.report.claims import claims, claims_json
@@ -52,14 +53,16 @@ def report(
     out: str | Path,
     lr_summary: str | Path | None = None,
     toy_dir: str | Path | None = None,
+    landscape_dir: str | Path | None = None,
 ) -> dict:
     """Write the report into `out`; return its summary (the report's metrics.json). `lr_summary`: the learning-rate
-    sweep's summary.json; `toy_dir`: the toy stage's folder; either is left out of the report where it is absent.
+    sweep's summary.json; `toy_dir`, `landscape_dir`: those stages' folders; each is left out where it is absent.
     Every cell must exist before anything is written."""
     check_out(Path(runs), Path(out))
     results = collect(params, Path(runs))
     sweep = json.loads(Path(lr_summary).read_text()) if lr_summary and Path(lr_summary).exists() else None
     toy = read_toy(toy_dir)
+    landscape = report_landscape.read(landscape_dir)
 
     metrics = [r.metrics for r in results]
     agg = aggregate(metrics)
@@ -68,8 +71,9 @@ def report(
     figs = figures(params, results, agg, chance, sweep)
 
     variants, depths = variants_depths(params)
-    claim_list = claims(results, depths, sweep)
+    claim_list = claims(results, depths, sweep, landscape)
     md = document(params, results, agg, chance, sweep, toy, claim_list)
+    md += report_landscape.section(landscape, os.path.relpath(landscape_dir or ".", out), variants, depths)
     texts = {
         "report.md": md,
         PAGE: html_page(md, ("report.md", CLAIMS, "results.md")),  # report.md as one page, to read offline
