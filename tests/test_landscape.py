@@ -1,5 +1,6 @@
 """bench/landscape/: Li et al. 2018's filter-normalised directions, the loss surfaces along them (exact on a
-quadratic), the non-convex fraction against the analytic Hessian, and `bench landscape` on saved cells."""
+quadratic), the non-convex fraction against the analytic Hessian, `bench landscape` on saved cells, and the
+report's section and claim."""
 
 import json
 
@@ -10,6 +11,7 @@ import torch
 from bench import models, weights
 from bench.landscape import directions, surface
 from bench.landscape.stage import landscape
+from bench.report import landscape as report_landscape
 
 A = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])  # positive definite
 
@@ -139,3 +141,41 @@ def test_bench_landscape_refuses_cells_it_cannot_draw_before_any_work(tmp_path, 
     with pytest.raises(ValueError, match="residual_bn-8-0 has no metrics.json: train it first"):
         landscape(p, tmp_path / "runs", digits_dir, tmp_path / "out", tmp_path / "d")
     assert not (tmp_path / "out").exists()
+
+
+def summary_of(fractions: dict) -> dict:
+    """A landscape.json as the stage writes it, with these non-convex fractions per (variant, depth)."""
+    cells = {
+        f"{v}-{d}-{s}": {"variant": v, "depth": d, "seed": s, "diverged": False, "nonconvex_fraction": x}
+        for (v, d), xs in fractions.items()
+        for s, x in enumerate(xs)
+    }
+    return {"params": {"resolution": 9, "span": 1.0, "subset": 128, "seed": 0, "ratio": 0.1}, "cells": cells}
+
+
+def test_the_claim_compares_the_non_convex_fractions_over_seeds():
+    apart = summary_of({("plain_bn", 56): [0.8, 0.82, 0.84], ("residual_bn", 56): [0.3, 0.35, 0.4]})
+    (c,) = report_landscape.claims(apart, 56)
+    assert c["holds"] is True
+    assert c["statistic"]["estimate"] == pytest.approx(0.47)
+    assert c["n"] == {"plain_bn-56": 3, "residual_bn-56": 3}
+    (c,) = report_landscape.claims(
+        summary_of({("plain_bn", 56): [0.3, 0.35, 0.4], ("residual_bn", 56): [0.8, 0.82, 0.84]}), 56
+    )
+    assert c["holds"] is False
+    (c,) = report_landscape.claims(summary_of({("plain_bn", 56): [0.8], ("residual_bn", 56): [0.3]}), 56)
+    assert c["holds"] == "not shown"
+    assert "fewer than 2 seeds" in c["why"]
+    (c,) = report_landscape.claims(None, 56)
+    assert c["why"] == "the landscape stage did not run"
+
+
+def test_the_report_section_tables_the_mean_non_convex_fraction_and_links_the_figure():
+    s = summary_of({("plain_bn", 8): [0.1, 0.3], ("residual_bn", 8): [0.0, 0.0]})
+    s["cells"]["residual_bn-8-1"] = {"variant": "residual_bn", "depth": 8, "seed": 1, "diverged": True}
+    text = report_landscape.section(s, "landscape", ["plain", "plain_bn", "residual_bn"], [8])
+    assert "| plain_bn | 0.20 (n = 2) |" in text
+    assert "| residual_bn | 0.00 (n = 1) |" in text  # the diverged seed has no surface
+    assert "| plain |" not in text  # not drawn
+    assert "![loss landscapes](landscape/landscape.png)" in text
+    assert report_landscape.section(None, "landscape", ["plain_bn"], [8]) == ""

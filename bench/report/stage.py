@@ -72,8 +72,17 @@ def report(
 
     variants, depths = variants_depths(params)
     claim_list = claims(results, depths, sweep, landscape)
-    md = document(params, results, agg, chance, sweep, toy, claim_list)
-    md += report_landscape.section(landscape, os.path.relpath(landscape_dir or ".", out), variants, depths)
+    where = os.path.relpath(landscape_dir or ".", out)  # report.md links the landscape stage's figure
+    md = document(
+        params,
+        results,
+        agg,
+        chance,
+        sweep,
+        toy,
+        claim_list,
+        report_landscape.section(landscape, where, variants, depths),
+    )
     texts = {
         "report.md": md,
         PAGE: html_page(md, ("report.md", CLAIMS, "results.md")),  # report.md as one page, to read offline
