@@ -37,7 +37,8 @@ def cmd_landscape(args, params) -> int:
     from bench.landscape.stage import landscape  # lazy: see the module's docstring
 
     s = landscape(params, args.runs, args.data, args.out, args.directions)
-    print(f"loss landscapes of {len(s['cells'])} cells -> {args.out}/landscape.png")
+    skipped = f" (not drawn: {'; '.join(s['not_drawn'])})" if s["not_drawn"] else ""
+    print(f"loss landscapes of {len(s['cells'])} cells -> {args.out}/landscape.png{skipped}")
     return 0
 
 

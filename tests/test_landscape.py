@@ -132,10 +132,19 @@ def test_bench_landscape_draws_each_cell_and_records_a_diverged_one(tmp_path, pa
     ]
 
 
-def test_bench_landscape_refuses_cells_it_cannot_draw_before_any_work(tmp_path, params, digits_dir):
-    p = params("grid.depths=[8]", "grid.seeds=[0]", "landscape.seeds=[1]")
-    with pytest.raises(ValueError, match=r"landscape.seeds has 1, which grid.seeds \(\[0\]\) does not train"):
-        landscape(p, tmp_path / "runs", digits_dir, tmp_path / "out", tmp_path / "d")
+def test_an_experiment_that_shrinks_the_grid_draws_what_is_left_and_says_what_not(tmp_path, params, digits_dir):
+    p = params("grid.depths=[8]", "grid.seeds=[0]", "grid.variants=[plain,residual_bn]", "landscape.seeds=[0,1]")
+    saved_cell(tmp_path / "runs", "residual_bn-8-0", "residual_bn")
+    s = landscape(p, tmp_path / "runs", digits_dir, tmp_path / "out", tmp_path / "d")
+    assert list(s["cells"]) == ["residual_bn-8-0"]
+    assert s["not_drawn"] == ["variant plain_bn is not in grid.variants", "seed 1 is not in grid.seeds"]
+    p = params("grid.depths=[8]", "grid.seeds=[0]", "landscape.seeds=[1]")  # nothing left: a figure that says so
+    s = landscape(p, tmp_path / "runs", digits_dir, tmp_path / "none", tmp_path / "d")
+    assert s["cells"] == {}
+    assert (tmp_path / "none/landscape.png").stat().st_size > 0
+
+
+def test_bench_landscape_refuses_a_cell_it_cannot_draw_before_any_work(tmp_path, params, digits_dir):
     p = params("grid.depths=[8]", "grid.seeds=[0]", "landscape.seeds=[0]")
     saved_cell(tmp_path / "runs", "plain_bn-8-0", "plain_bn")
     with pytest.raises(ValueError, match="residual_bn-8-0 has no metrics.json: train it first"):
@@ -150,7 +159,8 @@ def summary_of(fractions: dict) -> dict:
         for (v, d), xs in fractions.items()
         for s, x in enumerate(xs)
     }
-    return {"params": {"resolution": 9, "span": 1.0, "subset": 128, "seed": 0, "ratio": 0.1}, "cells": cells}
+    params = {"resolution": 9, "span": 1.0, "subset": 128, "seed": 0, "ratio": 0.1}
+    return {"params": params, "cells": cells, "not_drawn": []}
 
 
 def test_the_claim_compares_the_non_convex_fractions_over_seeds():
@@ -178,4 +188,9 @@ def test_the_report_section_tables_the_mean_non_convex_fraction_and_links_the_fi
     assert "| residual_bn | 0.00 (n = 1) |" in text  # the diverged seed has no surface
     assert "| plain |" not in text  # not drawn
     assert "![loss landscapes](landscape/landscape.png)" in text
+    assert "Not drawn" not in text
+    s["not_drawn"] = ["seed 2 is not in grid.seeds"]
+    assert "\n\nNot drawn: seed 2 is not in grid.seeds.\n" in report_landscape.section(
+        s, "landscape", ["plain_bn"], [8]
+    )
     assert report_landscape.section(None, "landscape", ["plain_bn"], [8]) == ""

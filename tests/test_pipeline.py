@@ -14,7 +14,11 @@ from helpers import PARAMS, ROOT, metrics, run, set_params, write_cell
 from bench import config
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-SMALL = {"lr_sweep": {"depth": 8, "lrs": [0.1], "max_steps": 10}, "toy": {"depths": [1, 4], "seeds": 1}}
+SMALL = {
+    "lr_sweep": {"depth": 8, "lrs": [0.1], "max_steps": 10},
+    "toy": {"depths": [1, 4], "seeds": 1},
+    "landscape": {"resolution": 3, "subset": 16},
+}
 
 
 def test_matrix_axes_come_from_params_and_declared_params_exist():
@@ -131,6 +135,7 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
         "figures/lesion.png",
         "figures/lr_sweep.png",
         "toy/toy_shattering.png",
+        "landscape/landscape.png",
     ):
         assert (repo / "report" / f).stat().st_size > 0, f
     assert "(n=2: " in (repo / "report/report.md").read_text()  # each seed beside the mean
@@ -143,9 +148,10 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
 
-    set_params(repo, grid={"seeds": [0, 1, 2]})  # one more seed: only its cells and the report run
+    set_params(repo, grid={"seeds": [0, 1, 2]})  # one more seed: only its cells, the landscapes and the report run
     more = run("dvc repro", repo).stdout
-    assert set(re.findall(r"Running stage '([^']+)'", more)) == {"train@plain-8-2", "train@residual_bn-8-2", "report"}
+    ran = set(re.findall(r"Running stage '([^']+)'", more))
+    assert ran == {"train@plain-8-2", "train@residual_bn-8-2", "landscape", "report"}
     set_params(repo, toy={"seeds": 2})  # a toy param: only the toy stage and the report
     assert set(re.findall(r"Running stage '([^']+)'", run("dvc repro", repo).stdout)) == {"toy", "report"}
 

@@ -17,11 +17,19 @@ LEVELS = np.arange(0.1, 10, 0.5)  # contour levels of the loss: the official cod
 
 def plot(summary: dict, params: Params, path: Path) -> None:
     ls, depths = params.landscape, params.grid.depths
-    seed = ls.seeds[0]
+    drawn = {r["variant"] for r in summary["cells"].values()}
+    variants = [v for v in ls.variants if v in drawn]
+    if not variants:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "no cell drawn: " + "; ".join(summary["not_drawn"]), ha="center", va="center", fontsize=8)
+        ax.set_axis_off()
+        save(fig, path)
+        return
+    seed = min(s for s in ls.seeds if any(r["seed"] == s for r in summary["cells"].values()))
     fig, axes = plt.subplots(
-        len(ls.variants), 2 * len(depths), figsize=(2.6 * 2 * len(depths), 2.6 * len(ls.variants)), squeeze=False
+        len(variants), 2 * len(depths), figsize=(2.6 * 2 * len(depths), 2.6 * len(variants)), squeeze=False
     )
-    for row, v in enumerate(ls.variants):
+    for row, v in enumerate(variants):
         for col, d in enumerate(depths):
             name = Cell(v, d, seed).name
             r = summary["cells"].get(name, {})

@@ -28,13 +28,14 @@ from bench.record import Cell
 from bench.train.data import load_prepared, normalise
 
 
-def cells(params: Params) -> list[Cell]:
-    """The cells to draw; a variant or seed outside the grid is refused before any work."""
+def cells(params: Params) -> tuple[list[Cell], list[str]]:
+    """The cells to draw: landscape.variants and landscape.seeds as far as the grid trains them (an experiment that
+    shrinks the grid draws what is left), and a note for each one the grid does not train."""
     ls, grid = params.landscape, params.grid
-    for key, values, allowed in (("variants", ls.variants, grid.variants), ("seeds", ls.seeds, grid.seeds)):
-        if outside := [v for v in values if v not in allowed]:
-            raise ValueError(f"landscape.{key} has {outside[0]!r}, which grid.{key} ({allowed}) does not train")
-    return [Cell(v, d, s) for v in ls.variants for d in grid.depths for s in ls.seeds]
+    variants, seeds = [v for v in ls.variants if v in grid.variants], [s for s in ls.seeds if s in grid.seeds]
+    skipped = [f"variant {v} is not in grid.variants" for v in ls.variants if v not in variants]
+    skipped += [f"seed {s} is not in grid.seeds" for s in ls.seeds if s not in seeds]
+    return [Cell(v, d, s) for v in variants for d in grid.depths for s in seeds], skipped
 
 
 def subset(params: Params, data_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +92,8 @@ def _finite(v: float) -> float | None:
 
 def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str | Path, stored: str | Path) -> dict:
     runs, out, stored = Path(runs), Path(out), Path(stored)
-    found = loaded(runs, cells(params))
+    todo, skipped = cells(params)
+    found = loaded(runs, todo)
     x, y = subset(params, data_dir)
     torch.set_num_threads(params.speed.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str |
         record, directions_of_cell = measure_cell(cell, x, y, params)
         save_file(directions_of_cell, str(stored / f"{c.name}.safetensors"))
         results[c.name] |= {**record, "seconds": round(time.perf_counter() - start, 1)}
-    summary = {"params": _params(params), "cells": results}
+    summary = {"params": _params(params), "cells": results, "not_drawn": skipped}
     write_json(out / "landscape.json", summary)
     plot(summary, params, out / "landscape.png")
     return summary

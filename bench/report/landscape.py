@@ -55,7 +55,7 @@ over [-{p["span"]}, {p["span"]}]. The non-convex fraction is the share of the pl
 Hessian (central differences) has lambda_min < -{p["ratio"]} |lambda_max|: the paper's measure read on the plane
 rather than from the full Hessian, so it can only miss negative curvature, never invent it.
 
-{table(summary, drawn, depths)}
+{table(summary, drawn, depths)}{"".join(f"{chr(10) * 2}Not drawn: {why}." for why in summary["not_drawn"])}
 
 ![loss landscapes]({folder}/{FIGURE})
 """
