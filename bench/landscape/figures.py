@@ -57,7 +57,8 @@ def plot(summary: dict, params: Params, path: Path) -> None:
                 ax.tick_params(labelsize=6)
     fig.suptitle(
         f"Loss along filter-normalised directions (Li et al. 2018), seed {seed}, {ls.subset} training images, "
-        f"BN in eval mode\nnon-convex: share of the plane's points with lambda_min < -0.1 |lambda_max|",
+        f"BN in eval mode\nnon-convex: share of the plane's points with lambda_min < "
+        f"-{summary['params']['ratio']} |lambda_max|",
         fontsize=9,
     )
     save(fig, path)

@@ -24,7 +24,7 @@ from bench.config import Params
 from bench.files import write_json
 from bench.landscape import directions, surface
 from bench.landscape.figures import plot
-from bench.record import Cell
+from bench.record import Cell, finite
 from bench.train.data import load_prepared, normalise
 
 
@@ -64,9 +64,9 @@ def measure_cell(cell: weights.Cell, x: torch.Tensor, y: torch.Tensor, params: P
     one, two = surface.line(loss, theta, d1, coords), surface.plane(loss, theta, d1, d2, coords)
     record = {
         "coordinates": coords.tolist(),
-        "loss_1d": [_finite(v) for v in one],
-        "loss_2d": [[_finite(v) for v in row] for row in two],
-        "loss_at_weights": _finite(float(loss(theta))),
+        "loss_1d": [finite(v) for v in one],  # JSON has no NaN or inf: a blown-up loss is null
+        "loss_2d": [[finite(v) for v in row] for row in two],
+        "loss_at_weights": finite(loss(theta)),
         "nonconvex_fraction": surface.nonconvex_fraction(two, coords[1] - coords[0]),
     }
     stored = {f"d1/{k}": v.contiguous() for k, v in d1.items()} | {f"d2/{k}": v.contiguous() for k, v in d2.items()}
@@ -84,10 +84,6 @@ def loaded(runs: Path, todo: list[Cell]) -> dict[Cell, weights.Cell | None]:
         diverged = json.loads(metrics.read_text()).get("diverged")
         found[c] = None if diverged else weights.load(runs / c.name)
     return found
-
-
-def _finite(v: float) -> float | None:
-    return v if v == v and abs(v) != float("inf") else None  # JSON has no NaN or inf: a blown-up loss is null
 
 
 def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str | Path, stored: str | Path) -> dict:

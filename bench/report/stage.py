@@ -73,16 +73,8 @@ def report(
     variants, depths = variants_depths(params)
     claim_list = claims(results, depths, sweep, landscape)
     where = os.path.relpath(landscape_dir or ".", out)  # report.md links the landscape stage's figure
-    md = document(
-        params,
-        results,
-        agg,
-        chance,
-        sweep,
-        toy,
-        claim_list,
-        report_landscape.section(landscape, where, variants, depths),
-    )
+    landscape_md = report_landscape.section(landscape, where, variants, depths)
+    md = document(params, results, agg, chance, sweep, toy, claim_list, landscape_md)
     texts = {
         "report.md": md,
         PAGE: html_page(md, ("report.md", CLAIMS, "results.md")),  # report.md as one page, to read offline
