@@ -537,7 +537,7 @@ BAD_INPUTS = [
     ("a section overridden whole", lambda ws: train_args(ws, "train=null"), "a whole section is not overridden"),
     (
         "long value cut",
-        lambda ws: train_args(ws, f"train.lr=[{'1,' * 10**4}1]"),
+        lambda ws: train_args(ws, f"train.lr=[{'1,' * 10**3}1]"),
         "train.lr: expected float, got [1, 1, 1",
     ),
     ("seeds repeated", lambda ws: report_args(ws, "grid.seeds=[0,0,0]"), "grid.seeds=[0, 0, 0] holds 0 twice"),
@@ -734,7 +734,7 @@ def test_a_download_is_cached_only_once_its_checksum_matches(tmp_path):
             pass
 
     server = HTTPServer(("127.0.0.1", 0), HTML)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()  # shutdown() waits a poll
     url = f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz"
     cfg = config.load(PARAMS, ["data.name=cifar10", f"data.source={url}", "data.val_size=2"]).data
     try:

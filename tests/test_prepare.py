@@ -374,7 +374,8 @@ def server():
 
     Handler.serve, Handler.requests = {}, []
     httpd = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    # a short poll: shutdown() waits for the loop to look, 0.5 s by default
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     yield f"127.0.0.1:{httpd.server_port}", Handler
     httpd.shutdown()
 

@@ -2,6 +2,7 @@
 layers between the folders, no import cycle, and small modules and functions."""
 
 import ast
+import functools
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,14 @@ PARSERS = {"parser"}  # argument parsers: one add_argument per line, longer than
 # bench/cli.py parses arguments and hands them on; it is in no stage's deps, so that a help text retrains nothing.
 # Every value it hands a stage is on dvc.yaml's command line or in the stage's declared params.
 NOT_A_DEP = {"bench/cli.py", "bench/arguments.py", "bench/__init__.py", "bench/__main__.py"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def parsed_once():
+    """The questions below ask of the same sources many times: each file is parsed once here (it does not change)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(code, "imports", functools.cache(code.imports))
+        yield
 
 
 def modules() -> list[str]:
@@ -57,6 +66,7 @@ def cycle(g: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+@functools.cache
 def external(module: str) -> set[str]:
     """The top-level packages outside bench that `module`'s import closure imports (torch, lightning, ...)."""
     found = set()
