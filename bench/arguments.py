@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--lr-sweep", default="runs_lr/summary.json", help="bench lr-sweep's summary, if any")
     r.add_argument("--toy", default="report/toy", help="bench toy's folder, if any")
     r.add_argument("--landscape", default="report/landscape", help="bench landscape's folder, if any")
+    r.add_argument("--curvature", default="report/curvature", help="bench curvature's folder, if any")
+    r.add_argument("--paths", default="report/paths", help="bench paths' folder, if any")
 
     ls = command("lr-sweep", "every variant at a few learning rates, at one depth (BN and lr)", "lr_sweep.depth=56")
     ls.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
@@ -68,6 +70,13 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
     la.add_argument("--out", default="report/landscape", help="output folder (default: report/landscape)")
     la.add_argument("--directions", default="landscape", help="each cell's two directions (default: landscape)")
+
+    cu = command("curvature", "the Hessian's top eigenvalue and trace, at init and end", "curvature.samples=32")
+    pa = command("paths", "the gradient carried by paths of each length (Veit et al.)", "paths.samples=16")
+    for stage, name in ((cu, "curvature"), (pa, "paths")):
+        stage.add_argument("--runs", default="runs", help="folder of the cells' folders (default: runs)")
+        stage.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
+        stage.add_argument("--out", default=f"report/{name}", help=f"output folder (default: report/{name})")
 
     g = command("grid", "train the out-of-date cells concurrently (k per GPU), then dvc commit them", params=False)
     g.add_argument(

@@ -42,6 +42,24 @@ def cmd_landscape(args, params) -> int:
     return 0
 
 
+def cmd_curvature(args, params) -> int:
+    from bench.curvature.stage import curvature  # lazy: see the module's docstring
+
+    s = curvature(params, args.runs, args.data, args.out)
+    skipped = f" (not measured: {'; '.join(s['not_measured'])})" if s["not_measured"] else ""
+    print(f"Hessian of {len(s['cells'])} cells at initialisation and at the end -> {args.out}/curvature.png{skipped}")
+    return 0
+
+
+def cmd_paths(args, params) -> int:
+    from bench.paths.stage import paths  # lazy: see the module's docstring
+
+    s = paths(params, args.runs, args.data, args.out)
+    skipped = f" (not measured: {'; '.join(s['not_measured'])})" if s["not_measured"] else ""
+    print(f"path-length gradients of {len(s['cells'])} cells -> {args.out}/paths.png{skipped}")
+    return 0
+
+
 def cmd_grid(args, params) -> int:
     from bench.scale.launcher import dvc, launch, stale_cells  # lazy: see the module's docstring
 
@@ -157,13 +175,17 @@ COMMANDS = {
     "wandb": (cmd_wandb, lambda a, p: [], False, True),
     "prepare": (cmd_prepare, lambda a, p: [], False, False),
     "toy": (cmd_toy, lambda a, p: [], False, False),
-    "landscape": (cmd_landscape, lambda a, p: landscape_cells(p), True, False),
+    "landscape": (cmd_landscape, lambda a, p: section_cells(p, "landscape"), True, False),
+    "curvature": (cmd_curvature, lambda a, p: section_cells(p, "curvature"), True, False),
+    "paths": (cmd_paths, lambda a, p: section_cells(p, "paths"), True, False),
     "preset": (cmd_preset, lambda a, p: [], False, False),
 }
 
 
-def landscape_cells(p: Params) -> list[Cell]:
-    return [Cell(v, d, s) for v in p.landscape.variants for d in p.grid.depths for s in p.landscape.seeds]
+def section_cells(p: Params, section: str) -> list[Cell]:
+    """The cells a section of params (landscape, curvature, paths) names, checked like any cell before work."""
+    s = getattr(p, section)
+    return [Cell(v, d, seed) for v in s.variants for d in p.grid.depths for seed in s.seeds]
 
 
 def load_params(args) -> Params:

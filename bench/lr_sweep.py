@@ -12,9 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from bench.config import Params, Wandb
+from bench.config import Params
 from bench.files import write_json
 from bench.record import DIVERGED, DIVERGED_STEP, TEST_ERROR, TRAIN_ERROR, Cell
+from bench.schema import Wandb
 
 NO_WANDB = Wandb(mode="disabled", project=None, entity=None, group=None, dir=None)  # sweep runs are not logged
 

@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from torch.func import jvp
 
 from bench import plots
-from bench.config import Toy
 from bench.diagnostics.shattering import gradient_correlations, mean_off_diagonal, shattering_score
 from bench.files import write_json
+from bench.schema import Toy
 
 FAMILIES = ("plain", "residual")
 STATISTICS = ("correlation", "lag1", "gradient_moment")

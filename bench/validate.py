@@ -12,9 +12,10 @@ import os
 from collections.abc import Iterable, Mapping
 
 from bench import tracking
-from bench.config import SEED_END, Params, Speed, Trainer
+from bench.config import Params
 from bench.params_file import shown
 from bench.record import Cell, check
+from bench.schema import SEED_END, Speed, Trainer
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 # Lightning's flags that bench runs; where this machine lacks the device, Lightning's own check says so.

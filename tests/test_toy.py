@@ -7,8 +7,8 @@ import statistics
 import pytest
 import torch
 
-from bench.config import Toy
 from bench.diagnostics.shattering import gradient_correlations, shattering_score
+from bench.schema import Toy
 from bench.toy import (
     STATISTICS,
     correlation,

@@ -10,7 +10,6 @@ A diverged cell is recorded as diverged and drawn as nothing: it has no finite w
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -19,44 +18,22 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.func import functional_call
 
-from bench import weights
+from bench import trained, weights
 from bench.config import Params
 from bench.files import write_json
 from bench.landscape import directions, surface
 from bench.landscape.figures import plot
-from bench.record import Cell, finite
-from bench.train.data import load_prepared, normalise
+from bench.record import finite
 
 
-def cells(params: Params) -> tuple[list[Cell], list[str]]:
-    """The cells to draw: landscape.variants and landscape.seeds as far as the grid trains them (an experiment that
-    shrinks the grid draws what is left), and a note for each one the grid does not train."""
-    ls, grid = params.landscape, params.grid
-    variants, seeds = [v for v in ls.variants if v in grid.variants], [s for s in ls.seeds if s in grid.seeds]
-    skipped = [f"variant {v} is not in grid.variants" for v in ls.variants if v not in variants]
-    skipped += [f"seed {s} is not in grid.seeds" for s in ls.seeds if s not in seeds]
-    return [Cell(v, d, s) for v in variants for d in grid.depths for s in seeds], skipped
-
-
-def subset(params: Params, data_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """landscape.subset training images, drawn once from landscape.seed: the same images for every cell."""
-    data = load_prepared(data_dir, params.data)
-    n = len(data.train.y)
-    if params.landscape.subset > n:
-        raise ValueError(f"landscape.subset={params.landscape.subset}, but the training split holds {n} images")
-    pick = torch.randperm(n, generator=torch.Generator().manual_seed(params.landscape.seed))[: params.landscape.subset]
-    return data.train.x[pick], data.train.y[pick]
-
-
-def measure_cell(cell: weights.Cell, x: torch.Tensor, y: torch.Tensor, params: Params) -> tuple[dict, dict]:
+def measure_cell(cell: weights.Cell, batch: trained.Batch, params: Params) -> tuple[dict, dict]:
     """One cell's 1-D and 2-D surfaces and non-convexity, and its two directions."""
     model = cell.model.eval()
     theta = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
-    inputs = normalise(x, cell.mean, cell.std)
 
     def loss(p: dict) -> torch.Tensor:
-        return F.cross_entropy(functional_call(model, {**p, **buffers}, (inputs,)), y)
+        return F.cross_entropy(functional_call(model, {**p, **buffers}, (batch.x,)), batch.y)
 
     ls = params.landscape
     d1, d2 = directions.two(theta, ls.seed)
@@ -73,24 +50,11 @@ def measure_cell(cell: weights.Cell, x: torch.Tensor, y: torch.Tensor, params: P
     return record, stored
 
 
-def loaded(runs: Path, todo: list[Cell]) -> dict[Cell, weights.Cell | None]:
-    """Each cell's weights, checked before any work (None: diverged, nothing to draw); a cell not trained, or
-    whose weights are missing or stale, is refused with what to do."""
-    found = {}
-    for c in todo:
-        metrics = runs / c.name / "metrics.json"
-        if not metrics.exists():
-            raise ValueError(f"{runs / c.name} has no metrics.json: train it first (`bench grid` or `dvc repro`)")
-        diverged = json.loads(metrics.read_text()).get("diverged")
-        found[c] = None if diverged else weights.load(runs / c.name)
-    return found
-
-
 def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str | Path, stored: str | Path) -> dict:
     runs, out, stored = Path(runs), Path(out), Path(stored)
-    todo, skipped = cells(params)
-    found = loaded(runs, todo)
-    x, y = subset(params, data_dir)
+    todo, skipped = trained.cells(params, "landscape")
+    found = trained.loaded(runs, todo)
+    batch = trained.subset(params, data_dir, "landscape")
     torch.set_num_threads(params.speed.threads)
     out.mkdir(parents=True, exist_ok=True)
     stored.mkdir(parents=True, exist_ok=True)
@@ -100,7 +64,7 @@ def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str |
         results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
         if cell is None:
             continue
-        record, directions_of_cell = measure_cell(cell, x, y, params)
+        record, directions_of_cell = measure_cell(cell, batch, params)
         save_file(directions_of_cell, str(stored / f"{c.name}.safetensors"))
         results[c.name] |= {**record, "seconds": round(time.perf_counter() - start, 1)}
     summary = {"params": _params(params), "cells": results, "not_drawn": skipped}

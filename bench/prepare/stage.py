@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.config import Data
 from bench.files import atomic, file_md5, locked, recover_dir, redact, remove_stale, replace_dir, temporary
 from bench.prepare.readers import CIFAR, DIGITS_TEST, Raw, read_cifar, read_imagefolder
+from bench.schema import Data
 
 SPLIT_SEED = 0  # the validation split is drawn with this fixed seed, whatever the run's seed
 DATASETS = ("digits", *CIFAR, "imagefolder")

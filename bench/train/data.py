@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import Data, Speed
 from bench.files import redact
+from bench.schema import Data, Speed
 from bench.train import speed
 from bench.validate import local_batch_size
 

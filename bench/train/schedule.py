@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from bench.config import Train
+from bench.schema import Train
 
 
 def lr_factor(step: int, cfg: Train, depth: int) -> float:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bench.config import Speed
+from bench.schema import Speed
 
 
 def memory_format(cfg: Speed) -> torch.memory_format:
