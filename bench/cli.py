@@ -101,7 +101,8 @@ def cmd_report(args, params) -> int:
     from bench.report.stage import collect, report  # lazy: see the module's docstring
     from bench.report.wandb_report import log_grid  # lazy: see the module's docstring
 
-    s = report(params, args.runs, args.out, args.lr_sweep, args.toy, args.landscape)
+    studies = {"landscape": args.landscape, "curvature": args.curvature, "paths": args.paths}
+    s = report(params, args.runs, args.out, args.lr_sweep, args.toy, studies)
     log_grid(params, collect(params, Path(args.runs)))  # the report's files first; W&B is a copy of them
     print(f"report of {s['cells']} cells ({s['diverged']} diverged) -> {args.out}/report.md")
     return 0

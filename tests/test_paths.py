@@ -3,15 +3,19 @@ linear residual net, summing to the ordinary gradient over all 2^n paths on the 
 lengths that carries most of it."""
 
 import itertools
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_landscape import saved_cell
 from torch import nn
 
 from bench import models
 from bench.paths import gradients
+from bench.paths.stage import paths
+from bench.report import paths as report_paths
 
 A = (0.5, -2.0, 3.0)  # the branches' scales of the linear net
 
@@ -196,3 +200,62 @@ def test_the_band_of_a_uniform_total_holds_its_central_mass():
 def test_the_band_refuses_a_total_that_is_not_positive_and_finite(total):
     with pytest.raises(ValueError, match="the total gradient must be finite"):
         gradients.band(total)
+
+
+# --- bench paths on saved cells, and the report ---
+
+
+def test_bench_paths_measures_each_residual_cell_and_records_a_diverged_one(tmp_path, params, digits_dir):
+    p = params("grid.depths=[8]", "grid.seeds=[0,1]", "paths.seeds=[0,1]", "paths.subset=8", "paths.samples=1")
+    runs = tmp_path / "runs"
+    for variant in p.paths.variants:
+        saved_cell(runs, f"{variant}-8-0", variant)
+        saved_cell(runs, f"{variant}-8-1", variant, diverged=variant == "residual_fixup")
+    s = paths(p, runs, digits_dir, tmp_path / "out")
+    assert s["cells"]["residual_fixup-8-1"] == {"variant": "residual_fixup", "depth": 8, "seed": 1, "diverged": True}
+    r = s["cells"]["residual_bn-8-0"]
+    assert r["blocks"] == 3
+    assert r["paths"] == [1, 3, 3, 1]
+    assert 0 <= r["band"][0] <= r["band"][1] <= 3
+    assert json.loads((tmp_path / "out/paths.json").read_text())["cells"] == s["cells"]
+    assert (tmp_path / "out/paths.png").stat().st_size > 0
+
+
+def test_bench_paths_refuses_a_plain_variant_before_any_work(tmp_path, params, digits_dir):
+    p = params("grid.depths=[8]", "paths.variants=[residual_bn,plain_bn]")
+    with pytest.raises(ValueError, match="paths.variants holds plain_bn, a plain net: it has a single path"):
+        paths(p, tmp_path / "runs", digits_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def summary_of(totals: dict) -> dict:
+    """A paths.json with these totals over k per (variant, depth), a seed each."""
+    cells = {}
+    for (v, d), per_seed in totals.items():
+        for s, total in enumerate(per_seed):
+            n = len(total) - 1
+            band = gradients.band(total)
+            r = {"variant": v, "depth": d, "seed": s, "diverged": False, "blocks": n, "k": list(range(n + 1))}
+            cells[f"{v}-{d}-{s}"] = r | {"total": total, "band": list(band)}
+    return {"params": {"subset": 64, "samples": 4, "seed": 0, "mass": 0.9}, "cells": cells, "not_measured": []}
+
+
+def test_the_claim_sets_the_gradient_weighted_mean_length_against_half_the_blocks():
+    short = summary_of({("residual_bn", 56): [[1, 4, 1, 0, 0], [1, 2, 1, 0, 0], [2, 2, 0, 0, 0]]})
+    (c,) = report_paths.claims(short, 56)
+    assert c["holds"] is True
+    assert c["statistic"]["estimate"] == pytest.approx(2 - (1 + 1 + 0.5) / 3)  # n / 2 = 2; means 1, 1 and 0.5
+    long = summary_of({("residual_bn", 56): [[0, 0, 1, 4, 1], [0, 0, 0, 1, 3], [0, 0, 0, 2, 2]]})
+    assert report_paths.claims(long, 56)[0]["holds"] is False
+    one = summary_of({("residual_bn", 56): [[1, 4, 1, 0, 0]]})
+    assert report_paths.claims(one, 56)[0]["holds"] == "not shown"
+    assert report_paths.claims(None, 56)[0]["why"] == "the paths stage did not run"
+
+
+def test_the_report_section_tables_each_seed_s_band_and_links_the_figure():
+    s = summary_of({("residual_bn", 8): [[1, 4, 1, 0], [0, 1, 0, 0]]})
+    text = report_paths.section(s, "paths", ["residual_bn", "residual"], [8])
+    assert "| residual_bn | 0-2, 1-1 of 3 (mean 1.0, n/2 = 1.5) |" in text
+    assert "| residual |" not in text
+    assert "![path lengths](paths/paths.png)" in text
+    assert report_paths.section(None, "paths", ["residual_bn"], [8]) == ""

@@ -18,6 +18,8 @@ SMALL = {
     "lr_sweep": {"depth": 8, "lrs": [0.1], "max_steps": 10},
     "toy": {"depths": [1, 4], "seeds": 1},
     "landscape": {"resolution": 3, "subset": 16},
+    "curvature": {"subset": 8, "samples": 2},
+    "paths": {"subset": 8, "samples": 1},
 }
 
 
@@ -80,12 +82,16 @@ def test_stages_declare_the_params_their_code_reads(cli, tmp_path, monkeypatch):
         trainer={"accelerator": "cpu"},
         diagnostics={"probe_size": 64, "pairs": 2, "points": 4},
         wandb={"mode": "offline", "dir": str(tmp_path / "wb")},
+        landscape=SMALL["landscape"] | {"seeds": [0]},
+        curvature=SMALL["curvature"] | {"seeds": [0]},
+        paths=SMALL["paths"],
     )
     monkeypatch.chdir(tmp_path)
     reads: set = set()
     load = config.load
     monkeypatch.setattr(config, "load", lambda *a, **k: recording(load(*a, **k), reads))
-    for name in ("prepare", "train", "lr_sweep", "toy", "report"):  # in dvc.yaml's order: each needs the last
+    stages = ("prepare", "train", "lr_sweep", "toy", "landscape", "curvature", "paths", "report")
+    for name in stages:  # in dvc.yaml's order: each needs the last
         stage = DVC["stages"][name]
         reads.clear()
         code, _, err = cli(*shlex.split(substitute(stage["cmd"], "residual_bn", 8, 0))[1:])
@@ -136,6 +142,8 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
         "figures/lr_sweep.png",
         "toy/toy_shattering.png",
         "landscape/landscape.png",
+        "curvature/curvature.png",
+        "paths/paths.png",
     ):
         assert (repo / "report" / f).stat().st_size > 0, f
     assert "(n=2: " in (repo / "report/report.md").read_text()  # each seed beside the mean
@@ -148,10 +156,10 @@ def test_end_to_end_dvc_repro_on_a_tiny_grid(repo):
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
 
-    set_params(repo, grid={"seeds": [0, 1, 2]})  # one more seed: only its cells, the landscapes and the report run
+    set_params(repo, grid={"seeds": [0, 1, 2]})  # one more seed: its cells, the stages that study cells, the report
     more = run("dvc repro", repo).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", more))
-    assert ran == {"train@plain-8-2", "train@residual_bn-8-2", "landscape", "report"}
+    assert ran == {"train@plain-8-2", "train@residual_bn-8-2", "landscape", "curvature", "paths", "report"}
     set_params(repo, toy={"seeds": 2})  # a toy param: only the toy stage and the report
     assert set(re.findall(r"Running stage '([^']+)'", run("dvc repro", repo).stdout)) == {"toy", "report"}
 

@@ -15,7 +15,8 @@ from helpers import ROOT
 from bench import code
 
 PACKAGE = ROOT / "bench"
-STAGES = ("prepare", "train", "diagnostics", "landscape", "curvature", "paths", "report", "scale")  # the folders of bench/
+# the folders of bench/
+STAGES = ("prepare", "train", "diagnostics", "landscape", "curvature", "paths", "report", "scale")
 MAX_LINES, MAX_FUNCTION_LINES = 300, 60
 PARSERS = {"parser"}  # argument parsers: one add_argument per line, longer than 60 lines by nature
 # bench/cli.py parses arguments and hands them on; it is in no stage's deps, so that a help text retrains nothing.

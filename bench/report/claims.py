@@ -16,7 +16,9 @@ number per net, by t over seeds (Welch's for two cells). The deepest and shallow
 from __future__ import annotations
 
 from bench.record import Metrics, Run, chance_error
+from bench.report import curvature as report_curvature
 from bench.report import landscape as report_landscape
+from bench.report import paths as report_paths
 from bench.report import propagation
 from bench.report.contrast import contrast, difference_interval, mean_interval
 from bench.report.verdict import PAIRED, Grid, claim, decide
@@ -204,16 +206,19 @@ def sweep_claim(sweep: dict | None) -> dict:
     return decide(c, None, {}, "a test over the sweep's seeds is not implemented")
 
 
-def claims(results: list[Run], depths: list[int], sweep: dict | None, landscape: dict | None = None) -> list[dict]:
-    """Every claim over the grid, in the mission's order of pathologies."""
-    g = Grid(results)
+def claims(results: list[Run], depths: list[int], sweep: dict | None, studies: dict | None = None) -> list[dict]:
+    """Every claim over the grid, in the mission's order of pathologies. `studies`: the summaries of the stages
+    that study trained cells (landscape, curvature, paths) by name, None or absent where one did not run."""
+    g, studies = Grid(results), studies or {}
     shallow, deep = min(depths), max(depths)
     errors = error_claims(g, shallow, deep)  # degradation and residual connections first, the gap after the signals
     return [
         *errors[:2],
         *signal_claims(g, deep),
         *propagation.claims(g, deep),
-        *report_landscape.claims(landscape, deep),
+        *report_landscape.claims(studies.get("landscape"), deep),
+        *report_paths.claims(studies.get("paths"), deep),
+        *report_curvature.claims(studies.get("curvature"), shallow, deep),
         *errors[2:],
         *lesion_claims(g, depths),
         sweep_claim(sweep),

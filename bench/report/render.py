@@ -67,12 +67,12 @@ def document(
     sweep: dict | None,
     toy: dict | None,
     claim_list: list[dict] = (),
-    landscape: str = "",
+    studies: str = "",
 ) -> str:
     """report.md. `agg`: bench.report.grid.aggregate of the results; `chance`: the chance error, where the cells
     agree on their classes; `sweep`: the learning-rate sweep's summary.json, if any; `toy`: the toy stage's toy.json
-    where it drew its figure; `claim_list`: bench.report.claims.claims of the results; `landscape`: the loss
-    landscapes' section (bench/report/landscape.py), if any."""
+    where it drew its figure; `claim_list`: bench.report.claims.claims of the results; `studies`: the sections of the
+    stages that study trained cells (loss landscapes, curvature, path lengths), if any."""
     metrics = [r.metrics for r in results]
     variants, depths = variants_depths(params)
     datasets = sorted({m.dataset for m in metrics})
@@ -102,7 +102,7 @@ augmented average). The degradation problem is a *training* error that rises wit
 
 {FIGURES}
 {pathologies.section(results, sweep, toy, variants, depths)}
-{landscape}
+{studies}
 ## Environment
 
 {environment_section(results)}"""

@@ -23,9 +23,11 @@ from bench.config import Params
 from bench.files import recover_dir, replace_dir, temporary, write_json, write_text
 from bench.plots import save
 from bench.record import GAP, TEST_ERROR, TRAIN_ERROR, Run, cells, chance_error
+from bench.report import curvature as report_curvature
 from bench.report import landscape as report_landscape
 from bench.report import lr as report_lr
 from bench.report import pathology_figures, propagation
+from bench.report import paths as report_paths
 from bench.report.claims import claims, claims_json
 from bench.report.figures import plot_convergence, plot_vs_depth
 from bench.report.findings import results_md
@@ -42,6 +44,9 @@ SUMMARY = "metrics.json"  # swapped in last: a report with a metrics.json is com
 CLAIMS = "claims.json"  # bench.report.claims: every conclusion, computed; a DVC metric
 
 
+STUDIES = {"landscape": report_landscape, "curvature": report_curvature, "paths": report_paths}  # report order
+
+
 def collect(params: Params, runs: Path) -> list[Run]:
     """Each grid cell's record, once, in the grid's order; a missing cell is an error naming it."""
     return [record.load(runs, cell) for cell in dict.fromkeys(cells(params))]  # a seed listed twice is one run
@@ -53,16 +58,18 @@ def report(
     out: str | Path,
     lr_summary: str | Path | None = None,
     toy_dir: str | Path | None = None,
-    landscape_dir: str | Path | None = None,
+    studies: dict[str, str | Path | None] | None = None,
 ) -> dict:
     """Write the report into `out`; return its summary (the report's metrics.json). `lr_summary`: the learning-rate
-    sweep's summary.json; `toy_dir`, `landscape_dir`: those stages' folders; each is left out where it is absent.
-    Every cell must exist before anything is written."""
+    sweep's summary.json; `toy_dir`: the toy stage's folder; `studies`: the folders of the stages that study trained
+    cells, by name (landscape, curvature, paths); each is left out where it is absent. Every cell must exist before
+    anything is written."""
     check_out(Path(runs), Path(out))
     results = collect(params, Path(runs))
     sweep = json.loads(Path(lr_summary).read_text()) if lr_summary and Path(lr_summary).exists() else None
     toy = read_toy(toy_dir)
-    landscape = report_landscape.read(landscape_dir)
+    folders = {name: (studies or {}).get(name) for name in STUDIES}
+    read = {name: module.read(folders[name]) for name, module in STUDIES.items()}
 
     metrics = [r.metrics for r in results]
     agg = aggregate(metrics)
@@ -71,10 +78,12 @@ def report(
     figs = figures(params, results, agg, chance, sweep)
 
     variants, depths = variants_depths(params)
-    claim_list = claims(results, depths, sweep, landscape)
-    where = os.path.relpath(landscape_dir or ".", out)  # report.md links the landscape stage's figure
-    landscape_md = report_landscape.section(landscape, where, variants, depths)
-    md = document(params, results, agg, chance, sweep, toy, claim_list, landscape_md)
+    claim_list = claims(results, depths, sweep, read)
+    sections = [  # report.md links each stage's figure where the stage wrote it
+        module.section(read[name], os.path.relpath(folders[name] or ".", out), variants, depths)
+        for name, module in STUDIES.items()
+    ]
+    md = document(params, results, agg, chance, sweep, toy, claim_list, "\n".join(s for s in sections if s))
     texts = {
         "report.md": md,
         PAGE: html_page(md, ("report.md", CLAIMS, "results.md")),  # report.md as one page, to read offline
