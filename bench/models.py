@@ -3,7 +3,8 @@
 Depth 6n + 2: a 3x3 stem, three stages of n basic blocks (16/32/64 channels, stride 2 between
 stages), global average pooling and a linear head. A variant is a pair of switches, (skip,
 batchnorm), so plain and residual nets differ only in h(x) = f(x) + x; `residual_fixup` is the
-residual net without BN under an initialisation that respects depth (Fixup). No Lightning here.
+residual net without BN under an initialisation that respects depth (Fixup); `residual_preact` is
+He et al. 2016b's pre-activation ResNet (PreActBlock). No Lightning here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from bench.record import VARIANTS, check  # the grid's names, and the one check of a cell
 
 DEPTH_AWARE = {"residual_fixup"}  # the variants whose initialisation depends on depth
+PREACTIVATION = {"residual_preact"}  # the variants built of PreActBlock
 WIDTHS = (16, 32, 64)  # channels of the three stages, on 32/16/8 px maps for CIFAR
 NormLayer = Callable[[int], nn.Module]  # channels -> norm module, e.g. nn.BatchNorm2d; None: no normalisation
 
@@ -57,6 +59,8 @@ class BasicBlock(nn.Module):
     addition, is the "response" of He et al. Fig. 7.
     """
 
+    FOLDABLE = (("conv1", "bn1"), ("conv2", "bn2"))  # (a conv, the norm layer right after it)
+
     def __init__(self, c_in: int, c_out: int, stride: int, skip: bool, norm_layer: NormLayer | None, shortcut: str):
         super().__init__()
         self.conv1 = conv_norm(c_in, c_out, 3, stride, norm_layer)
@@ -76,11 +80,72 @@ class BasicBlock(nn.Module):
         """f(x), the branch that a residual block learns."""
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
+    @property
+    def branch_end(self) -> nn.Module:
+        """The branch's last module: its output is f(x), before the addition."""
+        return self.bn2
+
+    @property
+    def responses(self) -> tuple[nn.Module, nn.Module]:
+        """Where each 3x3 conv's response is read (He et al. Fig. 7): after its norm layer, before the ReLU."""
+        return self.bn1, self.bn2
+
+    def without_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The block with f deleted (Veit et al.'s lesion): relu(shortcut(x))."""
+        return F.relu(self.shortcut(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.residual(x)
         if self.skip:
             out = out + self.shortcut(x)
         return F.relu(out)
+
+
+class PreActBlock(nn.Module):
+    """He et al. 2016b's full pre-activation unit: out = f(x) + shortcut(x), f = conv2(relu(bn2(conv1(relu(bn1(x)))))),
+    and no ReLU after the addition, so that the skips compose to the identity from block to block.
+
+    The first block of each stage pre-activates its input for both paths, as the paper's code does (fb.resnet.torch's
+    preresnet.lua, `both_preact`): there the shortcut (identity, option A or a 1x1 conv without BN) reads
+    relu(bn1(x)); elsewhere it is the identity on x itself.
+    """
+
+    FOLDABLE = (("conv1", "bn2"),)  # bn1 follows an addition, not a conv
+
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: str, shared: bool):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.skip, self.shared = True, shared
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = (
+                ZeroPadShortcut(c_in, c_out, stride)
+                if shortcut == "zero_pad"
+                else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+            )
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x), the branch that a residual block learns."""
+        return self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
+
+    @property
+    def branch_end(self) -> nn.Module:
+        return self.conv2
+
+    @property
+    def responses(self) -> tuple[nn.Module, nn.Module]:
+        """conv1's response after its BN (bn2), conv2's as it is added (no BN follows it)."""
+        return self.bn2, self.conv2
+
+    def without_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(F.relu(self.bn1(x)) if self.shared else x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.relu(self.bn1(x))
+        return self.conv2(F.relu(self.bn2(self.conv1(a)))) + self.shortcut(a if self.shared else x)
 
 
 class CifarResNet(nn.Module):
@@ -100,15 +165,21 @@ class CifarResNet(nn.Module):
         skip, bn = VARIANTS[variant]
         norm_layer = nn.BatchNorm2d if bn else None  # the one place BN is switched on or off, torchvision-style
         self.variant, self.depth, self.shortcut = variant, depth, shortcut
-        c = WIDTHS[0]
-        self.stem = nn.Sequential(conv_norm(in_channels, c, 3, 1, norm_layer), norm(c, norm_layer), nn.ReLU())
+        c, preact = WIDTHS[0], variant in PREACTIVATION
+        stem = [conv_norm(in_channels, c, 3, 1, norm_layer), norm(c, norm_layer), nn.ReLU()]
+        self.stem = nn.Sequential(*(stem[:1] if preact else stem))  # a pre-activation net: the conv alone
         blocks = []
         for stage, width in enumerate(WIDTHS):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(c, width, stride, skip, norm_layer, shortcut))
+                if preact:
+                    blocks.append(PreActBlock(c, width, stride, shortcut, shared=i == 0))
+                else:
+                    blocks.append(BasicBlock(c, width, stride, skip, norm_layer, shortcut))
                 c = width
         self.blocks = nn.Sequential(*blocks)  # 3n blocks; hooks and lesions address them by index
+        # a pre-activation net's last addition is not normalised or rectified by a block: BN and ReLU before pooling
+        self.final = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()) if preact else nn.Identity()
         self.head = nn.Linear(c, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He et al. 2015 init: std = sqrt(2 / fan_in)
@@ -120,8 +191,13 @@ class CifarResNet(nn.Module):
         elif zero_init_residual:
             zero_last_layers(self.blocks)
 
+    @property
+    def stem_response(self) -> nn.Module:
+        """Where the stem conv's response is read: its norm layer, or the conv itself where none follows it."""
+        return self.stem[1] if len(self.stem) > 1 else self.stem[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
-        x = self.blocks(self.stem(x))
+        x = self.final(self.blocks(self.stem(x)))
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -131,8 +207,10 @@ def zero_last_layers(blocks: nn.Sequential) -> None:
     or without BN its conv. f(x) = 0, so each residual block starts as the identity, h(x) = x (up to the
     final ReLU): the argument for residual learning, as an initialisation. Plain blocks are left alone."""
     for b in blocks:
-        if b.skip:
-            nn.init.zeros_(b.bn2.weight if isinstance(b.bn2, nn.BatchNorm2d) else b.conv2.weight)
+        if b.skip:  # the branch's last layer with a weight: BasicBlock's bn2 (conv2 without BN), PreActBlock's conv2
+            nn.init.zeros_(
+                b.bn2.weight if isinstance(b, BasicBlock) and isinstance(b.bn2, nn.BatchNorm2d) else b.conv2.weight
+            )
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ STYLE = {
     "residual": ("tab:blue", "residual"),
     "residual_bn": ("tab:green", "residual + BN"),
     "residual_fixup": ("tab:purple", "residual, Fixup init"),
+    "residual_preact": ("tab:brown", "residual, pre-activation"),
 }
 DPI = 110
 

@@ -27,6 +27,7 @@ VARIANTS = {  # the grid's variant names: (skip connection, batch normalisation)
     "residual": (True, False),
     "residual_bn": (True, True),
     "residual_fixup": (True, False),  # `residual`, initialised by Fixup (Zhang et al. 2019): see models.fixup_init
+    "residual_preact": (True, True),  # BN and ReLU before each conv (He et al. 2016b): see models.PreActBlock
 }
 SHORTCUTS = ("projection", "zero_pad")  # He et al.'s option B (1x1 conv) and option A (parameter-free)
 SPLITS = ("train", "val", "test")
@@ -76,8 +77,7 @@ def cells(params: Params) -> list[Cell]:
 
 
 def chance_error(num_classes: int | None) -> float | None:
-    """The error of a guess: 1 - 1/classes (90 % on CIFAR-10); None where the classes are not known."""
-    return 1 - 1 / num_classes if num_classes else None
+    return 1 - 1 / num_classes if num_classes else None  # a guess's error (90 % on CIFAR-10); None: classes unknown
 
 
 def finite(v) -> float | None:

@@ -16,13 +16,13 @@ def bn_buffers(model):
 
 
 def zero_branches(model):
-    """Every block's branch f outputs exactly 0: conv2 (and its bias) zeroed, or BN's gamma where there is BN."""
+    """Every block's branch f outputs exactly 0: conv2 (and its bias) zeroed, and BN's gamma where BN ends f."""
     with torch.no_grad():
         for b in model.blocks:
             b.conv2.weight.zero_()
             if b.conv2.bias is not None:
                 b.conv2.bias.zero_()
-            if isinstance(b.bn2, nn.BatchNorm2d):
+            if b.branch_end is b.bn2 and isinstance(b.bn2, nn.BatchNorm2d):
                 b.bn2.weight.zero_()
     return model
 
@@ -170,7 +170,7 @@ def test_response_std_is_the_std_of_the_branch_output():
     assert signals.response_stds(model, x) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("variant", ["residual", "residual_bn"])
+@pytest.mark.parametrize("variant", ["residual", "residual_bn", "residual_preact"])
 def test_response_std_is_zero_for_a_zeroed_branch(variant):
     torch.manual_seed(0)
     model = build_model(variant, 14, in_channels=1)
@@ -321,13 +321,41 @@ def test_every_bn_net_folded_gives_its_logits_within_float32_rounding(variant, s
     assert batchnorm.fold_difference(build_model(variant.replace("_bn", ""), 20, shortcut, 10, 3), x) is None
 
 
-def test_lesion_of_a_residual_net_with_zero_branches_changes_nothing():
+@pytest.mark.parametrize("variant", ["residual", "residual_preact"])
+def test_lesion_of_a_residual_net_with_zero_branches_changes_nothing(variant):
     torch.manual_seed(0)
-    model = zero_branches(build_model("residual", 14, in_channels=1))
+    model = zero_branches(build_model(variant, 14, in_channels=1))
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
     out = lesions.lesion_errors(model, x, y, chance=0.9)
     assert out["per_block"] == [out["intact"]] * 6
     assert [out[k] for k in ("mean_increase", "max_increase", "downsampling_mean_increase")] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("shortcut", ["projection", "zero_pad"])
+def test_a_pre_activation_net_folded_keeps_its_logits_and_only_the_bns_that_follow_a_conv_go(shortcut):
+    """bn2 follows conv1 and folds into it; bn1 and the final BN follow an addition and stay."""
+    torch.manual_seed(0)
+    net = build_model("residual_preact", 20, shortcut, 10, 3)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2)
+    assert batchnorm.fold_difference(net, torch.randn(16, 3, 32, 32)) < 1e-5
+    left = [m for m in batchnorm.fold(net).modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(left) == len(net.blocks) + 1
+
+
+def test_the_probe_measures_a_pre_activation_net_with_finite_values():
+    torch.manual_seed(0)
+    net = build_model("residual_preact", 8, "projection", 10, 1)
+    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
+    record = probe.diagnose(batchnorm.calibrate_bn(net, x), x, y, 10, 2, 4)
+    numbers = [v for v in record.values() if isinstance(v, float)]
+    assert numbers
+    assert all(math.isfinite(v) for v in numbers)
+    assert record["bn_fold_difference"] < 1e-4
 
 
 def test_lesion_skips_plain_downsampling_blocks_and_restores_the_model():

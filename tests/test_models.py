@@ -140,3 +140,54 @@ def test_fixup_scales_the_first_conv_zeroes_the_last_and_keeps_the_stream_at_eve
     assert stream[8] == pytest.approx(stream[0])
     assert stream[26] == pytest.approx(stream[18])  # identity within a stage
     assert forward_variance(naive, x)[8] > 10 * forward_variance(naive, x)[0]  # He init: about doubles per block
+
+
+# --- residual_preact: He et al. 2016b's full pre-activation units ---
+
+
+def test_a_pre_activation_net_has_the_parameters_of_the_original_with_option_a():
+    """Against residual_bn: no BN in the stem (-2 x 16), a final BN (+2 x 64), and each stage's first bn1 normalises
+    the narrower input (-2 x 16 - 2 x 32): the same count, 1.7 M at depth 110 as in He et al. 2016b, Table 1."""
+    for depth in (20, 56, 110):
+        preact, original = (
+            build_model("residual_preact", depth, "zero_pad"),
+            build_model("residual_bn", depth, "zero_pad"),
+        )
+        assert n_params(preact) == n_params(original), depth
+    assert round(n_params(build_model("residual_preact", 110, "zero_pad")) / 1e6, 1) == 1.7
+
+
+@pytest.mark.parametrize("depth", [8, 20])
+def test_a_pre_activation_net_s_parameters_are_its_convs_bns_and_head(depth):
+    n, widths = (depth - 2) // 6, (16, 32, 64)
+    expected, c = 3 * 16 * 9, 16  # the stem conv alone, without bias
+    for width in widths:
+        for _ in range(n):
+            expected += 2 * c + 9 * c * width + 2 * width + 9 * width * width  # bn1, conv1, bn2, conv2
+            expected += c * width if c != width else 0  # a 1x1 projection without bias
+            c = width
+    expected += 2 * 64 + 64 * 10 + 10  # the final BN, the head
+    assert n_params(build_model("residual_preact", depth, "projection")) == expected
+
+
+def test_a_pre_activation_block_adds_without_a_relu_after_and_is_the_identity_with_a_zero_branch():
+    torch.manual_seed(0)
+    net = build_model("residual_preact", 14, in_channels=1, zero_init_residual=True).eval()
+    inner = net.blocks[1]  # not a stage's first block: its shortcut is the identity on x itself
+    x = torch.randn(4, 16, 8, 8)  # negative values too: a ReLU after the addition would clip them
+    assert torch.equal(inner(x), x)
+    torch.nn.init.normal_(inner.conv2.weight)
+    assert torch.equal(inner(x), inner.residual(x) + x)
+
+
+def test_each_stage_s_first_pre_activation_block_feeds_both_paths_the_pre_activated_input():
+    torch.manual_seed(0)
+    net = build_model("residual_preact", 14, "projection", in_channels=1).eval()
+    first = net.blocks[2]  # stage 2's first block: stride 2, 16 -> 32 channels
+    x = torch.randn(4, 16, 8, 8)
+    a = F.relu(first.bn1(x))
+    assert first.shared
+    assert torch.allclose(first(x), first.residual(x) + first.shortcut(a))
+    assert isinstance(first.shortcut, nn.Conv2d)  # a 1x1 conv without BN: BN comes before, in the next block
+    assert [type(m) for m in net.stem] == [nn.Conv2d]  # the stem: a conv alone; BN and ReLU close the net
+    assert [type(m) for m in net.final] == [nn.BatchNorm2d, nn.ReLU]

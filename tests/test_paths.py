@@ -32,14 +32,14 @@ class Scale(nn.Module):
 
 
 class LinearBlock(nn.Module):
-    """h(x) = a x + x: a residual block without ReLU whose branch is bn2."""
+    """h(x) = a x + x: a residual block without ReLU whose branch ends in `branch_end`."""
 
     def __init__(self, a: float):
         super().__init__()
-        self.skip, self.bn2, self.shortcut = True, Scale(a), nn.Identity()
+        self.skip, self.branch_end, self.shortcut = True, Scale(a), nn.Identity()
 
     def forward(self, x):
-        return self.bn2(x) + self.shortcut(x)
+        return self.branch_end(x) + self.shortcut(x)
 
 
 class LinearNet(nn.Module):
@@ -110,6 +110,8 @@ def real_batch():
         ("residual", "projection"),
         ("residual_fixup", "projection"),
         ("residual_bn", "zero_pad"),
+        ("residual_preact", "projection"),
+        ("residual_preact", "zero_pad"),
     ],
 )
 def test_the_gradients_of_all_2_to_the_n_paths_sum_to_the_ordinary_input_gradient(variant, shortcut):
@@ -155,7 +157,7 @@ def test_the_hooks_leave_the_forward_unchanged():
 
 
 def hooks(model):
-    return [h for b in model.blocks for m in (b.bn2, b.shortcut) for h in m._forward_hooks]
+    return [h for b in model.blocks for m in (b.branch_end, b.shortcut) for h in m._forward_hooks]
 
 
 def test_the_hooks_are_removed_and_the_mode_restored_even_when_the_loss_fails():

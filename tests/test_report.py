@@ -13,7 +13,7 @@ from helpers import GRID_PARAMS, PARAMS, ROOT, metrics, snapshot, write_cell, wr
 from bench import config, record
 from bench.record import Cell, Metrics
 from bench.report import stage
-from bench.report.grid import aggregate, depth_csv, fmt_cell, only
+from bench.report.grid import aggregate, depth_csv, fmt_cell, only, preact_like_for_like
 from bench.report.grid import summary as grid_summary
 from bench.report.markdown import plus_minus, table
 from bench.report.noise import at_chance
@@ -445,6 +445,17 @@ def test_a_cell_listed_twice_is_counted_once(tmp_path):
     assert "| depth | plain | plain |" not in md
     assert len(stage.collect(replace(params, grid=twice), tmp_path / "runs")) == 1
     assert aggregate([metrics("plain", 20, 0, 0.1)] * 3)["plain", 20]["seeds"] == 1
+
+
+def test_a_pre_activation_resnet_110_is_set_beside_he_et_al_2016b_and_nothing_else_is():
+    agg = aggregate(
+        [metrics("residual_preact", d, s, e) for d in (20, 110) for s, e in enumerate([0.062, 0.064, 0.066])]
+    )
+    text = preact_like_for_like(agg, [20, 110])
+    (line,) = [r for r in text.splitlines() if r.startswith("| 110 |")]
+    assert "| 6.37 (median of 5) | +0.03 |" in line  # 6.40 - 6.37
+    assert "| 20 |" not in text  # He et al. 2016b give no basic-block ResNet-20
+    assert preact_like_for_like(aggregate([metrics("residual_bn", 110, 0, 0.07)]), [110]) == ""
 
 
 def test_he_reference_like_for_like(tmp_path):

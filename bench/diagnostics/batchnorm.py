@@ -92,13 +92,14 @@ def bn_scale_change(model: nn.Module) -> float | None:
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
     """(parent, conv's name, BN's name) for every conv a BN follows in a `bench.models` net: the stem, each block's
-    two convs, and a projection shortcut."""
+    convs (models' FOLDABLE: a pre-activation block's BN before a conv follows an addition, not a conv), and a
+    projection shortcut."""
     pairs = [(model.stem, "0", "1")]
     for b in model.blocks:
-        pairs += [(b, "conv1", "bn1"), (b, "conv2", "bn2")]
+        pairs += [(b, conv, norm) for conv, norm in b.FOLDABLE]
         if isinstance(b.shortcut, nn.Sequential):
             pairs.append((b.shortcut, "0", "1"))
-    return [(p, c, n) for p, c, n in pairs if isinstance(getattr(p, n), BATCHNORM)]
+    return [(p, c, n) for p, c, n in pairs if isinstance(getattr(p, n, None), BATCHNORM)]
 
 
 def fold(model: nn.Module) -> nn.Module:

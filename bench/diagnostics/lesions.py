@@ -9,7 +9,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.diagnostics.batchnorm import error, mode
@@ -17,15 +16,16 @@ from bench.record import AT_CHANCE
 
 
 class _Deleted(nn.Module):
-    """A block with its branch f removed: relu(shortcut(x)). A plain block's shortcut is the identity
-    and its input is post-ReLU, so it becomes x itself."""
+    """A block with its branch f removed: the block's `without_branch`, relu(shortcut(x)) after an addition that
+    a ReLU follows (a plain block's shortcut is the identity and its input is post-ReLU, so it becomes x itself),
+    the shortcut alone in a pre-activation block."""
 
-    def __init__(self, shortcut: nn.Module):
+    def __init__(self, block: nn.Module):
         super().__init__()
-        self.shortcut = shortcut
+        self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.shortcut(x))
+        return self.block.without_branch(x)
 
 
 def downsampling(block: nn.Module) -> bool:
@@ -42,7 +42,7 @@ def deletable(block: nn.Module) -> bool:
 def deleted(model: nn.Module, i: int):
     """Model with block i deleted for the duration, then the original block put back."""
     block = model.blocks[i]
-    model.blocks[i] = _Deleted(block.shortcut)
+    model.blocks[i] = _Deleted(block)
     try:
         yield model
     finally:

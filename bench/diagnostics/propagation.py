@@ -52,7 +52,7 @@ def block_signals(model: nn.Module, x: torch.Tensor) -> dict:
     hooks = []
     for i, b in enumerate(model.blocks):
         hooks.append(b.register_forward_hook(keep(i, "block")))
-        hooks.append(b.bn2.register_forward_hook(keep(i, "branch")))  # f(x): after the branch's last norm layer
+        hooks.append(b.branch_end.register_forward_hook(keep(i, "branch")))  # f(x), before the addition
         if b.skip:
             hooks.append(b.shortcut.register_forward_hook(keep(i, "shortcut")))
     try:

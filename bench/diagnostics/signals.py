@@ -96,8 +96,9 @@ def _outputs(model: nn.Module, x: torch.Tensor, modules: list[nn.Module]) -> lis
 
 def layers_3x3(model: nn.Module) -> list[nn.Module]:
     """Where each 3x3 conv layer's response is read: its BN (or, without BN, the Identity after the conv;
-    Fixup's multiplier after a branch's last conv). The stem first, then conv1 and conv2 of each block."""
-    return [model.stem[1], *(m for b in model.blocks for m in (b.bn1, b.bn2))]
+    Fixup's multiplier after a branch's last conv; a pre-activation block's conv2 itself, which no BN follows).
+    The stem first, then conv1 and conv2 of each block."""
+    return [model.stem_response, *(m for b in model.blocks for m in b.responses)]
 
 
 def response_stds(model: nn.Module, x: torch.Tensor) -> list[float]:

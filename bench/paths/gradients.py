@@ -31,7 +31,7 @@ ROUNDING = 1e-12  # a cumulative share that reaches a quantile up to rounding re
 @contextmanager
 def gates(model: nn.Module) -> Iterator[list[bool]]:
     """Hooks that gate the backward pass of each skip block; yields `through`, one flag per skip block in order,
-    read at backward time: True passes the gradient through the branch only (bn2's output), False through the
+    read at backward time: True passes the gradient through the branch only (its branch_end's output), False through the
     shortcut only. The forward pass is unchanged; the model is in eval mode for the block, each submodule's flag
     restored after, and the hooks removed. Raises ValueError on a net without skip blocks."""
     blocks = [b for b in model.blocks if b.skip]
@@ -52,7 +52,7 @@ def gates(model: nn.Module) -> Iterator[list[bool]]:
     flags, handles = [m.training for m in model.modules()], []
     try:
         model.eval()
-        handles += [b.bn2.register_forward_hook(gate(i, True)) for i, b in enumerate(blocks)]
+        handles += [b.branch_end.register_forward_hook(gate(i, True)) for i, b in enumerate(blocks)]
         handles += [b.shortcut.register_forward_hook(gate(i, False)) for i, b in enumerate(blocks)]
         yield through
     finally:

@@ -7,7 +7,14 @@ from bench.config import Params
 from bench.record import AT_CHANCE, TRAIN_ERROR, Metrics, Run
 from bench.report import pathologies
 from bench.report.findings import claims_section, modes_note
-from bench.report.grid import environment_section, error_table, like_for_like, reference_context, variants_depths
+from bench.report.grid import (
+    environment_section,
+    error_table,
+    like_for_like,
+    preact_like_for_like,
+    reference_context,
+    variants_depths,
+)
 from bench.report.noise import noise_section, runs_table
 
 FIGURES = """## Figures
@@ -56,6 +63,11 @@ def he_section(agg: dict, depths: list[int], datasets: list[str]) -> str:
         f"### Like for like with He et al. 2016 (residual_bn)\n\nOur mean over seeds against He et al.'s mean of 5 "
         f"runs at 110, and against their single runs elsewhere: there the noise counts our seed spread once more, "
         f"for the spread of their one run.\n\n{like_for_like(agg, depths)}"
+        + (
+            f"\n### Like for like with He et al. 2016b (residual_preact)\n\n{preact}"
+            if (preact := preact_like_for_like(agg, depths))
+            else ""
+        )
     )
 
 
