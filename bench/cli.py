@@ -103,7 +103,8 @@ def cmd_report(args, params) -> int:
 
     studies = {"landscape": args.landscape, "curvature": args.curvature, "paths": args.paths}
     s = report(params, args.runs, args.out, args.lr_sweep, args.toy, studies)
-    log_grid(params, collect(params, Path(args.runs)))  # the report's files first; W&B is a copy of them
+    figures = {name: Path(folder) / f"{name}.png" for name, folder in studies.items()}
+    log_grid(params, collect(params, Path(args.runs)), figures)  # the report's files first; W&B is a copy of them
     print(f"report of {s['cells']} cells ({s['diverged']} diverged) -> {args.out}/report.md")
     return 0
 

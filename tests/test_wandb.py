@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import BIN, QUICK, bench
 
-from bench import tracking
+from bench import record, tracking
 from bench.record import Cell
-from bench.report.wandb_report import build_report
+from bench.report.wandb_report import build_report, log_grid
 from bench.train.stage import train
 
 SECRET = "0123456789abcdef-not-a-real-key-0123456789"
@@ -91,6 +91,21 @@ def test_each_cell_writes_one_offline_run_organised_for_the_report(params, tmp_p
     everything = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
     assert SECRET.encode() not in everything
     check_printed_commands(p, tmp_path)
+    check_report_run(p, tmp_path, cells)
+
+
+def check_report_run(p, tmp_path, cells):
+    """The report run carries the figures of the stages that study cells as images, those drawn only."""
+    import matplotlib.image
+
+    (tmp_path / "curvature").mkdir()
+    matplotlib.image.imsave(tmp_path / "curvature/curvature.png", [[0.0, 1.0], [1.0, 0.0]])
+    figures = {"curvature": tmp_path / "curvature/curvature.png", "paths": tmp_path / "paths/paths.png"}
+    log_grid(p, [record.load(tmp_path, c) for c in cells], figures)
+    info, recs = next(r for r in map(run_info, offline_runs(tmp_path / "wb")) if r[0]["job_type"] == "report")
+    logged = {k: v for r in recs if r.get("type") == "history" for k, v in r["history"]["item"].items()}
+    assert logged["figures/curvature._type"] == "image-file"  # W&B's records flatten a value's fields into keys
+    assert not [k for k in logged if k.startswith("figures/paths")]  # not drawn: nothing logged
 
 
 def check_printed_commands(p, tmp_path):
@@ -173,7 +188,7 @@ def test_report_spec_builds_offline(params):
     p = params("grid.variants=[plain, residual_bn]", "wandb.group=g1", "wandb.project=proj")
     report = build_report(p)
     grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
-    assert len(grids) == 4
+    assert len(grids) == 5
     assert report.project == "proj"
     assert grids[0].runsets[0].filters == "Group = 'g1' and JobType = 'plain'"
     assert [pl.y for pl in grids[1].panels] == [["train/error"], ["test/error"], ["gap"]]
@@ -184,6 +199,12 @@ def test_report_spec_builds_offline(params):
         "end/spp_growth",
         "init/branch_ratio",
         "end/branch_ratio",
+    ]
+    assert grids[4].runsets[0].filters == "Group = 'g1' and JobType = 'report'"
+    assert [pl.media_keys for pl in grids[4].panels] == [
+        ["figures/landscape"],
+        ["figures/curvature"],
+        ["figures/paths"],
     ]
 
 

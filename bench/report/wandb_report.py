@@ -5,6 +5,8 @@ errors vs depth. Building the Report needs no server; saving it does, so offline
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench import tracking
 from bench.config import Params
 from bench.record import DIVERGED, DIVERGED_STEP, GAP, TEST_ERROR, TRAIN_ERROR, Metrics, Run
@@ -19,8 +21,9 @@ def table_row(m: Metrics) -> list:
     return [m.cell.name, m.variant, m.depth, m.seed, m.test_error, m.train_error, m.gap, m.diverged, m.diverged_step]
 
 
-def log_grid(params: Params, results: list[Run]) -> str | None:
-    """Log a W&B Table of all cells and test error vs depth per variant, as one run of job_type 'report'.
+def log_grid(params: Params, results: list[Run], figures: dict[str, Path] | None = None) -> str | None:
+    """Log a W&B Table of all cells and test error vs depth per variant, as one run of job_type 'report', with the
+    figures of the stages that study trained cells as images ("figures/NAME"; a figure not drawn is left out).
     `results`: the cells' records, as bench.report.stage.collect returns them."""
     if tracking.mode(params) == "disabled":
         return None
@@ -41,6 +44,9 @@ def log_grid(params: Params, results: list[Run]) -> str | None:
                     title="Final test error vs depth",
                     xname="depth",
                 ),
+                **{
+                    f"figures/{name}": wandb.Image(str(path)) for name, path in (figures or {}).items() if path.exists()
+                },
             }
         )
         return run.dir
@@ -107,6 +113,24 @@ def propagation_blocks(params: Params) -> list:
     )
 
 
+STUDIES = {"landscape": "loss landscapes", "curvature": "curvature", "paths": "path lengths"}  # the report run's images
+
+
+def study_blocks(params: Params) -> list:
+    """The figures of the stages that study trained cells (loss landscapes, curvature, path lengths), from the
+    report run."""
+    import wandb_workspaces.reports.v2 as wr
+
+    report_run = wr.Runset(
+        entity=tracking.entity(params) or "",
+        project=tracking.project(params),
+        name="report",
+        filters=f"Group = '{tracking.group(params)}' and JobType = 'report'",
+    )
+    panels = [wr.MediaBrowser(title=title, media_keys=[f"figures/{name}"]) for name, title in STUDIES.items()]
+    return [wr.H2("Loss landscapes, curvature and path lengths"), wr.PanelGrid(runsets=[report_run], panels=panels)]
+
+
 def build_report(params: Params):
     """The W&B Report spec for the current group: curves per variant grouped by depth, and error vs depth."""
     import wandb_workspaces.reports.v2 as wr
@@ -125,7 +149,7 @@ def build_report(params: Params):
         project=tracking.project(params),
         entity=tracking.entity(params) or "",
         title=f"bench: {group}",
-        blocks=blocks + depth_blocks(params) + propagation_blocks(params),
+        blocks=blocks + depth_blocks(params) + propagation_blocks(params) + study_blocks(params),
         description="Depth ablation of the CIFAR ResNet family: plain, plain_bn, residual, residual_bn.",
     )
 
