@@ -177,9 +177,9 @@ COMMANDS = {
     "wandb": (cmd_wandb, lambda a, p: [], False, True),
     "prepare": (cmd_prepare, lambda a, p: [], False, False),
     "toy": (cmd_toy, lambda a, p: [], False, False),
-    "landscape": (cmd_landscape, lambda a, p: section_cells(p, "landscape"), True, False),
-    "curvature": (cmd_curvature, lambda a, p: section_cells(p, "curvature"), True, False),
-    "paths": (cmd_paths, lambda a, p: section_cells(p, "paths"), True, False),
+    "landscape": (cmd_landscape, lambda a, p: section_cells(p, "landscape"), False, False),
+    "curvature": (cmd_curvature, lambda a, p: section_cells(p, "curvature"), False, False),
+    "paths": (cmd_paths, lambda a, p: section_cells(p, "paths"), False, False),
     "preset": (cmd_preset, lambda a, p: [], False, False),
 }
 
