@@ -42,8 +42,9 @@ def plot(summary: dict, params: Params, path: Path) -> None:
     diverged = sorted(n for n, r in summary["cells"].items() if r["diverged"])
     p = summary["params"]
     fig.suptitle(
-        f"Gradient by path length (Veit et al. 2016, Fig. 6): {p['subset']} training images, eval mode, "
-        f"{p['samples']} random sets of blocks per k; shaded: the central {p['mass']:.0%} of the total"
+        f"Gradient by path length (Veit et al. 2016, Fig. 6): {p['subset']} training images, eval mode,\n"
+        f"{p['samples']} random sets of blocks per k; shaded: the central {p['mass']:.0%} of the total; "
+        f"a path of zero gradient is not drawn (log scale)"
         + (f"\ndiverged, not measured: {', '.join(diverged)}" if diverged else ""),
         fontsize=9,
     )

@@ -90,8 +90,11 @@ def claims(summary: dict | None, shallow: int, deep: int) -> list[dict]:
     n = {f"depth {deep}": len(a), f"depth {shallow}": len(b)}
     why = None
     if min(len(a), len(b)) < 2:
-        dead = [r["seed"] for r in summary["cells"].values() if (r["variant"], r["depth"]) == (WITHOUT, deep)]
-        dead = [s for s in dead if summary["cells"][f"{WITHOUT}-{deep}-{s}"]["diverged"]]
-        why = f"{len(dead)} seeds of {WITHOUT}-{deep} diverged" if dead else "fewer than 2 seeds measured per depth"
-        why += ": fewer than 2 seeds with both nets trained (curvature.seeds)"
+        seeds = [r for r in summary["cells"].values() if (r["variant"], r["depth"]) == (WITHOUT, deep)]
+        dead = sum(r["diverged"] for r in seeds)
+        why = (
+            f"{dead} of {len(seeds)} seeds of {WITHOUT}-{deep} diverged: no final lambda_max without BN to compare"
+            if dead
+            else "fewer than 2 seeds with both nets measured at each depth (curvature.seeds)"
+        )
     return [decide(c, None if why else difference_interval(a, b), n, why)]
