@@ -117,8 +117,8 @@ STUDIES = {"landscape": "loss landscapes", "curvature": "curvature", "paths": "p
 
 
 def study_blocks(params: Params) -> list:
-    """The figures of the stages that study trained cells (loss landscapes, curvature, path lengths), from the
-    report run."""
+    """A section per stage that studies trained cells (loss landscapes, curvature, path lengths): its figure, from
+    the report run."""
     import wandb_workspaces.reports.v2 as wr
 
     report_run = wr.Runset(
@@ -127,8 +127,11 @@ def study_blocks(params: Params) -> list:
         name="report",
         filters=f"Group = '{tracking.group(params)}' and JobType = 'report'",
     )
-    panels = [wr.MediaBrowser(title=title, media_keys=[f"figures/{name}"]) for name, title in STUDIES.items()]
-    return [wr.H2("Loss landscapes, curvature and path lengths"), wr.PanelGrid(runsets=[report_run], panels=panels)]
+    blocks = []
+    for name, title in STUDIES.items():  # a section per measure
+        panel = wr.MediaBrowser(title=title, media_keys=[f"figures/{name}"])
+        blocks += [wr.H2(title[0].upper() + title[1:]), wr.PanelGrid(runsets=[report_run], panels=[panel])]
+    return blocks
 
 
 def build_report(params: Params):
