@@ -4,23 +4,14 @@ Sec. 4) that BN smooths the loss landscape only in deeper nets, computed over se
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-from pathlib import Path
 
 from bench.report.contrast import difference_interval
 from bench.report.verdict import claim, decide
 
 FILE, FIGURE = "curvature.json", "curvature.png"
 WITHOUT, WITH = "residual", "residual_bn"  # the residual net without BN, and with it
-
-
-def read(folder: str | Path | None) -> dict | None:
-    """The curvature stage's curvature.json, or None where it did not run."""
-    if folder is None or not (Path(folder) / FILE).exists():
-        return None
-    return json.loads((Path(folder) / FILE).read_text())
 
 
 def by_seed(summary: dict, variant: str, depth: int, when: str) -> dict[int, float]:

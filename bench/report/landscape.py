@@ -4,20 +4,10 @@ grows, computed over seeds from each cell's non-convex fraction."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from bench.report.contrast import difference_interval
 from bench.report.verdict import claim, decide
 
 FILE, FIGURE = "landscape.json", "landscape.png"
-
-
-def read(folder: str | Path | None) -> dict | None:
-    """The landscape stage's landscape.json, or None where it did not run."""
-    if folder is None or not (Path(folder) / FILE).exists():
-        return None
-    return json.loads((Path(folder) / FILE).read_text())
 
 
 def fractions(summary: dict, variant: str, depth: int) -> list[float]:

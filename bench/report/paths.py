@@ -4,21 +4,11 @@ that the gradient of a deep residual net comes from paths much shorter than the 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from bench.report.contrast import mean_interval
 from bench.report.verdict import claim, decide
 
 FILE, FIGURE = "paths.json", "paths.png"
 VARIANT = "residual_bn"  # the claim's net: He et al.'s ResNet, as in the paper
-
-
-def read(folder: str | Path | None) -> dict | None:
-    """The paths stage's paths.json, or None where it did not run."""
-    if folder is None or not (Path(folder) / FILE).exists():
-        return None
-    return json.loads((Path(folder) / FILE).read_text())
 
 
 def mean_length(r: dict) -> float:

@@ -47,6 +47,13 @@ CLAIMS = "claims.json"  # bench.report.claims: every conclusion, computed; a DVC
 STUDIES = {"landscape": report_landscape, "curvature": report_curvature, "paths": report_paths}  # report order
 
 
+def read_study(folder: str | Path | None, file: str) -> dict | None:
+    """A study stage's JSON summary (landscape.json, ...) in its folder, or None where the stage did not run."""
+    if folder is None or not (Path(folder) / file).exists():
+        return None
+    return json.loads((Path(folder) / file).read_text())
+
+
 def collect(params: Params, runs: Path) -> list[Run]:
     """Each grid cell's record, once, in the grid's order; a missing cell is an error naming it."""
     return [record.load(runs, cell) for cell in dict.fromkeys(cells(params))]  # a seed listed twice is one run
@@ -69,7 +76,7 @@ def report(
     sweep = json.loads(Path(lr_summary).read_text()) if lr_summary and Path(lr_summary).exists() else None
     toy = read_toy(toy_dir)
     folders = {name: (studies or {}).get(name) for name in STUDIES}
-    read = {name: module.read(folders[name]) for name, module in STUDIES.items()}
+    read = {name: read_study(folders[name], module.FILE) for name, module in STUDIES.items()}
 
     metrics = [r.metrics for r in results]
     agg = aggregate(metrics)
