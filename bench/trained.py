@@ -9,6 +9,8 @@ does not train (an experiment that shrinks it) is left out with a note instead o
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,19 @@ def loaded(runs: Path, todo: list[Cell]) -> dict[Cell, weights.Cell | None]:
         diverged = json.loads(metrics.read_text()).get("diverged")
         found[c] = None if diverged else weights.load(runs / c.name)
     return found
+
+
+def measure_each(found: dict[Cell, weights.Cell | None], measure: Callable) -> dict[str, dict]:
+    """Each cell's record by name: its variant, depth and seed and whether it diverged, then what
+    `measure(cell, its weights or None)` returns with the seconds it took; nothing more where it returns None (a
+    diverged cell with nothing to measure)."""
+    results = {}
+    for c, cell in found.items():
+        start = time.perf_counter()
+        results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
+        if (record := measure(c, cell)) is not None:
+            results[c.name] |= {**record, "seconds": round(time.perf_counter() - start, 1)}
+    return results
 
 
 @dataclass(frozen=True)

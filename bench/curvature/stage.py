@@ -14,7 +14,6 @@ initialisation only.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -45,15 +44,12 @@ def curvature(params: Params, runs: str | Path, data_dir: str | Path, out: str |
     batch = trained.subset(params, data_dir, "curvature")
     torch.set_num_threads(params.speed.threads)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for c, cell in found.items():
-        start = time.perf_counter()
-        results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
-        start_net = trained.initial(params, c, batch)
-        results[c.name]["init"] = measure(start_net, batch, params, training_mode=True)  # a diverged cell's too
-        if cell is not None:
-            results[c.name]["end"] = measure(cell.model, batch, params)
-        results[c.name]["seconds"] = round(time.perf_counter() - start, 1)
+
+    def both_ends(c, cell):
+        ends = {"init": measure(trained.initial(params, c, batch), batch, params, training_mode=True)}  # diverged too
+        return ends if cell is None else ends | {"end": measure(cell.model, batch, params)}
+
+    results = trained.measure_each(found, both_ends)
     summary = {"params": _params(params), "cells": results, "not_measured": skipped}
     write_json(out / "curvature.json", summary)
     plot(summary, params, out / "curvature.png")

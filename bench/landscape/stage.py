@@ -10,7 +10,6 @@ A diverged cell is recorded as diverged and drawn as nothing: it has no finite w
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -58,15 +57,15 @@ def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str |
     torch.set_num_threads(params.speed.threads)
     out.mkdir(parents=True, exist_ok=True)
     stored.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for c, cell in found.items():
-        start = time.perf_counter()
-        results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
+
+    def draw(c, cell):
         if cell is None:
-            continue
+            return None
         record, directions_of_cell = measure_cell(cell, batch, params)
         save_file(directions_of_cell, str(stored / f"{c.name}.safetensors"))
-        results[c.name] |= {**record, "seconds": round(time.perf_counter() - start, 1)}
+        return record
+
+    results = trained.measure_each(found, draw)
     summary = {"params": _params(params), "cells": results, "not_drawn": skipped}
     write_json(out / "landscape.json", summary)
     plot(summary, params, out / "landscape.png")

@@ -8,7 +8,6 @@ OUT/paths.png. A diverged cell is recorded as diverged: it has no finite weights
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -37,16 +36,15 @@ def paths(params: Params, runs: str | Path, data_dir: str | Path, out: str | Pat
     batch = trained.subset(params, data_dir, "paths")
     torch.set_num_threads(params.speed.threads)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for c, cell in found.items():
-        start = time.perf_counter()
-        results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
+
+    def measure(c, cell):
         if cell is None:
-            continue
+            return None
         g = torch.Generator().manual_seed(params.paths.seed)
         measured = path_gradient_norms(cell.model, batch.x, batch.y, params.paths.samples, g)
-        low, high = band(measured["total"], MASS)
-        results[c.name] |= {**measured, "band": [low, high], "seconds": round(time.perf_counter() - start, 1)}
+        return {**measured, "band": list(band(measured["total"], MASS))}
+
+    results = trained.measure_each(found, measure)
     summary = {"params": _params(params), "cells": results, "not_measured": skipped}
     write_json(out / "paths.json", summary)
     plot(summary, params, out / "paths.png")
