@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from bench.report import markdown
 from bench.report.contrast import difference_interval
 from bench.report.verdict import claim, decide
 
@@ -31,7 +32,7 @@ def log_ratios(summary: dict, depth: int) -> list[float]:
 
 def table(summary: dict, variants: list[str], depths: list[int]) -> str:
     """lambda_max per variant and depth, initialisation -> end, medians over the seeds measured."""
-    rows = ["| variant | " + " | ".join(f"depth {d}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
+    rows = []
     for v in variants:
         cells = []
         for d in depths:
@@ -39,8 +40,8 @@ def table(summary: dict, variants: list[str], depths: list[int]) -> str:
             shown = [f"{statistics.median(xs):.3g}" if xs else "-" for xs in (init, end)]
             dead = sum(r["diverged"] for r in summary["cells"].values() if (r["variant"], r["depth"]) == (v, d))
             cells.append(f"{shown[0]} -> {shown[1]}" + (f" ({dead} diverged)" if dead else ""))
-        rows.append(f"| {v} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        rows.append([v, *cells])
+    return markdown.table(["variant", *(f"depth {d}" for d in depths)], rows)
 
 
 def section(summary: dict | None, folder: str, variants: list[str], depths: list[int]) -> str:

@@ -4,6 +4,7 @@ grows, computed over seeds from each cell's non-convex fraction."""
 
 from __future__ import annotations
 
+from bench.report import markdown
 from bench.report.contrast import difference_interval
 from bench.report.verdict import claim, decide
 
@@ -21,14 +22,14 @@ def fractions(summary: dict, variant: str, depth: int) -> list[float]:
 
 def table(summary: dict, variants: list[str], depths: list[int]) -> str:
     """Non-convex fraction per variant and depth, mean over the drawn seeds."""
-    rows = ["| variant | " + " | ".join(f"depth {d}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
+    rows = []
     for v in variants:
         cells = []
         for d in depths:
             xs = fractions(summary, v, d)
             cells.append(f"{sum(xs) / len(xs):.2f} (n = {len(xs)})" if xs else "-")
-        rows.append(f"| {v} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        rows.append([v, *cells])
+    return markdown.table(["variant", *(f"depth {d}" for d in depths)], rows)
 
 
 def section(summary: dict | None, folder: str, variants: list[str], depths: list[int]) -> str:

@@ -4,6 +4,7 @@ that the gradient of a deep residual net comes from paths much shorter than the 
 
 from __future__ import annotations
 
+from bench.report import markdown
 from bench.report.contrast import mean_interval
 from bench.report.verdict import claim, decide
 
@@ -24,7 +25,7 @@ def measured(summary: dict, variant: str, depth: int) -> list[dict]:
 
 def table(summary: dict, variants: list[str], depths: list[int]) -> str:
     """The band of each cell (seeds apart) and the gradient-weighted mean path length against n / 2."""
-    rows = ["| variant | " + " | ".join(f"depth {d}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
+    rows = []
     for v in variants:
         cells = []
         for d in depths:
@@ -35,8 +36,8 @@ def table(summary: dict, variants: list[str], depths: list[int]) -> str:
             bands = ", ".join(f"{r['band'][0]}-{r['band'][1]}" for r in rs)
             mean = sum(map(mean_length, rs)) / len(rs)
             cells.append(f"{bands} of {rs[0]['blocks']} (mean {mean:.1f}, n/2 = {rs[0]['blocks'] / 2:g})")
-        rows.append(f"| {v} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        rows.append([v, *cells])
+    return markdown.table(["variant", *(f"depth {d}" for d in depths)], rows)
 
 
 def section(summary: dict | None, folder: str, variants: list[str], depths: list[int]) -> str:
