@@ -20,15 +20,26 @@ DOCUMENTS = (ROOT / "README.md", ROOT / "docs/speed.md")
 BEGIN, END = "<!-- gpu figures -->", "<!-- end of gpu figures -->"
 GOAL_IMAGES_PER_S, GOAL_OVERHEAD_PCT = 15_000, 5  # ResNet-56 residual_bn at batch 128 on one GPU
 HE_ITERATIONS, HE_ERROR_PCT = 64_000, 8.75  # He et al. 2016, Table 6: ResNet-20 on CIFAR-10
+CHECKS = ("summary.json", "summary-same-grid.json", "summary-depths.json")  # the check's calls, in order
 PERF = {  # bench perf's JSON under perf/gpu/ -> how it ran
     "eager-fp32-56": "eager fp32",
+    "deterministic-fp32-56": "eager fp32 on deterministic kernels, 30 steps (`same`)",
     "eager-bf16-56": "eager bf16 + channels_last",
     "compiled-bf16-56": "compiled (`reduce-overhead`) bf16 + channels_last",
+    "eager-bf16-20": "eager bf16 + channels_last",
+    "compiled-bf16-20": "compiled bf16 + channels_last",
+    "eager-bf16-110": "eager bf16 + channels_last",
+    "compiled-bf16-110": "compiled bf16 + channels_last",
 }
+GRID_CELLS = (1, 2, 4)  # speed.py's grid step: cells at once
 
 
 def read(name: str) -> dict:
     return json.loads((GPU / name).read_text())
+
+
+def pairs(n: int, low: float, high: float) -> str:
+    return f"{n} pairs: {low:.1f} to {high:.1f} %" if n > 1 else "1 pair"
 
 
 def perf_row(name: str, how: str) -> str:
@@ -36,14 +47,14 @@ def perf_row(name: str, how: str) -> str:
     low, high = p["lightning_overhead_pct_range"]
     figure = (
         f"real path {p['bench']['images_per_s']:,.0f} images/s, bare loop {p['bare']['images_per_s']:,.0f}: overhead "
-        f"{p['lightning_overhead_pct']:.1f} % ({p['repeats']} pairs: {low:.1f} to {high:.1f} %); losses apart by at "
+        f"{p['lightning_overhead_pct']:.1f} % ({pairs(p['repeats'], low, high)}); losses apart by at "
         f"most {p['max_loss_difference']:.3g}"
     )
     goal = ""
-    if name.startswith("compiled"):
+    if name == "compiled-bf16-56":
         met = p["bench"]["images_per_s"] >= GOAL_IMAGES_PER_S and p["lightning_overhead_pct"] <= GOAL_OVERHEAD_PCT
         goal = f">= {GOAL_IMAGES_PER_S:,} images/s, <= {GOAL_OVERHEAD_PCT} %: {'met' if met else 'missed'}"
-    return f"| `bench perf`, residual_bn-56, batch {p['batch']}, {how} | {figure} | {goal} |"
+    return f"| `bench perf`, residual_bn-{p['depth']}, batch {p['batch']}, {how} | {figure} | {goal} |"
 
 
 def he_rows() -> list[str]:
@@ -70,19 +81,50 @@ def he_rows() -> list[str]:
     return rows
 
 
+def grid_rows() -> list[str]:
+    """`bench grid` of 1, 2 and 4 ResNet-20 cells at once: each cell's metrics.json, kept by the check."""
+    summary = read("summary-same-grid.json")["grid"]
+    rows = []
+    for k in GRID_CELLS:
+        g = summary[f"x{k}"]
+        cells = [json.loads(f.read_text()) for f in sorted((GPU / f"grid-x{k}").glob("*.json"))]
+        what = f"| `bench grid --jobs {k}`: {k} ResNet-20 residual_bn cell{'s' * (k > 1)} at once"
+        what += f", {cells[0]['steps']:,} iterations each" if cells else ""
+        if len(cells) < k:
+            rows.append(
+                f"{what} | not measured: cut off by the check's time limit at {g['wall_s']:.0f} s, "
+                f"{len(cells)} of {k} cells done | |"
+            )
+            continue
+        own = sum(c["images_per_s"] for c in cells)
+        each = ", ".join(f"{c['images_per_s']:,.0f}" for c in cells)
+        training = ", ".join(f"{c['wall_time_s']:.0f}" for c in cells)
+        rows.append(
+            f"{what} | {own:,.0f} images/s of training in all ({each} per cell); {training} s of training, "
+            f"{g['wall_s']:.0f} s of wall for the whole grid, start-up, compilation and the diagnostics included | |"
+        )
+    return rows
+
+
 def table() -> str:
-    v = read("summary.json")["versions"]
+    checks = [read(name)["versions"] for name in CHECKS]
+    v = checks[0]
+    same = [{k: c[k] for k in v} for c in checks]
+    if any(c != v for c in same):
+        raise SystemExit(f"gpu_table.py: the checks in {', '.join(CHECKS)} ran on different cards or versions")
     card, driver = v["gpu"].split(", ")[:2]
     cudnn = v["cudnn"]
     env = read("he2016-resnet20/env.json")
+    later = sorted({c["commit"][:7] for c in checks[1:]})
     head = (
         f"Measured on one {card} (driver {driver}, {env['hardware']['cpu_count']} CPU cores) with torch {v['torch']}, "
         f"CUDA {v['cuda']}, cuDNN {cudnn // 10000}.{cudnn // 100 % 100}.{cudnn % 100}, lightning {v['lightning']} and "
-        f"Python {v['python']}, at commit {env['git']['commit'][:7]}, by `benchmarks/speed.py --device cuda`; "
-        "the JSON files are in `perf/gpu/`. The CIFAR-10 of the ResNet-20 rows is decoded from a JPEG copy, whose "
-        "pixels differ from the original's."
+        f"Python {v['python']}, by `benchmarks/speed.py --device cuda`: the ResNet-56 rows but the deterministic one, "
+        f"and He et al.'s, at commit {env['git']['commit'][:7]}; the others at commit {', '.join(later)}. "
+        "The JSON files are in `perf/gpu/`. The CIFAR-10 of the ResNet-20 training rows is decoded from a JPEG copy, "
+        "whose pixels differ from the original's."
     )
-    rows = [perf_row(name, how) for name, how in PERF.items()] + he_rows()
+    rows = [perf_row(name, how) for name, how in PERF.items()] + he_rows() + grid_rows()
     return "\n".join([head, "", "| what | figure | goal |", "|---|---|---|", *rows])
 
 

@@ -79,7 +79,7 @@ HE_MARGIN = 0.8  # of the iterations the time left would fit at the estimated sp
 HE_DEFAULT_IMAGES_PER_S = 12_000  # ResNet-56's compiled, where perf56 has not measured it (an H200's: 12,329)
 HE_MIN_ITERATIONS = 1_000  # fewer: no figure worth the time
 GRID_CELLS = (1, 2, 4)  # cells at once
-GRID_NEED_S = 120  # budget left to start one of them
+GRID_NEED_S = 200  # budget left to start one of them: on an H200 a grid of 1 or 2 cells took 149 to 165 s
 GRID_ITERATIONS = 1_000  # each cell's
 DRY = {"he_iters": 30, "grid_iters": 20, "compile": "default", "val_size": 100}  # a dry run's defaults
 CIFAR_VAL_SIZE = 5_000  # the prepare step's validation split (He et al.'s)
@@ -450,6 +450,8 @@ def grid_cells(run: Run, copy: Path, k: int, md5: str) -> dict:
     kept.mkdir(exist_ok=True)
     for m in copy.glob("runs/*/metrics.json"):
         shutil.copy(m, kept / f"{m.parent.name}.json")
+    for cell_log in copy.glob("logs/grid/*.log"):  # where a cell's wall time went, and why one failed
+        shutil.copy(cell_log, kept / cell_log.name)
     metrics = [json.loads(f.read_text()) for f in sorted(kept.glob("*.json"))]
     own = [m["images_per_s"] for m in metrics if m["images_per_s"] is not None]  # None: no step past the warm-up
     figures = {
@@ -553,7 +555,7 @@ STEPS = {
 
 
 def versions(run: Run) -> dict:
-    """The card, the versions, and the lightning pyproject.toml pins, exactly: else no step runs."""
+    """The card, the versions, the commit, and the lightning pyproject.toml pins, exactly: else no step runs."""
     code = """import json, sys, torch, lightning, torchmetrics
 print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
     "cudnn": torch.backends.cudnn.version(), "lightning": lightning.__version__, "lightning_at": lightning.__file__,
@@ -565,6 +567,9 @@ print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, 
     found = json.loads(r.stdout)
     smi = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
     found["gpu"] = subprocess.run(smi, capture_output=True, text=True).stdout.strip() if shutil.which(smi[0]) else None
+    head = ["git", "-C", ROOT, "rev-parse", "HEAD"]
+    head = subprocess.run(head, capture_output=True, text=True) if shutil.which("git") else None
+    found["commit"] = head.stdout.strip() if head and head.returncode == 0 else None  # None: no git, or no .git
     (run.out / "versions.txt").write_text(json.dumps(found, indent=1) + "\n")
     if found["lightning"] != LIGHTNING:
         run.say(f"lightning {found['lightning']}, not {LIGHTNING}: stopping (--wheels DIR installs it)")

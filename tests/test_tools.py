@@ -4,6 +4,7 @@ and benchmarks/gpu_table.py (the documents' GPU figures)."""
 
 import ast
 import json
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -49,7 +50,10 @@ def test_the_tests_and_the_tools_do_not_import_each_other():
 def test_the_documents_gpu_figures_are_the_ones_computed_from_perf_gpu():
     r = tool("benchmarks/gpu_table.py", "--check", check=False)
     assert r.returncode == 0, r.stderr
-    assert "12,329 images/s" in tool("benchmarks/gpu_table.py").stdout  # the compiled real path's JSON figure
+    table = tool("benchmarks/gpu_table.py").stdout
+    assert "12,329 images/s" in table  # the compiled real path's JSON figure
+    assert "46,178 images/s of training in all (23,459, 22,719 per cell)" in table  # two cells at once: their sum
+    assert "4 ResNet-20 residual_bn cells at once | not measured: cut off" in table  # a grid no cell of which finished
 
 
 def test_the_closure_of_a_package_is_it_and_its_installed_requirements_at_their_versions():
@@ -129,11 +133,14 @@ def test_the_gpu_check_runs_its_cifar10_steps_on_the_cpu(tmp_path, monkeypatch):
     assert metrics["steps"] == 4
     assert metrics["train_images"] == 1300
     figures = json.loads((out / "summary.json").read_text())
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert figures["versions"]["commit"] == head  # what the figures were measured at
     assert figures["he20"]["exit"] == 0
     assert figures["he20"]["test/error"] == metrics["test/error"]
     for k in (1, 2, 4):
         assert f"grid x{k}: exit 0, {k} of {k} cells" in summary
         assert len(list((out / f"grid-x{k}").glob("residual_bn-20-*.json"))) == k
+        assert len(list((out / f"grid-x{k}").glob("residual_bn-20-*.log"))) == k  # each cell's own log
         assert figures["grid"][f"x{k}"]["cells"] == k
     with tarfile.open(tmp_path / "packed" / "cuda.tar.gz") as tar:  # what a device machine sends back
         assert {"cuda/summary.txt", "cuda/summary.json", "cuda/he2016-resnet20/metrics.json"} <= set(tar.getnames())
