@@ -5,12 +5,17 @@ differs from the committed one.
     python benchmarks/arithmetic.py                                  # ATEN_CPU_CAPABILITY=default
     python benchmarks/arithmetic.py --env ONEDNN_MAX_CPU_ISA=AVX2 --env ATEN_CPU_CAPABILITY=default
     python benchmarks/arithmetic.py -S speed.threads=2               # another reduction order
+    python benchmarks/arithmetic.py --as-is                          # this machine unperturbed: another CPU type
 
 The perturbation changes a cell's bits on the same machine, as another CPU type does (other vector kernels,
 another order of the sums). A claim that flips under it rests on the draw, not on the grid. The copy is
 `git worktree add` of HEAD: the committed code and params.yaml, its results deleted, run by `make run`'s two
 steps (`bench grid`, `dvc repro`). Writes perf/arithmetic/<name>.json: the perturbation, the machine, both
 `holds` maps and the flips; prints the flips. About as long as `make run` from scratch.
+
+On a machine whose CPU type differs from the one the committed results came from (env.json's `cpu` and
+`cpu_capability`), `--as-is` retrains with nothing changed: the other CPU type is the perturbation, and the
+output is named after it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.provenance import cpu_type, same_cpu_type  # noqa: E402
 
 
 def flips(committed: dict, perturbed: dict) -> list[dict]:
@@ -52,6 +60,11 @@ def set_params(path: Path, overrides: list[str]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def committed_hardware() -> dict:
+    """The CPU type the committed results came from: the hardware of a committed cell's env.json."""
+    return json.loads(next(ROOT.glob("runs/*/env.json")).read_text())["hardware"]
+
+
 def retrain(copy: Path, env: dict, overrides: list[str]) -> dict:
     """`make run`'s steps in `copy` with its results deleted; the new report/claims.json."""
     for path in [*copy.glob("runs/*/"), copy / "report", copy / "runs_lr" / "summary.json"]:
@@ -68,10 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="an environment variable")
     parser.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="a param")
+    parser.add_argument("--as-is", action="store_true", help="no perturbation: this machine's own CPU type")
     parser.add_argument("--name", help="the output's name (default: from the perturbation)")
     args = parser.parse_args(argv)
-    env = dict(e.split("=", 1) for e in args.env) or ({} if args.overrides else {"ATEN_CPU_CAPABILITY": "default"})
+    if args.as_is and (args.env or args.overrides):
+        parser.error("--as-is perturbs nothing: it takes no --env or -S")
+    unset = {} if args.as_is or args.overrides else {"ATEN_CPU_CAPABILITY": "default"}
+    env = dict(e.split("=", 1) for e in args.env) or unset
     name = args.name or "_".join(f"{k}={v}" for k, v in [*env.items(), *(o.split("=", 1) for o in args.overrides)])
+    if args.as_is:
+        if same_cpu_type(committed_hardware(), cpu_type()):
+            parser.error("--as-is: this machine's CPU type is the committed results' own: nothing would differ")
+        name = args.name or "cpu={cpu}_{cpu_capability}".format(**cpu_type()).replace(" ", "-")
     committed = json.loads((ROOT / "report" / "claims.json").read_text())
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

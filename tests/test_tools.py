@@ -144,3 +144,9 @@ def test_the_gpu_check_runs_its_cifar10_steps_on_the_cpu(tmp_path, monkeypatch):
         assert figures["grid"][f"x{k}"]["cells"] == k
     with tarfile.open(tmp_path / "packed" / "cuda.tar.gz") as tar:  # what a device machine sends back
         assert {"cuda/summary.txt", "cuda/summary.json", "cuda/he2016-resnet20/metrics.json"} <= set(tar.getnames())
+
+
+def test_the_arithmetic_check_as_is_refuses_a_perturbation_before_any_work():
+    r = tool("benchmarks/arithmetic.py", "--as-is", "-S", "speed.threads=2", check=False)
+    assert r.returncode == 2
+    assert "--as-is perturbs nothing" in r.stderr
