@@ -150,3 +150,12 @@ def test_the_arithmetic_check_as_is_refuses_a_perturbation_before_any_work():
     r = tool("benchmarks/arithmetic.py", "--as-is", "-S", "speed.threads=2", check=False)
     assert r.returncode == 2
     assert "--as-is perturbs nothing" in r.stderr
+
+
+def test_the_claims_documents_arithmetic_checks_are_the_ones_computed_from_perf_arithmetic():
+    r = tool("benchmarks/arithmetic_table.py", "--check", check=False)
+    assert r.returncode == 0, r.stderr
+    table = tool("benchmarks/arithmetic_table.py").stdout
+    assert "| nothing: another CPU type | 2-core AMD EPYC, AVX512 kernels" in table  # the --as-is check's row
+    assert "`landscape/skips`: holds (+0.395" in table  # a flip: the committed statistic, then the retrained one
+    assert "-> not shown (+0.429, 95 % interval [-0.0186, +0.876]" in table

@@ -1,0 +1,98 @@
+"""The claims checks under another arithmetic, as a table computed from perf/arithmetic/*.json (arithmetic.py's
+output), written into docs/claims.md between its `<!-- arithmetic checks -->` markers:
+
+    python benchmarks/arithmetic_table.py            # print the table
+    python benchmarks/arithmetic_table.py --write    # rewrite the document's block
+    python benchmarks/arithmetic_table.py --check    # exit 1 if the block differs from the JSON files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKS = ROOT / "perf/arithmetic"
+DOCUMENT = ROOT / "docs/claims.md"
+BEGIN, END = "<!-- arithmetic checks -->", "<!-- end of arithmetic checks -->"
+
+
+def perturbation(check: dict) -> str:
+    """What differed from the committed results' own run: the environment, the params, or the machine."""
+    p = check["perturbation"]
+    changed = [f"`{k}={v}`" for k, v in p["env"].items()] + [f"`-S {o}`" for o in p["params"]]
+    return ", ".join(changed) if changed else "nothing: another CPU type"
+
+
+def verdict(holds: bool | str) -> str:
+    return {True: "holds", False: "does not hold"}.get(holds, str(holds))
+
+
+def statistic(sentence: str, claim: str) -> str:
+    """What a claim's sentence says after the claim itself: its verdict and statistic."""
+    return sentence[len(claim) + 2 :].rstrip(".") if sentence.startswith(claim + ": ") else ""
+
+
+def flipped(check: dict, claims: dict) -> str:
+    """Each flip: the committed verdict and statistic, then the retrained one (the retrain's own sentence)."""
+    if not check["flips"]:
+        return "none"
+    committed = {c["id"]: c for c in claims["claims"]}
+    lines = []
+    for f in check["flips"]:
+        c = committed.get(f["id"], {"claim": None, "sentence": ""})
+        after = next((s for s in check["perturbed_sentences"] if c["claim"] and s.startswith(c["claim"] + ": ")), "")
+        before, after = statistic(c["sentence"], c["claim"] or ""), statistic(after, c["claim"] or "")
+        lines.append(f"`{f['id']}`: {before or verdict(f['committed'])} -> {after or verdict(f['perturbed'])}")
+    return "; ".join(lines)
+
+
+def row(check: dict, claims: dict) -> str:
+    hw, v = check["hardware"], check["versions"]
+    machine = f"{hw['cpu_count']}-core {hw['cpu']}, {hw['cpu_capability']} kernels, torch {v['torch']}"
+    stale = "" if check["committed"] == claims["holds"] else " (against an older report/claims.json)"
+    kept = len(check["committed"]) - len(check["flips"])
+    return (
+        f"| {perturbation(check)} | {machine} | {check['commit'][:7]}{stale} | {check['minutes']} min | "
+        f"{kept} of {len(check['committed'])} | {flipped(check, claims)} |"
+    )
+
+
+def table() -> str:
+    claims = json.loads((ROOT / "report/claims.json").read_text())
+    checks = [json.loads(p.read_text()) for p in sorted(CHECKS.glob("*.json"))]
+    head = "| perturbation | machine | commit | time | claims kept | flips: committed -> retrained |"
+    return "\n".join([head, "|---|---|---|---|---|---|", *(row(c, claims) for c in checks)])
+
+
+def block(text: str) -> str:
+    return f"{BEGIN}\n{text}\n{END}"
+
+
+def replaced(document: str, text: str) -> str:
+    start, end = document.index(BEGIN), document.index(END) + len(END)
+    return document[:start] + block(text) + document[end:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    what = ap.add_mutually_exclusive_group()
+    what.add_argument("--write", action="store_true", help="rewrite the block of docs/claims.md")
+    what.add_argument("--check", action="store_true", help="exit 1 if the block differs from the JSON files")
+    a = ap.parse_args()
+    text = table()
+    if not (a.write or a.check):
+        print(text)
+        return
+    document = DOCUMENT.read_text()
+    if replaced(document, text) == document:
+        return
+    if a.check:
+        sys.exit("arithmetic_table.py: docs/claims.md differs from perf/arithmetic/ (--write rewrites it)")
+    DOCUMENT.write_text(replaced(document, text))
+
+
+if __name__ == "__main__":
+    main()
