@@ -1,5 +1,6 @@
-"""The claims checks under another arithmetic, as a table computed from perf/arithmetic/*.json (arithmetic.py's
-output), written into docs/claims.md between its `<!-- arithmetic checks -->` markers:
+"""The claims checks under another arithmetic, as tables computed from perf/arithmetic/*.json (arithmetic.py's
+output) and perf/seeds/*.json (seeds.py's), written into docs/claims.md between its `<!-- arithmetic checks -->`
+markers:
 
     python benchmarks/arithmetic_table.py            # print the table
     python benchmarks/arithmetic_table.py --write    # rewrite the document's block
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ROOT / "perf/arithmetic"
+SEEDS = ROOT / "perf/seeds"
 DOCUMENT = ROOT / "docs/claims.md"
 BEGIN, END = "<!-- arithmetic checks -->", "<!-- end of arithmetic checks -->"
 
@@ -30,9 +33,10 @@ def verdict(holds: bool | str) -> str:
     return {True: "holds", False: "does not hold"}.get(holds, str(holds))
 
 
-def statistic(sentence: str, claim: str) -> str:
-    """What a claim's sentence says after the claim itself: its verdict and statistic."""
-    return sentence[len(claim) + 2 :].rstrip(".") if sentence.startswith(claim + ": ") else ""
+def statistic(sentence: str) -> str:
+    """What a claim's sentence says after the claim itself: its verdict and statistic (bench/report/verdict.py)."""
+    found = re.search(r": (holds|does not hold|not shown) \(", sentence)
+    return sentence[found.start() + 2 :].rstrip(".") if found else ""
 
 
 def flipped(check: dict, claims: dict) -> str:
@@ -44,7 +48,7 @@ def flipped(check: dict, claims: dict) -> str:
     for f in check["flips"]:
         c = committed.get(f["id"], {"claim": None, "sentence": ""})
         after = next((s for s in check["perturbed_sentences"] if c["claim"] and s.startswith(c["claim"] + ": ")), "")
-        before, after = statistic(c["sentence"], c["claim"] or ""), statistic(after, c["claim"] or "")
+        before, after = statistic(c["sentence"]), statistic(after)
         lines.append(f"`{f['id']}`: {before or verdict(f['committed'])} -> {after or verdict(f['perturbed'])}")
     return "; ".join(lines)
 
@@ -60,11 +64,30 @@ def row(check: dict, claims: dict) -> str:
     )
 
 
+def seeds_table(study: dict) -> str:
+    """seeds.py's claims, by arithmetic and number of seeds."""
+    hw, v = study["hardware"]["native"], study["versions"]
+    head = (
+        f"The two claims that flipped, from {' and '.join(study['cells'])} retrained at {study['seeds']} seeds "
+        f"(`benchmarks/seeds.py`, {hw['cpu_count']}-core {hw['cpu']}, {hw['cpu_capability']} kernels natively, "
+        f"torch {v['torch']}, commit {study['commit'][:7]}{' with local changes' * bool(study['dirty'])}, "
+        f"{study['minutes']} min):"
+    )
+    rows = []
+    for arith, by_n in study["claims"].items():
+        for n, by_id in by_n.items():
+            for i, c in by_id.items():
+                rows.append(f"| {arith} | {n} | `{i}` | {statistic(c['sentence'])} |")
+    return "\n".join([head, "", "| arithmetic | seeds | claim | verdict |", "|---|---|---|---|", *rows])
+
+
 def table() -> str:
     claims = json.loads((ROOT / "report/claims.json").read_text())
     checks = [json.loads(p.read_text()) for p in sorted(CHECKS.glob("*.json"))]
     head = "| perturbation | machine | commit | time | claims kept | flips: committed -> retrained |"
-    return "\n".join([head, "|---|---|---|---|---|---|", *(row(c, claims) for c in checks)])
+    tables = ["\n".join([head, "|---|---|---|---|---|---|", *(row(c, claims) for c in checks)])]
+    tables += [seeds_table(json.loads(p.read_text())) for p in sorted(SEEDS.glob("*.json"))]
+    return "\n\n".join(tables)
 
 
 def block(text: str) -> str:

@@ -1,12 +1,14 @@
 """`bench prepare` on small archives in the official CIFAR layout and on generated ImageFolder trees."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import threading
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
@@ -311,6 +313,20 @@ def test_channel_statistics_counted_a_chunk_at_a_time_are_exact():
     f = x[idx].astype(np.float64) / 255
     assert np.allclose(mean, f.mean(axis=(0, 2, 3)), rtol=0, atol=1e-12)
     assert np.allclose(std, f.std(axis=(0, 2, 3)), rtol=0, atol=1e-12)
+
+
+def test_channel_statistics_are_the_exact_values_correctly_rounded_whatever_the_cpu():
+    """Not within a tolerance: equal to the float nearest the exact rational mean, and the square root of the
+    float nearest the exact variance, as no float sum (whose rounding follows the CPU's vector kernels) gives."""
+    x = np.random.default_rng(1).integers(0, 256, (997, 2, 8, 8), dtype=np.uint8)
+    idx = np.arange(0, 997, 3)
+    mean, std = prepare.channel_stats(x, idx, chunk=300)
+    for channel in range(2):
+        values = [Fraction(int(v), 255) for v in x[idx, channel].ravel()]
+        exact_mean = sum(values) / len(values)
+        exact_variance = sum((v - exact_mean) ** 2 for v in values) / len(values)
+        assert mean[channel] == float(exact_mean)
+        assert std[channel] == math.sqrt(float(exact_variance))
 
 
 def test_a_second_prepare_into_a_busy_out_is_refused_and_keeps_the_first_s_work(tmp_path):

@@ -159,3 +159,10 @@ def test_the_claims_documents_arithmetic_checks_are_the_ones_computed_from_perf_
     assert "| nothing: another CPU type | 2-core AMD EPYC, AVX512 kernels" in table  # the --as-is check's row
     assert "`landscape/skips`: holds (+0.395" in table  # a flip: the committed statistic, then the retrained one
     assert "-> not shown (+0.429, 95 % interval [-0.0186, +0.876]" in table
+
+
+def test_the_seeds_study_refuses_no_more_seeds_than_the_grid_before_any_work(tmp_path):
+    r = tool("benchmarks/seeds.py", "--seeds", "3", "--out", tmp_path / "seeds.json", check=False)
+    assert r.returncode == 2
+    assert "the point is more than the grid's 3" in r.stderr
+    assert not (tmp_path / "seeds.json").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -125,18 +126,26 @@ def split_val(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def channel_stats(x: np.ndarray, idx: np.ndarray, chunk: int = 1 << 22) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0..1 scale of the uint8 images x[idx] (N, C, H, W), exact, from each
-    channel's histogram of its 256 values, counted a chunk of about `chunk` pixels a channel at a time: no
-    float copy of the images is made."""
+    """Per-channel mean and std on the 0..1 scale of the uint8 images x[idx] (N, C, H, W), from each channel's
+    histogram of its 256 values, counted a chunk of about `chunk` pixels a channel at a time: no float copy of
+    the images is made. The sums are integers and each statistic is one correctly rounded division (and a
+    square root), so the digits are the same on every machine: a float dot product's rounding depends on the
+    CPU's vector kernels, and a last digit of meta.json that differs changes the prepared data's hash, which
+    would make every cell of a fresh clone stale on another CPU type."""
     counts = np.zeros((x.shape[1], 256), np.int64)
     step = max(1, chunk // (x.shape[2] * x.shape[3]))
     for i in range(0, len(idx), step):
         c = x[idx[i : i + step]]  # (n, C, H, W), a copy of at most `chunk` pixels a channel
         for channel in range(x.shape[1]):
             counts[channel] += np.bincount(c[:, channel].ravel(), minlength=256)
-    value = np.arange(256, dtype=np.float64) / 255
-    mean = counts @ value / counts.sum(1)
-    return mean.tolist(), np.sqrt(np.maximum(counts @ value**2 / counts.sum(1) - mean**2, 0)).tolist()
+    means, stds = [], []
+    for histogram in counts.tolist():  # Python ints: exact at any size
+        n = sum(histogram)
+        total = sum(k * v for v, k in enumerate(histogram))
+        squares = sum(k * v * v for v, k in enumerate(histogram))
+        means.append(total / (n * 255))  # int / int: the float nearest the exact mean
+        stds.append(math.sqrt((n * squares - total * total) / (n * n * 255 * 255)))  # an exact variance, rounded
+    return means, stds
 
 
 def _compact_lists(text: str) -> str:
