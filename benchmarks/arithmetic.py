@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": env_json["versions"],
         "minutes": round((time.perf_counter() - start) / 60, 1),
         "committed": committed["holds"],
+        "committed_sentences": [c["sentence"] for c in committed["claims"]],
         "perturbed": perturbed["holds"],
         "perturbed_sentences": [c["sentence"] for c in perturbed["claims"]],
         "flips": found,

@@ -33,22 +33,32 @@ def verdict(holds: bool | str) -> str:
     return {True: "holds", False: "does not hold"}.get(holds, str(holds))
 
 
+VERDICT = re.compile(r": (holds|does not hold|not shown) \(")  # where a claim's sentence turns to its verdict
+
+
 def statistic(sentence: str) -> str:
     """What a claim's sentence says after the claim itself: its verdict and statistic (bench/report/verdict.py)."""
-    found = re.search(r": (holds|does not hold|not shown) \(", sentence)
+    found = VERDICT.search(sentence)
     return sentence[found.start() + 2 :].rstrip(".") if found else ""
 
 
-def flipped(check: dict, claims: dict) -> str:
-    """Each flip: the committed verdict and statistic, then the retrained one (the retrain's own sentence)."""
+def claim_of(sentence: str) -> str | None:
+    """The claim a sentence states, before its verdict."""
+    found = VERDICT.search(sentence)
+    return sentence[: found.start()] if found else None
+
+
+def flipped(check: dict) -> str:
+    """Each flip: the committed verdict and statistic, then the retrained one (each report's own sentence)."""
     if not check["flips"]:
         return "none"
-    committed = {c["id"]: c for c in claims["claims"]}
+    committed = dict(zip(check["committed"], check["committed_sentences"]))  # both in the report's claim order
     lines = []
     for f in check["flips"]:
-        c = committed.get(f["id"], {"claim": None, "sentence": ""})
-        after = next((s for s in check["perturbed_sentences"] if c["claim"] and s.startswith(c["claim"] + ": ")), "")
-        before, after = statistic(c["sentence"]), statistic(after)
+        before = committed.get(f["id"], "")
+        claim = claim_of(before)
+        after = next((s for s in check["perturbed_sentences"] if claim and s.startswith(claim + ": ")), "")
+        before, after = statistic(before), statistic(after)
         lines.append(f"`{f['id']}`: {before or verdict(f['committed'])} -> {after or verdict(f['perturbed'])}")
     return "; ".join(lines)
 
@@ -56,11 +66,11 @@ def flipped(check: dict, claims: dict) -> str:
 def row(check: dict, claims: dict) -> str:
     hw, v = check["hardware"], check["versions"]
     machine = f"{hw['cpu_count']}-core {hw['cpu']}, {hw['cpu_capability']} kernels, torch {v['torch']}"
-    stale = "" if check["committed"] == claims["holds"] else " (against an older report/claims.json)"
+    stale = "" if check["committed"] == claims["holds"] else " (an earlier report)"
     kept = len(check["committed"]) - len(check["flips"])
     return (
         f"| {perturbation(check)} | {machine} | {check['commit'][:7]}{stale} | {check['minutes']} min | "
-        f"{kept} of {len(check['committed'])} | {flipped(check, claims)} |"
+        f"{kept} of {len(check['committed'])} | {flipped(check)} |"
     )
 
 
@@ -78,7 +88,34 @@ def seeds_table(study: dict) -> str:
         for n, by_id in by_n.items():
             for i, c in by_id.items():
                 rows.append(f"| {arith} | {n} | `{i}` | {statistic(c['sentence'])} |")
-    return "\n".join([head, "", "| arithmetic | seeds | claim | verdict |", "|---|---|---|---|", *rows])
+    return "\n".join(
+        [head, "", "| arithmetic | seeds | claim | verdict |", "|---|---|---|---|", *rows, "", summary(study)]
+    )
+
+
+def summary(study: dict) -> str:
+    """For each number of seeds: the claims that hold under every arithmetic, and those that do not."""
+    said = []
+    for n in next(iter(study["claims"].values())):
+        verdicts = {}
+        for by_n in study["claims"].values():
+            for i, c in by_n[n].items():
+                verdicts.setdefault(i, []).append(c["holds"])
+        steady = [f"`{i}`" for i, v in verdicts.items() if all(h is True for h in v)]
+        other = [f"`{i}`" for i, v in verdicts.items() if not all(h is True for h in v)]
+        said.append(
+            f"At {n} seeds, under all {len(study['claims'])} arithmetics: "
+            + "; ".join(
+                part
+                for part in (
+                    f"{' and '.join(steady)} hold{'s' * (len(steady) == 1)}" if steady else "",
+                    f"{' and '.join(other)} not in every one" if other else "",
+                )
+                if part
+            )
+            + "."
+        )
+    return " ".join(said)
 
 
 def table() -> str:
