@@ -95,7 +95,8 @@ def seeds_table(study: dict) -> str:
 
 def summary(study: dict) -> str:
     """For each number of seeds: the claims that hold under every arithmetic, and those that do not."""
-    said = []
+    said, k = [], len(study["claims"])
+    arithmetics = "both arithmetics" if k == 2 else f"all {k} arithmetics"
     for n in next(iter(study["claims"].values())):
         verdicts = {}
         for by_n in study["claims"].values():
@@ -104,12 +105,12 @@ def summary(study: dict) -> str:
         steady = [f"`{i}`" for i, v in verdicts.items() if all(h is True for h in v)]
         other = [f"`{i}`" for i, v in verdicts.items() if not all(h is True for h in v)]
         said.append(
-            f"At {n} seeds, under all {len(study['claims'])} arithmetics: "
+            f"At {n} seeds, under {arithmetics}: "
             + "; ".join(
                 part
                 for part in (
                     f"{' and '.join(steady)} hold{'s' * (len(steady) == 1)}" if steady else "",
-                    f"{' and '.join(other)} not in every one" if other else "",
+                    f"{' and '.join(other)} not under every one" if other else "",
                 )
                 if part
             )

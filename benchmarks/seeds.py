@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     first = len(config.load(PARAMS).grid.seeds)  # a broken params.yaml fails here, before any work
     if a.seeds <= first:
         ap.error(f"--seeds {a.seeds}: the point is more than the grid's {first}")
-    start = time.perf_counter()
+    start, env_now = time.perf_counter(), environment()  # the commit the cells are trained from
     found, hardware = {}, {}  # by arithmetic
     with tempfile.TemporaryDirectory(prefix="seeds-") as scratch:
         scratch = Path(scratch)
@@ -110,7 +110,6 @@ def main(argv: list[str] | None = None) -> None:
             folder = scratch / name.replace("=", "-")
             found[name] = {n: claims(folder, n) for n in (first, a.seeds)}
             hardware[name] = json.loads(next((folder / "runs").glob("*/env.json")).read_text())["hardware"]
-    env_now = environment()
     out = {
         "cells": [f"{v}-{DEPTH}" for v in VARIANTS],
         "seeds": a.seeds,
