@@ -159,6 +159,9 @@ def test_the_claims_documents_arithmetic_checks_are_the_ones_computed_from_perf_
     assert "| nothing: another CPU type | 2-core AMD EPYC, AVX512 kernels" in table  # the --as-is check's row
     assert "`landscape/skips`: holds (+0.395" in table  # a flip: the committed statistic, then the retrained one
     assert "-> not shown (+0.429, 95 % interval [-0.0186, +0.876]" in table
+    # seeds.py's study: each claim by arithmetic and number of seeds, and on which they hold under both
+    assert "| ATEN_CPU_CAPABILITY=default | 5 | `landscape/skips` | holds (+0.465" in table
+    assert "At 5 seeds, under both arithmetics: `branches/near_zero` and `landscape/skips` hold." in table
 
 
 def test_the_seeds_study_refuses_no_more_seeds_than_the_grid_before_any_work(tmp_path):
