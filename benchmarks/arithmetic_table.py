@@ -9,11 +9,11 @@ markers:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from pathlib import Path
+
+import blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ROOT / "perf/arithmetic"
@@ -128,31 +128,8 @@ def table() -> str:
     return "\n\n".join(tables)
 
 
-def block(text: str) -> str:
-    return f"{BEGIN}\n{text}\n{END}"
-
-
-def replaced(document: str, text: str) -> str:
-    start, end = document.index(BEGIN), document.index(END) + len(END)
-    return document[:start] + block(text) + document[end:]
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    what = ap.add_mutually_exclusive_group()
-    what.add_argument("--write", action="store_true", help="rewrite the block of docs/claims.md")
-    what.add_argument("--check", action="store_true", help="exit 1 if the block differs from the JSON files")
-    a = ap.parse_args()
-    text = table()
-    if not (a.write or a.check):
-        print(text)
-        return
-    document = DOCUMENT.read_text()
-    if replaced(document, text) == document:
-        return
-    if a.check:
-        sys.exit("arithmetic_table.py: docs/claims.md differs from perf/arithmetic/ (--write rewrites it)")
-    DOCUMENT.write_text(replaced(document, text))
+    blocks.main(__doc__.split("\n\n")[0], table, [DOCUMENT], (BEGIN, END), "perf/arithmetic/ and perf/seeds/")
 
 
 if __name__ == "__main__":

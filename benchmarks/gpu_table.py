@@ -8,11 +8,11 @@ written into README.md and docs/speed.md between their `<!-- gpu figures -->` ma
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from pathlib import Path
+
+import blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = ROOT / "perf/gpu"
@@ -128,34 +128,8 @@ def table() -> str:
     return "\n".join([head, "", "| what | figure | goal |", "|---|---|---|", *rows])
 
 
-def block(text: str) -> str:
-    return f"{BEGIN}\n{text}\n{END}"
-
-
-def replaced(document: str, text: str) -> str:
-    start, end = document.index(BEGIN), document.index(END) + len(END)
-    return document[:start] + block(text) + document[end:]
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    what = ap.add_mutually_exclusive_group()
-    what.add_argument("--write", action="store_true", help="rewrite the blocks of README.md and docs/speed.md")
-    what.add_argument("--check", action="store_true", help="exit 1 if a block differs from the JSON files")
-    a = ap.parse_args()
-    text = table()
-    if not (a.write or a.check):
-        print(text)
-        return
-    stale = []
-    for path in DOCUMENTS:
-        document = path.read_text()
-        if replaced(document, text) != document:
-            stale.append(path.relative_to(ROOT))
-            if a.write:
-                path.write_text(replaced(document, text))
-    if a.check and stale:
-        sys.exit(f"gpu_table.py: {', '.join(map(str, stale))} differ from perf/gpu/ (--write rewrites them)")
+    blocks.main(__doc__.split("\n\n")[0], table, DOCUMENTS, (BEGIN, END), "perf/gpu/")
 
 
 if __name__ == "__main__":
