@@ -46,16 +46,18 @@ def loaded(runs: Path, todo: list[Cell]) -> dict[Cell, weights.Cell | None]:
     return found
 
 
-def measure_each(found: dict[Cell, weights.Cell | None], measure: Callable) -> dict[str, dict]:
+def measure_each(found: dict[Cell, weights.Cell | None], measure: Callable, stage: str) -> dict[str, dict]:
     """Each cell's record by name: its variant, depth and seed and whether it diverged, then what
     `measure(cell, its weights or None)` returns with the seconds it took; nothing more where it returns None (a
-    diverged cell with nothing to measure)."""
+    diverged cell with nothing to measure). A line per cell, as `stage` finishes it."""
     results = {}
-    for c, cell in found.items():
+    for k, (c, cell) in enumerate(found.items(), 1):
         start = time.perf_counter()
         results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
         if (record := measure(c, cell)) is not None:
             results[c.name] |= {**record, "seconds": round(time.perf_counter() - start, 1)}
+        done = f"{results[c.name]['seconds']} s" if "seconds" in results[c.name] else "nothing to measure"
+        print(f"{stage} {k}/{len(found)}: {c.name} ({done})", flush=True)
     return results
 
 

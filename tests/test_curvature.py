@@ -168,3 +168,13 @@ def test_the_report_section_tables_lambda_max_from_start_to_end_and_links_the_fi
     assert "| plain |" not in text
     assert "![curvature](curvature/curvature.png)" in text
     assert report_curvature.section(None, "curvature", ["residual"], [8]) == ""
+
+
+def test_a_study_stage_says_each_cell_as_it_finishes_and_records_a_diverged_one_as_such(capsys):
+    found = {Cell("residual", 8, 0): object(), Cell("residual", 56, 0): None}  # the second diverged: no weights
+    results = trained.measure_each(found, lambda c, cell: None if cell is None else {"x": 1.0}, "curvature")
+    assert results["residual-8-0"]["x"] == 1.0 and "seconds" in results["residual-8-0"]
+    assert results["residual-56-0"] == {"variant": "residual", "depth": 56, "seed": 0, "diverged": True}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("curvature 1/2: residual-8-0 (") and lines[0].endswith(" s)")
+    assert lines[1] == "curvature 2/2: residual-56-0 (nothing to measure)"

@@ -49,7 +49,7 @@ def curvature(params: Params, runs: str | Path, data_dir: str | Path, out: str |
         ends = {"init": measure(trained.initial(params, c, batch), batch, params, training_mode=True)}  # diverged too
         return ends if cell is None else ends | {"end": measure(cell.model, batch, params)}
 
-    results = trained.measure_each(found, both_ends)
+    results = trained.measure_each(found, both_ends, "curvature")
     summary = {"params": _params(params), "cells": results, "not_measured": skipped}
     write_json(out / "curvature.json", summary)
     plot(summary, params, out / "curvature.png")

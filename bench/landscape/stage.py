@@ -65,7 +65,7 @@ def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str |
         save_file(directions_of_cell, str(stored / f"{c.name}.safetensors"))
         return record
 
-    results = trained.measure_each(found, draw)
+    results = trained.measure_each(found, draw, "landscape")
     summary = {"params": _params(params), "cells": results, "not_drawn": skipped}
     write_json(out / "landscape.json", summary)
     plot(summary, params, out / "landscape.png")

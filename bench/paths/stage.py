@@ -44,7 +44,7 @@ def paths(params: Params, runs: str | Path, data_dir: str | Path, out: str | Pat
         measured = path_gradient_norms(cell.model, batch.x, batch.y, params.paths.samples, g)
         return {**measured, "band": list(band(measured["total"], MASS))}
 
-    results = trained.measure_each(found, measure)
+    results = trained.measure_each(found, measure, "paths")
     summary = {"params": _params(params), "cells": results, "not_measured": skipped}
     write_json(out / "paths.json", summary)
     plot(summary, params, out / "paths.png")
