@@ -57,7 +57,7 @@ def flipped(check: dict) -> str:
     for f in check["flips"]:
         before = committed.get(f["id"], "")
         claim = claim_of(before)
-        after = next((s for s in check["perturbed_sentences"] if claim and s.startswith(claim + ": ")), "")
+        after = next((s for s in check["perturbed_sentences"] if claim and claim_of(s) == claim), "")
         before, after = statistic(before), statistic(after)
         lines.append(f"`{f['id']}`: {before or verdict(f['committed'])} -> {after or verdict(f['perturbed'])}")
     return "; ".join(lines)
@@ -104,18 +104,9 @@ def summary(study: dict) -> str:
                 verdicts.setdefault(i, []).append(c["holds"])
         steady = [f"`{i}`" for i, v in verdicts.items() if all(h is True for h in v)]
         other = [f"`{i}`" for i, v in verdicts.items() if not all(h is True for h in v)]
-        said.append(
-            f"At {n} seeds, under {arithmetics}: "
-            + "; ".join(
-                part
-                for part in (
-                    f"{' and '.join(steady)} hold{'s' * (len(steady) == 1)}" if steady else "",
-                    f"{' and '.join(other)} not under every one" if other else "",
-                )
-                if part
-            )
-            + "."
-        )
+        parts = [f"{' and '.join(steady)} hold{'s' * (len(steady) == 1)}"] if steady else []
+        parts += [f"{' and '.join(other)} not under every one"] if other else []
+        said.append(f"At {n} seeds, under {arithmetics}: {'; '.join(parts)}.")
     return " ".join(said)
 
 

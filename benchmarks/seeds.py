@@ -67,17 +67,8 @@ def train(folder: Path, seeds: int, extra_env: dict) -> None:
         list(pool.map(one, cells))
     grid = [f"grid.variants=[{','.join(VARIANTS)}]", f"grid.depths=[{DEPTH}]", f"grid.seeds={list(range(seeds))}"]
     grid += [f"landscape.seeds={list(range(seeds))}"]
-    args = [
-        "landscape",
-        "--params",
-        PARAMS,
-        "--runs",
-        runs,
-        "--data",
-        folder.parent / "prepared",
-        "--out",
-        folder / "landscape",
-    ]
+    args = ["landscape", "--params", PARAMS, "--runs", runs, "--data", folder.parent / "prepared"]
+    args += ["--out", folder / "landscape"]
     bench([*args, "--directions", folder / "directions", *grid], env, folder / "landscape.log")
 
 
@@ -106,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         bench(["prepare", "--params", PARAMS, "--out", scratch / "prepared"], env, scratch / "prep.log")
         for name, extra in ARITHMETICS.items():
             print(f"{name}: {len(VARIANTS) * a.seeds} cells", flush=True)
-            train(scratch / name.replace("=", "-"), a.seeds, extra)
             folder = scratch / name.replace("=", "-")
+            train(folder, a.seeds, extra)
             found[name] = {n: claims(folder, n) for n in (first, a.seeds)}
             hardware[name] = json.loads(next((folder / "runs").glob("*/env.json")).read_text())["hardware"]
     out = {
