@@ -9,8 +9,12 @@ does not train (an experiment that shrinks it) is left out with a note instead o
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,19 +50,57 @@ def loaded(runs: Path, todo: list[Cell]) -> dict[Cell, weights.Cell | None]:
     return found
 
 
-def measure_each(found: dict[Cell, weights.Cell | None], measure: Callable, stage: str) -> dict[str, dict]:
+def measure_each(
+    runs: str | Path,
+    found: dict[Cell, weights.Cell | None],
+    measure: Callable,
+    stage: str,
+    threads: int = 1,
+    workers: int | None = None,
+) -> dict[str, dict]:
     """Each cell's record by name: its variant, depth and seed and whether it diverged, then what
     `measure(cell, its weights or None)` returns with the seconds it took; nothing more where it returns None (a
-    diverged cell with nothing to measure). A line per cell, as `stage` finishes it."""
+    diverged cell with nothing to measure). A line per cell, in order, as `stage` finishes it.
+
+    The cells are measured several at a time (`workers`, or as many as the cores allow), each in a worker process
+    of `threads` CPU threads that loads the cell's weights from `runs` itself (`found`, checked before any work,
+    says only which diverged). Every measure seeds its own generators, so the records are the same whatever the
+    number of workers. `measure` crosses to the workers, so it must pickle: a module's function, or a partial of one."""
+    todo = list(found.items())
+    workers = max(1, min(len(todo), workers or (os.cpu_count() or 1) // threads))
+    jobs = [(measure, Path(runs), c, cell is None, threads) for c, cell in todo]
     results = {}
-    for k, (c, cell) in enumerate(found.items(), 1):
-        start = time.perf_counter()
-        results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
-        if (record := measure(c, cell)) is not None:
-            results[c.name] |= {**record, "seconds": round(time.perf_counter() - start, 1)}
-        done = f"{results[c.name]['seconds']} s" if "seconds" in results[c.name] else "nothing to measure"
-        print(f"{stage} {k}/{len(found)}: {c.name} ({done})", flush=True)
+    with _pool(workers, measure) as pool:
+        outcomes = pool.map(_measure_one, *zip(*jobs)) if pool else (_measure_one(*job) for job in jobs)
+        for k, ((c, cell), (record, seconds)) in enumerate(zip(todo, outcomes), 1):
+            results[c.name] = {"variant": c.variant, "depth": c.depth, "seed": c.seed, "diverged": cell is None}
+            if record is not None:
+                results[c.name] |= {**record, "seconds": seconds}
+            done = f"{seconds} s" if record is not None else "nothing to measure"
+            print(f"{stage} {k}/{len(todo)}: {c.name} ({done})", flush=True)
     return results
+
+
+def _measure_one(measure: Callable, runs: Path, c: Cell, diverged: bool, threads: int) -> tuple[dict | None, float]:
+    """One cell's record and the seconds it took, in a worker: its weights loaded here, at `threads` threads."""
+    torch.set_num_threads(threads)
+    cell = None if diverged else weights.load(runs / c.name)
+    start = time.perf_counter()
+    record = measure(c, cell)
+    return record, round(time.perf_counter() - start, 1)
+
+
+@contextmanager
+def _pool(workers: int, measure: Callable):
+    """A pool of `workers` processes forked from a server that has imported `measure`'s module once; None (this
+    process) for one worker."""
+    if workers == 1:
+        yield None
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([getattr(measure, "func", measure).__module__])
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        yield pool
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ and claim (Yao et al. 2020)."""
 
 import json
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from torch.func import functional_call
 
 from bench import trained
 from bench.curvature.hessian import Hessian, hutchinson_trace, top_eigenvalue
-from bench.curvature.stage import curvature
+from bench.curvature.stage import both_ends, curvature
 from bench.record import Cell
 from bench.report import curvature as report_curvature
 from bench.train.data import load_prepared
@@ -84,7 +85,7 @@ def test_the_initial_weights_are_those_the_train_stage_starts_from(params, digit
         assert torch.equal(rebuilt[k], started[k]), k
 
 
-def test_bench_curvature_measures_both_ends_and_only_the_start_of_a_diverged_cell(tmp_path, params, digits_dir):
+def test_bench_curvature_measuresboth_ends_and_only_the_start_of_a_diverged_cell(tmp_path, params, digits_dir):
     p = params(
         "grid.depths=[8]",
         "grid.seeds=[0,1]",
@@ -170,11 +171,38 @@ def test_the_report_section_tables_lambda_max_from_start_to_end_and_links_the_fi
     assert report_curvature.section(None, "curvature", ["residual"], [8]) == ""
 
 
-def test_a_study_stage_says_each_cell_as_it_finishes_and_records_a_diverged_one_as_such(capsys):
-    found = {Cell("residual", 8, 0): object(), Cell("residual", 56, 0): None}  # the second diverged: no weights
-    results = trained.measure_each(found, lambda c, cell: None if cell is None else {"x": 1.0}, "curvature")
-    assert results["residual-8-0"]["x"] == 1.0 and "seconds" in results["residual-8-0"]
-    assert results["residual-56-0"] == {"variant": "residual", "depth": 56, "seed": 0, "diverged": True}
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_study_stage_says_each_cell_in_order_and_records_the_same_whatever_the_workers(
+    tmp_path, params, digits_dir, capsys, workers
+):
+    p = params("grid.depths=[8]", "grid.variants=[residual_bn]", "curvature.subset=16", "curvature.samples=2")
+    runs = tmp_path / "runs"
+    saved_cell(runs, "residual_bn-8-0", "residual_bn")
+    saved_cell(runs, "residual_bn-56-0", "residual_bn", diverged=True)  # no weights to load: measured at init only
+    saved_cell(runs, "residual_bn-8-1", "residual_bn")
+    found = trained.loaded(runs, [Cell("residual_bn", 8, 0), Cell("residual_bn", 56, 0), Cell("residual_bn", 8, 1)])
+    measure = partial(both_ends, p, trained.subset(p, digits_dir, "curvature"))
+    results = trained.measure_each(runs, found, measure, "curvature", workers=workers)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("curvature 1/2: residual-8-0 (") and lines[0].endswith(" s)")
-    assert lines[1] == "curvature 2/2: residual-56-0 (nothing to measure)"
+    assert [line.split(" (")[0] for line in lines] == [
+        "curvature 1/3: residual_bn-8-0",
+        "curvature 2/3: residual_bn-56-0",
+        "curvature 3/3: residual_bn-8-1",
+    ]
+    assert all(line.endswith(" s)") for line in lines)
+    assert results["residual_bn-56-0"]["diverged"] is True and "end" not in results["residual_bn-56-0"]
+    alone = trained.measure_each(runs, found, measure, "curvature", workers=1)
+    assert {k: {**r, "seconds": 0} for k, r in results.items()} == {k: {**r, "seconds": 0} for k, r in alone.items()}
+    assert results["residual_bn-8-0"]["end"] != results["residual_bn-8-1"]["end"]  # each cell its own weights
+
+
+def test_a_study_stage_says_a_cell_with_nothing_to_measure(tmp_path, capsys):
+    saved_cell(tmp_path, "residual-8-0", "residual", diverged=True)
+    found = trained.loaded(tmp_path, [Cell("residual", 8, 0)])
+    results = trained.measure_each(tmp_path, found, nothing, "paths")
+    assert results["residual-8-0"] == {"variant": "residual", "depth": 8, "seed": 0, "diverged": True}
+    assert capsys.readouterr().out == "paths 1/1: residual-8-0 (nothing to measure)\n"
+
+
+def nothing(c, cell):
+    return None

@@ -132,6 +132,12 @@ def test_the_model_and_the_diagnostics_import_no_lightning():
         assert "pytorch_lightning" not in external(m), m
 
 
+def test_the_studies_of_trained_cells_import_no_lightning():
+    """Lightning's import is several seconds of a study stage's start-up, in it and in each of its workers."""
+    for m in [*in_folder("landscape"), *in_folder("curvature"), *in_folder("paths")]:
+        assert "lightning" not in external(m), m
+
+
 def test_the_model_knows_no_params():
     assert graph()["bench.models"] <= {"bench.record"}  # the variant names only: no config, no Lightning
     assert "bench.config" not in graph()["bench.train.module"]  # the LightningModule takes plain arguments

@@ -14,17 +14,18 @@ initialisation only.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bench import trained
+from bench import trained, weights
 from bench.config import Params
 from bench.curvature.figures import plot
 from bench.curvature.hessian import TOLERANCE, Hessian, hutchinson_trace, top_eigenvalue
 from bench.files import write_json
-from bench.record import finite
+from bench.record import Cell, finite
 
 
 def measure(model: torch.nn.Module, batch: trained.Batch, params: Params, training_mode: bool = False) -> dict:
@@ -37,6 +38,12 @@ def measure(model: torch.nn.Module, batch: trained.Batch, params: Params, traini
     return {"lambda_max": finite(top_eigenvalue(h, c.seed)), "trace": finite(trace), "trace_se": finite(error)}
 
 
+def both_ends(params: Params, batch: trained.Batch, c: Cell, cell: weights.Cell | None) -> dict:
+    """A cell at initialisation (a diverged one too) and at the end."""
+    ends = {"init": measure(trained.initial(params, c, batch), batch, params, training_mode=True)}
+    return ends if cell is None else ends | {"end": measure(cell.model, batch, params)}
+
+
 def curvature(params: Params, runs: str | Path, data_dir: str | Path, out: str | Path) -> dict:
     runs, out = Path(runs), Path(out)
     todo, skipped = trained.cells(params, "curvature")
@@ -45,11 +52,7 @@ def curvature(params: Params, runs: str | Path, data_dir: str | Path, out: str |
     torch.set_num_threads(params.speed.threads)
     out.mkdir(parents=True, exist_ok=True)
 
-    def both_ends(c, cell):
-        ends = {"init": measure(trained.initial(params, c, batch), batch, params, training_mode=True)}  # diverged too
-        return ends if cell is None else ends | {"end": measure(cell.model, batch, params)}
-
-    results = trained.measure_each(found, both_ends, "curvature")
+    results = trained.measure_each(runs, found, partial(both_ends, params, batch), "curvature", params.speed.threads)
     summary = {"params": _params(params), "cells": results, "not_measured": skipped}
     write_json(out / "curvature.json", summary)
     plot(summary, params, out / "curvature.png")

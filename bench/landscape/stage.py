@@ -10,6 +10,7 @@ A diverged cell is recorded as diverged and drawn as nothing: it has no finite w
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from bench.config import Params
 from bench.files import write_json
 from bench.landscape import directions, surface
 from bench.landscape.figures import plot
-from bench.record import finite
+from bench.record import Cell, finite
 
 
 def measure_cell(cell: weights.Cell, batch: trained.Batch, params: Params) -> tuple[dict, dict]:
@@ -49,6 +50,15 @@ def measure_cell(cell: weights.Cell, batch: trained.Batch, params: Params) -> tu
     return record, stored
 
 
+def draw_cell(params: Params, batch: trained.Batch, stored: Path, c: Cell, cell: weights.Cell | None) -> dict | None:
+    """A cell's record, its directions written to STORED/CELL.safetensors; None for a diverged cell."""
+    if cell is None:
+        return None
+    record, directions_of_cell = measure_cell(cell, batch, params)
+    save_file(directions_of_cell, str(stored / f"{c.name}.safetensors"))
+    return record
+
+
 def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str | Path, stored: str | Path) -> dict:
     runs, out, stored = Path(runs), Path(out), Path(stored)
     todo, skipped = trained.cells(params, "landscape")
@@ -58,14 +68,8 @@ def landscape(params: Params, runs: str | Path, data_dir: str | Path, out: str |
     out.mkdir(parents=True, exist_ok=True)
     stored.mkdir(parents=True, exist_ok=True)
 
-    def draw(c, cell):
-        if cell is None:
-            return None
-        record, directions_of_cell = measure_cell(cell, batch, params)
-        save_file(directions_of_cell, str(stored / f"{c.name}.safetensors"))
-        return record
-
-    results = trained.measure_each(found, draw, "landscape")
+    draw = partial(draw_cell, params, batch, stored)
+    results = trained.measure_each(runs, found, draw, "landscape", params.speed.threads)
     summary = {"params": _params(params), "cells": results, "not_drawn": skipped}
     write_json(out / "landscape.json", summary)
     plot(summary, params, out / "landscape.png")

@@ -29,7 +29,8 @@ from bench.files import locked, remove_stale, write_json
 from bench.record import Cell
 from bench.train import predictions, resume, settings, speed
 from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochCheckpoint, HistoryLogger, Throughput
-from bench.train.data import DataModule, Dataset, load_prepared, normalise
+from bench.train.data import Dataset, load_prepared, normalise
+from bench.train.datamodule import DataModule
 from bench.train.distributed import is_rank_zero
 from bench.train.module import Classifier, sgd
 from bench.train.schedule import lr_factor
