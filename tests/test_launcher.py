@@ -16,6 +16,7 @@ from bench.progress import estimate
 from bench.record import Cell
 from bench.scale import cell_process, launcher
 from bench.scale.launcher import in_process_argv, time_left
+from bench.scale.recorder import Recorder
 from bench.scale.stages import stage_command
 
 TIMING = ("wall_time_s", "images_per_s")  # how fast, not what: they differ between two runs of one cell
@@ -70,30 +71,60 @@ def test_grid_launcher_overlaps_cells(tmp_path, monkeypatch):
     assert not together.broken
 
 
-def test_each_cell_is_recorded_in_dvc_lock_as_it_finishes(tmp_path, monkeypatch):
-    """A launcher killed after some cells finished loses none of them: each success is committed at once (a
-    failure never), not all at the end."""
-    events = []
+def test_each_cell_is_recorded_in_dvc_lock_as_it_finishes_while_the_next_trains(tmp_path, monkeypatch):
+    """A launcher killed after some cells finished loses none of them: each success is committed as it finishes
+    (a failure never), not all at the end; and no worker waits for the commit: the next cell starts meanwhile."""
+    started = {f"plain-8-{s}": threading.Event() for s in range(3)}
+    committed = threading.Event()
+    commits = []
 
     def fake_run_cell(cell, gpu, log_dir, threads, overrides, main):
-        events.append(("ran", cell.name))
+        started[cell.name].set()
+        if cell.name == "plain-8-2":  # the last cell ends only once the first is recorded
+            assert committed.wait(10), "plain-8-0 was not recorded before the last cell ended"
         return {"cell": cell.name, "gpu": gpu, "returncode": int(cell.seed == 1), "start": 0.0, "end": 1.0}
 
     def fake_dvc(*args, **kw):
         if args[0] == "commit":
-            events.append(("commit", *args[2:]))
+            if "train@plain-8-0" in args:  # the worker freed by plain-8-0 does not wait for its commit
+                assert started["plain-8-1"].wait(10), "the next cell waited for the commit"
+                committed.set()
+            commits.append(args[2:])
 
     monkeypatch.setattr(launcher, "run_cell", fake_run_cell)
     monkeypatch.setattr(launcher, "dvc", fake_dvc)
     monkeypatch.setattr(launcher, "stale_cells", lambda p: [Cell("plain", 8, s) for s in range(3)])
     launcher.launch(config.load(PARAMS), 1, None, tmp_path, commit=True)
-    assert events == [
-        ("ran", "plain-8-0"),
-        ("commit", "train@plain-8-0"),
-        ("ran", "plain-8-1"),  # failed: not recorded
-        ("ran", "plain-8-2"),
-        ("commit", "train@plain-8-2"),
-    ]
+    assert commits == [("train@plain-8-0",), ("train@plain-8-2",)]  # plain-8-1 failed: never recorded
+
+
+def test_the_recorder_takes_every_cell_finished_meanwhile_in_one_commit():
+    committing, release, batches = threading.Event(), threading.Event(), []
+
+    def record(names):
+        committing.set()
+        release.wait(10)  # a slow commit, while three more cells finish
+        batches.append(names)
+
+    r = Recorder(record)
+    r.add("a")
+    assert committing.wait(10)  # the thread is committing "a"
+    for name in "bcd":
+        r.add(name)
+    release.set()
+    r.close()
+    assert batches == [["a"], ["b", "c", "d"]]
+
+
+def test_a_failed_commit_stops_the_recording_and_is_raised():
+    def record(names):
+        raise ValueError(f"dvc commit failed for {names}")
+
+    r = Recorder(record)
+    r.add("a")
+    with pytest.raises(ValueError, match=r"\['a'\]"):
+        r.close()
+    assert r.recorded == []
 
 
 def test_the_stage_command_runs_in_process_only_when_it_is_bench():

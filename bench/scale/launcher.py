@@ -2,8 +2,9 @@
 
 DVC's repo lock forbids concurrent `dvc repro` in one workspace, and small nets leave an H100 mostly
 idle. So the launcher asks DVC which cells are out of date, runs exactly the commands dvc.yaml
-declares for them outside DVC, several at a time, then `dvc commit`s those stages: dvc.lock records
-the results as if `dvc repro` had made them, and a later `dvc repro` has nothing to redo for them.
+declares for them outside DVC, several at a time, and `dvc commit`s each stage as its cell finishes, while the
+others train (bench/scale/recorder.py): dvc.lock records the results as if `dvc repro` had made them, and a
+later `dvc repro` has nothing to redo for them.
 
 Given bench's main function (`bench grid` passes it), each cell is a fresh process forked from a
 forkserver that has already imported what every cell imports (torch, Lightning, W&B, bench): those
@@ -29,6 +30,7 @@ from bench.config import Params
 from bench.progress import duration, estimate
 from bench.record import Cell, cells
 from bench.scale.cell_process import Main, cell_main, die_with_parent
+from bench.scale.recorder import Recorder
 from bench.scale.results import results_table
 from bench.scale.stages import executable, stage_command
 
@@ -201,7 +203,7 @@ def launch(
     threads = max(1, (os.cpu_count() or 1) // len(workers))
     if todo and main:
         start_forkserver(cell_env(threads))
-    record = (lambda cell: dvc("commit", "--force", f"train@{cell}")) if commit else None
+    record = (lambda names: dvc("commit", "--force", *(f"train@{n}" for n in names))) if commit else None
     results = run_all(todo, workers, log_dir, threads, list(overrides), main, record)
     ok = [r["cell"] for r in results if r["returncode"] == 0]
     failed = [r["cell"] for r in results if r["returncode"]]
@@ -222,30 +224,38 @@ def run_all(
     threads: int,
     overrides: list[str],
     main: Main | None,
-    record: Callable[[str], object] | None = None,
+    record: Callable[[list[str]], object] | None = None,
 ) -> list[dict]:
-    """The cells in order, each on the first free worker; a progress line as each ends, and `record(cell)` of
-    each that succeeded (its `dvc commit`), so that a launcher killed later loses no finished cell."""
+    """The cells in order, each on the first free worker; a progress line as each ends, and `record(names)` of
+    those that succeeded (their `dvc commit`), made by a Recorder while the next cells train, so that a launcher
+    killed later loses no finished cell and no worker waits for DVC."""
     results, free, queue = [], list(workers), list(todo)
     running: dict[Cell, float] = {}
     finished: dict[Cell, float] = {}
-    with ThreadPoolExecutor(len(workers)) as pool:
-        pending = {}
-        while queue or pending:
-            while queue and free:
-                cell, gpu = queue.pop(0), free.pop(0)
-                running[cell] = time.time()
-                job = pool.submit(run_cell, cell, gpu, log_dir, threads, overrides, main)
-                pending[job] = (cell, gpu)
-            done = next(as_completed(pending))
-            cell, gpu = pending.pop(done)
-            free.append(gpu)
-            r = done.result()
-            results.append(r)
-            del running[cell]
-            if r["returncode"] == 0:  # a failed cell's time says nothing about the others'
-                finished[cell] = r["end"] - r["start"]
-                if record:
-                    record(cell.name)
-            report(r, len(results), len(todo), log_dir, time_left(queue, running, finished, len(workers), time.time()))
+    recorder = Recorder(record) if record else None
+    try:
+        with ThreadPoolExecutor(len(workers)) as pool:
+            pending = {}
+            while queue or pending:
+                while queue and free:
+                    cell, gpu = queue.pop(0), free.pop(0)
+                    running[cell] = time.time()
+                    job = pool.submit(run_cell, cell, gpu, log_dir, threads, overrides, main)
+                    pending[job] = (cell, gpu)
+                done = next(as_completed(pending))
+                cell, gpu = pending.pop(done)
+                free.append(gpu)
+                r = done.result()
+                results.append(r)
+                del running[cell]
+                if r["returncode"] == 0:  # a failed cell's time says nothing about the others'
+                    finished[cell] = r["end"] - r["start"]
+                    if recorder:
+                        recorder.add(cell.name)
+                        recorder.check()
+                left = time_left(queue, running, finished, len(workers), time.time())
+                report(r, len(results), len(todo), log_dir, left)
+    finally:
+        if recorder:
+            recorder.close()
     return results
