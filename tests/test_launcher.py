@@ -16,7 +16,7 @@ from bench.progress import estimate
 from bench.record import Cell
 from bench.scale import cell_process, launcher
 from bench.scale.launcher import in_process_argv, time_left
-from bench.scale.recorder import Recorder
+from bench.scale.recorder import Recorder, commit_cells
 from bench.scale.stages import stage_command
 
 TIMING = ("wall_time_s", "images_per_s")  # how fast, not what: they differ between two runs of one cell
@@ -84,18 +84,18 @@ def test_each_cell_is_recorded_in_dvc_lock_as_it_finishes_while_the_next_trains(
             assert committed.wait(10), "plain-8-0 was not recorded before the last cell ended"
         return {"cell": cell.name, "gpu": gpu, "returncode": int(cell.seed == 1), "start": 0.0, "end": 1.0}
 
-    def fake_dvc(*args, **kw):
-        if args[0] == "commit":
-            if "train@plain-8-0" in args:  # the worker freed by plain-8-0 does not wait for its commit
-                assert started["plain-8-1"].wait(10), "the next cell waited for the commit"
-                committed.set()
-            commits.append(args[2:])
+    def fake_commit(names):
+        if "plain-8-0" in names:  # the worker freed by plain-8-0 does not wait for its commit
+            assert started["plain-8-1"].wait(10), "the next cell waited for the commit"
+            committed.set()
+        commits.append(names)
 
     monkeypatch.setattr(launcher, "run_cell", fake_run_cell)
-    monkeypatch.setattr(launcher, "dvc", fake_dvc)
+    monkeypatch.setattr(launcher, "dvc", lambda *a, **k: None)
+    monkeypatch.setattr(launcher, "commit_cells", fake_commit)
     monkeypatch.setattr(launcher, "stale_cells", lambda p: [Cell("plain", 8, s) for s in range(3)])
     launcher.launch(config.load(PARAMS), 1, None, tmp_path, commit=True)
-    assert commits == [("train@plain-8-0",), ("train@plain-8-2",)]  # plain-8-1 failed: never recorded
+    assert commits == [["plain-8-0"], ["plain-8-2"]]  # plain-8-1 failed: never recorded
 
 
 def test_the_recorder_takes_every_cell_finished_meanwhile_in_one_commit():
@@ -311,3 +311,20 @@ def test_the_grid_ends_with_a_compact_results_table(tmp_path):
     # mean ± t(0.975, n-1) s / sqrt(n): 4.303 x 0.20 / sqrt(3) = 0.50; 12.706 x 0.0707 / sqrt(2) = 0.64
     assert lines[2] == "| plain | 9.20 ± 0.50 (n=3) | 89.95 ± 0.64 (n=2; 1/3 diverged) | 3/3 diverged |"
     assert lines[3].startswith("| residual_bn | 8.60 ± 0.50 (n=3) |")
+
+
+def test_commit_cells_records_several_train_stages_in_dvc_lock_and_refuses_an_unknown_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  train:\n    matrix:\n      cell: [a, b, c]\n"
+        "    cmd: echo ${item.cell} > ${item.cell}.txt\n    outs:\n      - ${item.cell}.txt\n"
+    )
+    for name in "abc":
+        (tmp_path / f"{name}.txt").write_text(f"{name}\n")
+    with pytest.raises(ValueError, match="no stage train@zz"):
+        commit_cells(["a", "zz"])
+    assert not (tmp_path / "dvc.lock").exists()  # nothing recorded
+    commit_cells(["a", "b"])
+    status = json.loads(run(["dvc", "status", "--json"], cwd=tmp_path).stdout)
+    assert sorted(status) == ["train@c"]  # a and b recorded as if `dvc repro` had made them

@@ -30,7 +30,7 @@ from bench.config import Params
 from bench.progress import duration, estimate
 from bench.record import Cell, cells
 from bench.scale.cell_process import Main, cell_main, die_with_parent
-from bench.scale.recorder import Recorder
+from bench.scale.recorder import Recorder, commit_cells
 from bench.scale.results import results_table
 from bench.scale.stages import executable, stage_command
 
@@ -203,7 +203,7 @@ def launch(
     threads = max(1, (os.cpu_count() or 1) // len(workers))
     if todo and main:
         start_forkserver(cell_env(threads))
-    record = (lambda names: dvc("commit", "--force", *(f"train@{n}" for n in names))) if commit else None
+    record = commit_cells if commit else None
     results = run_all(todo, workers, log_dir, threads, list(overrides), main, record)
     ok = [r["cell"] for r in results if r["returncode"] == 0]
     failed = [r["cell"] for r in results if r["returncode"]]
