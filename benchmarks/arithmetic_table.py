@@ -63,13 +63,21 @@ def flipped(check: dict) -> str:
     return "; ".join(lines)
 
 
+def seeds(check: dict) -> int:
+    """The seeds of the committed grid the check retrained: the largest n its claims state ("n = 5, 5")."""
+    stated = (re.findall(r"(?:n = |, )(\d+)(?=[,)])", sentence) for sentence in check["committed_sentences"])
+    return max(int(n) for ns in stated for n in ns)
+
+
 def row(check: dict, claims: dict) -> str:
     hw, v = check["hardware"], check["versions"]
     machine = f"{hw['cpu_count']}-core {hw['cpu']}, {hw['cpu_capability']} kernels, torch {v['torch']}"
-    stale = "" if check["committed"] == claims["holds"] else " (an earlier report)"
+    same = check["committed_sentences"] == [c["sentence"] for c in claims["claims"]]
+    stale = "" if same else " (an earlier report)"
     kept = len(check["committed"]) - len(check["flips"])
     return (
-        f"| {perturbation(check)} | {machine} | {check['commit'][:7]}{stale} | {check['minutes']} min | "
+        f"| {perturbation(check)} | {machine} | {check['commit'][:7]}{stale} | {seeds(check)} | "
+        f"{check['minutes']} min | "
         f"{kept} of {len(check['committed'])} | {flipped(check)} |"
     )
 
@@ -113,8 +121,8 @@ def summary(study: dict) -> str:
 def table() -> str:
     claims = json.loads((ROOT / "report/claims.json").read_text())
     checks = [json.loads(p.read_text()) for p in sorted(CHECKS.glob("*.json"))]
-    head = "| perturbation | machine | commit | time | claims kept | flips: committed -> retrained |"
-    tables = ["\n".join([head, "|---|---|---|---|---|---|", *(row(c, claims) for c in checks)])]
+    head = "| perturbation | machine | commit | seeds | time | claims kept | flips: committed -> retrained |"
+    tables = ["\n".join([head, "|---|---|---|---|---|---|---|", *(row(c, claims) for c in checks)])]
     tables += [seeds_table(json.loads(p.read_text())) for p in sorted(SEEDS.glob("*.json"))]
     return "\n\n".join(tables)
 

@@ -165,7 +165,7 @@ def test_the_claims_documents_arithmetic_checks_are_the_ones_computed_from_perf_
 
 
 def test_the_seeds_study_refuses_no_more_seeds_than_the_grid_before_any_work(tmp_path):
-    r = tool("benchmarks/seeds.py", "--seeds", "3", "--out", tmp_path / "seeds.json", check=False)
+    r = tool("benchmarks/seeds.py", "--seeds", "5", "--out", tmp_path / "seeds.json", check=False)
     assert r.returncode == 2
-    assert "the point is more than the grid's 3" in r.stderr
+    assert "the point is more than the grid's 5" in r.stderr
     assert not (tmp_path / "seeds.json").exists()
