@@ -313,7 +313,7 @@ def test_the_grid_ends_with_a_compact_results_table(tmp_path):
     assert lines[3].startswith("| residual_bn | 8.60 ± 0.50 (n=3) |")
 
 
-def test_commit_cells_records_several_train_stages_in_dvc_lock_and_refuses_an_unknown_one(tmp_path, monkeypatch):
+def test_commit_cells_records_several_train_stages_in_dvc_lock_and_refuses_an_unknown_one(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path)
     (tmp_path / "dvc.yaml").write_text(
@@ -326,5 +326,6 @@ def test_commit_cells_records_several_train_stages_in_dvc_lock_and_refuses_an_un
         commit_cells(["a", "zz"])
     assert not (tmp_path / "dvc.lock").exists()  # nothing recorded
     commit_cells(["a", "b"])
+    assert "Updating lock file" not in capfd.readouterr().out  # the grid's progress lines only
     status = json.loads(run(["dvc", "status", "--json"], cwd=tmp_path).stdout)
     assert sorted(status) == ["train@c"]  # a and b recorded as if `dvc repro` had made them

@@ -10,11 +10,25 @@ recorded before.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 
 _CLOSE = None  # the queue's last item: nothing more will finish
+
+
+@contextmanager
+def _quiet(log: logging.Logger):
+    """`log` at warnings only for the block: DVC's "Updating lock file" after every batch says nothing the grid's
+    own progress lines do not."""
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def commit_cells(names: list[str]) -> None:
@@ -24,7 +38,7 @@ def commit_cells(names: list[str]) -> None:
     from dvc.repo import Repo  # lazy: DVC's import is a second of the launcher's start-up
 
     wanted = {f"train@{n}" for n in names}
-    with Repo() as repo, repo.lock:
+    with Repo() as repo, repo.lock, _quiet(logging.getLogger("dvc")):
         stages = [s for s in repo.index.stages if s.addressing in wanted]
         if missing := wanted - {s.addressing for s in stages}:
             raise ValueError(f"dvc.yaml has no stage {sorted(missing)[0]}: nothing was recorded")
