@@ -85,7 +85,8 @@ def hand_grid(runs):
 def decided(tmp_path_factory):
     runs = tmp_path_factory.mktemp("claims") / "runs"
     hand_grid(runs)
-    params = config.load(PARAMS, ["grid.variants=[plain_bn, residual_bn]", "grid.depths=[8, 56]"])
+    grid = ["grid.variants=[plain_bn, residual_bn]", "grid.depths=[8, 56]", "grid.seeds=[0, 1, 2]"]  # GRID's 3 seeds
+    params = config.load(PARAMS, grid)
     results = [record.load(runs, c) for c in record.cells(params)]
     return {c["id"]: c for c in claims(results, [8, 56], None)}
 
