@@ -197,8 +197,12 @@ class CifarResNet(nn.Module):
         return self.stem[1] if len(self.stem) > 1 else self.stem[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
-        x = self.final(self.blocks(self.stem(x)))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.classify(self.blocks(self.stem(x)))
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """The net after its blocks, on the last block's output: global average pool and head (a pre-activation
+        net's final BN and ReLU first)."""
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.final(h), 1), 1))
 
 
 @torch.no_grad()

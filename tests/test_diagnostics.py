@@ -371,6 +371,34 @@ def test_lesion_skips_plain_downsampling_blocks_and_restores_the_model():
         assert not torch.allclose(model(x), logits)
 
 
+@pytest.mark.parametrize("variant", ["plain_bn", "residual_bn", "residual_preact"])
+def test_lesions_from_the_cached_block_inputs_equal_running_the_net_with_the_block_deleted(variant):
+    torch.manual_seed(0)
+    model = build_model(variant, 14, in_channels=1)
+    with torch.no_grad():  # BN statistics and scales away from their initial values, so that lesions matter
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.2, 1.5)
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(300, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::3] = (y[::3] + 1) % 10  # a third wrong: the intact error is 1/3
+    out = lesions.lesion_errors(model, x, y, chance=0.9, batch_size=128)  # chunks of 128, 128 and 44
+    expected = []
+    for i, block in enumerate(model.blocks):
+        if not lesions.deletable(block):
+            expected.append(None)
+            continue
+        with lesions.deleted(model, i):
+            expected.append(batchnorm.error(model, x, y, 128))
+    assert out["intact"] == batchnorm.error(model, x, y, 128) == 100 / 300
+    assert out["per_block"] == expected
+    assert set(expected) - {None, out["intact"]}  # some lesions change the error
+
+
 def test_lesions_report_downsampling_blocks_apart_and_flag_a_net_at_chance():
     torch.manual_seed(0)
     model = build_model("residual", 14, in_channels=1).eval()

@@ -116,6 +116,29 @@ def test_the_recorder_takes_every_cell_finished_meanwhile_in_one_commit():
     assert batches == [["a"], ["b", "c", "d"]]
 
 
+def test_the_recorder_waits_its_interval_between_commits_but_not_for_the_first_or_the_last():
+    batches, times, committed = [], [], threading.Semaphore(0)
+
+    def record(names):
+        times.append(time.monotonic())
+        batches.append(names)
+        committed.release()
+
+    start = time.monotonic()
+    r = Recorder(record, interval=2.0)
+    r.add("a")
+    assert committed.acquire(timeout=10)
+    for name in "bcd":  # within the interval: one batch, once it has passed
+        r.add(name)
+    assert committed.acquire(timeout=10)
+    r.add("e")  # close comes before the next interval has passed: recorded at once
+    r.close()
+    assert batches == [["a"], ["b", "c", "d"], ["e"]]
+    assert times[0] - start < 1.5  # the first cell did not wait
+    assert times[1] - times[0] >= 1.9
+    assert times[2] - times[1] < 1.5  # nor did the last batch
+
+
 def test_a_failed_commit_stops_the_recording_and_is_raised():
     def record(names):
         raise ValueError(f"dvc commit failed for {names}")

@@ -21,7 +21,7 @@ def read_history(out):
 
 
 def test_short_run_learns_and_writes_its_results(params, tmp_path, digits_dir):
-    p = params("train.max_steps=60", "train.milestones=[40]")
+    p = params("train.max_steps=60", "train.milestones=[40]", "train.batch_size=128", "train.lr=0.05")  # learns in 60
     m = train(p, Cell("residual_bn", 8, 0), tmp_path, digits_dir, progress=False)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == m
@@ -214,7 +214,7 @@ def test_cli_diverged_run_exits_zero_and_says_so(cli, tmp_path, digits_dir):
     )
     assert code == 0, err
     assert "plain-8-0: digits (md5 " in out  # the one-line summary at the start
-    assert ", 30 steps at batch 128, lr 1000 (x0.1 at 100, 150), projection shortcuts, cpu x1 32-true" in out
+    assert ", 30 steps at batch 64, lr 1000 (x0.1 at 100, 125), projection shortcuts, cpu x1 32-true" in out
     assert "diverged" in out
     assert json.loads((tmp_path / "metrics.json").read_text())["diverged"]
 

@@ -34,6 +34,10 @@ from bench.scale.recorder import Recorder, commit_cells
 from bench.scale.results import results_table
 from bench.scale.stages import executable, stage_command
 
+# dvc.lock gets finished cells at most this often: each commit rewrites and reparses all of it (about 4 s of CPU
+# with 75 cells), time taken from the cells on a machine whose cores they fill (bench/scale/recorder.py)
+RECORD_EVERY_S = 60.0
+
 # What a cell imports before its first step, imported once by the forkserver. wandb.init imports W&B's
 # launch package on every run (about half a second); Lightning's W&B logger is imported when the run starts.
 PRELOAD = [
@@ -232,7 +236,7 @@ def run_all(
     results, free, queue = [], list(workers), list(todo)
     running: dict[Cell, float] = {}
     finished: dict[Cell, float] = {}
-    recorder = Recorder(record) if record else None
+    recorder = Recorder(record, RECORD_EVERY_S) if record else None
     try:
         with ThreadPoolExecutor(len(workers)) as pool:
             pending = {}

@@ -31,7 +31,7 @@ def write(out: Path, params: Params, cell: Cell) -> None:
 
 
 def summary(params: Params, cell: Cell, data_name: str, data_md5: str) -> str:
-    """'residual_bn-56-0: digits (md5 1a2b3c4d), 200 steps at batch 128, lr 0.05 (x0.1 at 100, 150), ...'."""
+    """'residual_bn-56-0: digits (md5 1a2b3c4d), 150 steps at batch 64, lr 0.02 (x0.1 at 100, 125), ...'."""
     t, tr = params.train, params.trainer
     schedule = f" (x{t.gamma:g} at {', '.join(map(str, t.milestones))})" if t.milestones else ""
     return (
