@@ -164,6 +164,15 @@ def test_the_claims_documents_arithmetic_checks_are_the_ones_computed_from_perf_
     assert "At 5 seeds, under both arithmetics: `branches/near_zero` and `landscape/skips` hold." in table
 
 
+def test_the_claims_documents_schedules_are_the_ones_computed_from_perf_schedule():
+    r = tool("benchmarks/schedule.py", "--check", check=False)
+    assert r.returncode == 0, r.stderr
+    table = tool("benchmarks/schedule.py", "--table").stdout
+    # the schedule params.yaml holds, and the one it replaced, each with its stalled seeds counted
+    assert "| batch 64, lr 0.02, 150 iterations, lr / 10 at 100 and 125 | 0 of 5 |" in table
+    assert "| batch 128, lr 0.05, 200 iterations, lr / 10 at 100 and 150 | 1 of 5 | 3.9, 5.6, 36.4, 4.7, 3.1 |" in table
+
+
 def test_the_seeds_study_refuses_no_more_seeds_than_the_grid_before_any_work(tmp_path):
     r = tool("benchmarks/seeds.py", "--seeds", "5", "--out", tmp_path / "seeds.json", check=False)
     assert r.returncode == 2

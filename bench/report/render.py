@@ -45,7 +45,9 @@ def head(params: Params, results: list[Metrics], chance: float | None) -> str:
 
 Dataset: {datasets}. Seeds: {len(seeds)} ({", ".join(map(str, seeds))}). Cells: {len(results)}, of which
 {sum(m.diverged for m in results)} diverged. Iterations per run: {params.train.max_steps}, batch
-{params.train.batch_size}, lr {params.train.lr}, shortcut `{params.model.shortcut}`.
+{params.train.batch_size}, lr {params.train.lr}, shortcut `{params.model.shortcut}`. One lr serves every variant, not
+each variant's best: the nets it was not chosen for are compared at a rate not tuned for them (docs/claims.md, "The
+training schedule").
 
 ## Final test error (%)
 

@@ -213,7 +213,7 @@ def launch(
     failed = [r["cell"] for r in results if r["returncode"]]
     if commit and ok:
         rest = "" if failed else "; `dvc repro` now runs only what remains (sweep, toy, report)"
-        print(f"recorded {len(ok)} cells in dvc.lock, each as it finished{rest}")
+        print(f"recorded {len(ok)} cells in dvc.lock as they finished{rest}")
     if (summary := results_table(params)) is not None:
         print(summary)
     if failed:  # last, so that it is what a user sees where the run stopped
