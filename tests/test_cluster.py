@@ -148,7 +148,7 @@ def test_a_requeued_cell_whose_params_changed_trains_afresh_and_says_why(cluster
     run("bench slurm --cpus-per-gpu 1 --time 00:10:00", repo)
     job = submit(cluster, repo, "ddp_cell.sbatch", "residual_bn", "8", "0")
     preempt(cluster, repo, job, "residual_bn-8-0")
-    set_params(repo, train={"lr": 0.02})  # edited while the job waits in the queue
+    set_params(repo, train={"lr": 0.03})  # edited while the job waits in the queue
     release(cluster, job)
     assert cluster.wait(job, timeout=300)[job] == "COMPLETED", log_of(repo, job)
     log = log_of(repo, job)
@@ -156,7 +156,7 @@ def test_a_requeued_cell_whose_params_changed_trains_afresh_and_says_why(cluster
     assert "other params" in log
     assert list((repo / "runs/residual_bn-8-0").glob("hpc-ckpt-*.other-run-1.ckpt"))
     requeued = json.loads((repo / "runs/residual_bn-8-0/metrics.json").read_text())
-    fresh = local_run(repo, "residual_bn-8-0")  # params.yaml now has lr 0.02
+    fresh = local_run(repo, "residual_bn-8-0")  # params.yaml now has lr 0.03
     for k in ("steps", "train/loss", "test/loss", "test/error"):
         assert requeued[k] == pytest.approx(fresh[k], rel=1e-6), k
 

@@ -638,7 +638,7 @@ def test_a_hard_link_in_a_tar_reads_like_the_file_in_the_folder(tmp_path):
 def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(cli, ws):
     before = snapshot(ws)
     with files.locked(ws / "runs/plain-8-0"):
-        code, _, err = cli(*train_args(ws, "train.lr=0.02"))
+        code, _, err = cli(*train_args(ws, "train.lr=0.03"))
     assert code == 2, err
     assert f"in use by process {os.getpid()}" in err, err
     assert snapshot(ws) == before
@@ -672,7 +672,7 @@ def test_a_read_only_disk_exits_2_and_changes_nothing(cli, ws, small_disk):
     shutil.copytree(ws / "runs/plain-8-0", small_disk / "plain-8-0")
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     before = snapshot(small_disk)
-    code, _, err = cli(*train_args(ws, "--out", small_disk / "plain-8-0", "train.lr=0.02"))
+    code, _, err = cli(*train_args(ws, "--out", small_disk / "plain-8-0", "train.lr=0.03"))
     assert code == 2, err
     assert "Read-only file system" in err, err
     assert snapshot(small_disk) == before

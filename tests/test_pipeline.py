@@ -174,10 +174,10 @@ def test_dvc_exp_run_with_a_param_override(repo):
         **SMALL,
     )
     run("git add -A && git commit -qm init", repo)
-    run("dvc exp run -S train.lr=0.02", repo)
+    run("dvc exp run -S train.lr=0.03", repo)
     shown = json.loads(run("dvc exp show --json", repo).stdout)
     text = json.dumps(shown)
-    assert '"lr": 0.02' in text
+    assert '"lr": 0.03' in text
     assert "test/error" in text
     status = run("git status --porcelain --untracked-files=all", repo).stdout.split("\n")
     assert not [

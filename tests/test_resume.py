@@ -25,6 +25,7 @@ QUICK_RUN = [
     "wandb.mode=disabled",
     *DIGITS,
     "train.max_steps=30",
+    "train.batch_size=128",  # 10 steps an epoch on the 1,293 training digits
     "trainer.deterministic=true",
     *PROBE,
 ]
@@ -114,7 +115,7 @@ def test_a_checkpoint_of_other_params_is_set_aside_never_deleted(tmp_path):
 def test_a_rerun_with_other_params_trains_afresh_beside_the_finished_checkpoint(runs, tmp_path, digits_dir):
     cell = copy(runs, "whole", tmp_path)
     finished = (cell / "last.ckpt").read_bytes()
-    p = config.load(PARAMS, [*QUICK_RUN, "train.lr=0.02", "train.max_steps=10"])
+    p = config.load(PARAMS, [*QUICK_RUN, "train.lr=0.03", "train.max_steps=10"])
     assert train(p, CELL, cell, digits_dir, progress=False)["steps"] == 10  # not resumed at step 30
     assert (cell / "last.other-run-1.ckpt").read_bytes() == finished
 
