@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blocks
+import seeds as seeds_study
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -59,12 +59,8 @@ SHARED = ["train.batch_size=64", "train.max_steps=150", "train.milestones=[100,1
 
 
 def bench(args: list, log: Path) -> None:
-    """One bench command with params.yaml's settings; a failure names its log."""
-    cmd = [sys.executable, "-m", "bench", *map(str, args)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("w") as out:
-        if subprocess.run(cmd, env=env, stdout=out, stderr=out, cwd=log.parent).returncode:
-            raise SystemExit(f"schedule.py: `bench {args[0]}` failed: see {log}")
+    """seeds.py's `bench` under this machine's own arithmetic."""
+    seeds_study.bench(args, {**os.environ, "PYTHONPATH": str(ROOT)}, log)
 
 
 def train(folder: Path, seeds: list[int], overrides: list[str], data: Path) -> list[dict]:

@@ -46,7 +46,7 @@ def bench(args: list, env: dict, log: Path) -> None:
     cmd = [sys.executable, "-m", "bench", *map(str, args)]
     with log.open("w") as out:
         if subprocess.run(cmd, env=env, stdout=out, stderr=out, cwd=log.parent).returncode:
-            raise SystemExit(f"seeds.py: `bench {args[0]}` failed: see {log}")
+            raise SystemExit(f"{Path(sys.argv[0]).name}: `bench {args[0]}` failed: see {log}")
 
 
 def train(folder: Path, seeds: int, extra_env: dict) -> None:

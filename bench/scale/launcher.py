@@ -2,9 +2,9 @@
 
 DVC's repo lock forbids concurrent `dvc repro` in one workspace, and small nets leave an H100 mostly
 idle. So the launcher asks DVC which cells are out of date, runs exactly the commands dvc.yaml
-declares for them outside DVC, several at a time, and `dvc commit`s each stage as its cell finishes, while the
-others train (bench/scale/recorder.py): dvc.lock records the results as if `dvc repro` had made them, and a
-later `dvc repro` has nothing to redo for them.
+declares for them outside DVC, several at a time, and `dvc commit`s the finished cells' stages while the others
+train, a batch at most every RECORD_EVERY_S (bench/scale/recorder.py): dvc.lock records the results as if
+`dvc repro` had made them, and a later `dvc repro` has nothing to redo for them.
 
 Given bench's main function (`bench grid` passes it), each cell is a fresh process forked from a
 forkserver that has already imported what every cell imports (torch, Lightning, W&B, bench): those
