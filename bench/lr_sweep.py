@@ -21,12 +21,20 @@ NO_WANDB = Wandb(mode="disabled", project=None, entity=None, group=None, dir=Non
 
 
 def _run(params: Params, variant: str, lr: float, data_dir: str, out: str) -> dict:
-    """One run of the sweep, in a worker process: `train` at this lr, its summary row."""
+    """One run of the sweep, in a worker process: `train` at this lr, without the probe diagnostics (the summary
+    reads errors only), its summary row."""
     from bench.train.stage import train  # lazy: the workers import it (the forkserver once), not the parent
 
     s = params.lr_sweep
     p = replace(params, train=replace(params.train, lr=lr, max_steps=s.max_steps), wandb=NO_WANDB)
-    m = train(p, Cell(variant, s.depth, 0), Path(out) / f"{variant}-{s.depth}-lr{lr:g}", data_dir, progress=False)
+    m = train(
+        p,
+        Cell(variant, s.depth, 0),
+        Path(out) / f"{variant}-{s.depth}-lr{lr:g}",
+        data_dir,
+        progress=False,
+        diagnose=False,
+    )
     return {
         "variant": variant,
         "depth": s.depth,

@@ -111,6 +111,20 @@ def test_weights_that_are_not_the_cell_s_are_refused(params, tmp_path, digits_di
     assert m_again["weights_sha256"] == ma["weights_sha256"]  # deterministic training, deterministic bytes
 
 
+def test_a_run_without_diagnostics_trains_the_same_bits_and_keeps_no_diagnostics_file(params, tmp_path, digits_dir):
+    """The lr sweep's runs skip the probe diagnostics: the same weights and errors as a cell's run, and no
+    diagnostics.json, not even one an earlier run left in the folder."""
+    p, cell = params("train.max_steps=10", *PROBE), Cell("residual_bn", 8, 0)
+    with_them = train(p, cell, tmp_path / "with", digits_dir, progress=False)
+    (tmp_path / "without").mkdir()
+    (tmp_path / "without/diagnostics.json").write_text("{}")  # an earlier run's
+    without = train(p, cell, tmp_path / "without", digits_dir, progress=False, diagnose=False)
+    assert (tmp_path / "with/diagnostics.json").exists() and not (tmp_path / "without/diagnostics.json").exists()
+    assert without["weights_sha256"] == with_them["weights_sha256"]
+    assert without["test/error"] == with_them["test/error"]
+    assert "init/shattering" in with_them and "init/shattering" not in without
+
+
 def test_the_default_run_is_bitwise_repeatable_on_the_cpu(params, tmp_path, digits_dir):
     """trainer.deterministic and speed.threads in params.yaml: the same cell twice gives the same bits,
     timings aside, so that a fresh clone reproduces the committed results exactly."""

@@ -110,18 +110,19 @@ def train(
     out: str | os.PathLike,
     data_dir: str | os.PathLike = "data/prepared",
     progress: bool = True,
+    diagnose: bool = True,
 ) -> dict:
-    """Train, test and record one cell in `out`; its metrics.json, as a dict."""
+    """Train, test and record one cell in `out`; its metrics.json, as a dict. `diagnose=False`: without the probe
+    diagnostics at initialisation and at the end (no diagnostics.json), for runs that only need their errors."""
     out = Path(out)
     quiet.silence()
     # check: the data, the Trainer's flags and the batch, before any file of the cell is touched
     data = load_prepared(data_dir, params.data)
     divergence, throughput = Divergence(params.trainer.log_every_n_steps), Throughput()
-    probe = diagnostics_callback(params, data)
+    probe = diagnostics_callback(params, data) if diagnose else None
     history = HistoryLogger(out / "history.csv")
-    trainer = make_trainer(
-        params, len(data.train.y), out, progress, [divergence, throughput, probe, EpochCheckpoint(out, history)]
-    )
+    callbacks = [divergence, throughput, *([probe] if probe else []), EpochCheckpoint(out, history)]
+    trainer = make_trainer(params, len(data.train.y), out, progress, callbacks)
     validate.batch(params, len(data.train.y), trainer.world_size)
 
     with locked(out) if is_rank_zero() else nullcontext():  # one run at a time in a cell's folder
@@ -160,9 +161,9 @@ def train(
         metrics.update(run_key=key, weights_sha256=sha, **recorded)
         env.update(cell=cell.name, data_md5=data.md5, world_size=trainer.world_size, precision=str(trainer.precision))
         if is_rank_zero():
-            write_results(out, metrics, env, history, probe.results, scored)
+            write_results(out, metrics, env, history, probe and probe.results, scored)
         if wandb and is_rank_zero():  # the run lives on rank 0; the other ranks hold Lightning's stand-in
-            tracking.finish(wandb, metrics, probe.results)
+            tracking.finish(wandb, metrics, probe.results if probe else {})
     return metrics
 
 
@@ -188,7 +189,7 @@ def cell_metrics(
     wall_time_s: float,
     divergence: Divergence,
     throughput: Throughput,
-    probe: DiagnosticsCallback,
+    probe: DiagnosticsCallback | None,
 ) -> dict:
     """The cell's metrics.json (bench.record.metrics); `wall_time_s`: fit and the final test."""
     return record.metrics(
@@ -205,7 +206,7 @@ def cell_metrics(
         wall_time_s,
         throughput.images_per_s,
         divergence.step,
-        probe.scalars(),
+        probe.scalars() if probe else {},
     ).to_json()
 
 
@@ -288,12 +289,15 @@ def score_final(params: Params, module: Classifier, data: Dataset, trainer: L.Tr
 
 
 def write_results(
-    out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict, scored: dict | None
+    out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict | None, scored: dict | None
 ) -> None:
     """The cell's files (rank 0 writes them), metrics.json last: a cell with a metrics.json is complete (W&B
-    comes after)."""
+    comes after). `diagnostics` None: a run without them, whose folder keeps no diagnostics.json of an earlier run."""
     history.save()
     predictions.write(out, scored)
-    write_json(out / "diagnostics.json", diagnostics)
+    if diagnostics is None:
+        (out / "diagnostics.json").unlink(missing_ok=True)
+    else:
+        write_json(out / "diagnostics.json", diagnostics)
     write_json(out / "env.json", env)
     write_json(out / "metrics.json", metrics)
