@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import yaml
 from helpers import GRID_PARAMS, PARAMS, ROOT, run, set_params, write_grid
 
 from bench import config
@@ -352,3 +353,22 @@ def test_commit_cells_records_several_train_stages_in_dvc_lock_and_refuses_an_un
     assert "Updating lock file" not in capfd.readouterr().out  # the grid's progress lines only
     status = json.loads(run(["dvc", "status", "--json"], cwd=tmp_path).stdout)
     assert sorted(status) == ["train@c"]  # a and b recorded as if `dvc repro` had made them
+
+
+def test_forget_cells_drops_the_lock_entries_of_cells_the_grid_no_longer_has(tmp_path, monkeypatch):
+    from bench.scale.recorder import forget_cells
+
+    monkeypatch.chdir(tmp_path)
+    run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path)
+    stage = "    matrix:\n      cell: {}\n    cmd: echo ${{item.cell}} > ${{item.cell}}.txt\n"
+    stage += "    outs:\n      - ${{item.cell}}.txt\n"
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n" + stage.format("[a, b, c]"))
+    for name in "abc":
+        (tmp_path / f"{name}.txt").write_text(f"{name}\n")
+    commit_cells(["a", "b", "c"])
+    assert forget_cells(["a", "b", "c"]) == []  # nothing to drop: the file is not rewritten
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n" + stage.format("[a, b]"))  # a smaller grid
+    assert forget_cells(["a", "b"]) == ["c"]
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
+    assert sorted(lock) == ["train@a", "train@b"]
+    assert json.loads(run(["dvc", "status", "--json"], cwd=tmp_path).stdout) == {}  # a and b still recorded

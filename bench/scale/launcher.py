@@ -30,7 +30,7 @@ from bench.config import Params
 from bench.progress import duration, estimate
 from bench.record import Cell, cells
 from bench.scale.cell_process import Main, cell_main, die_with_parent
-from bench.scale.recorder import Recorder, commit_cells
+from bench.scale.recorder import Recorder, commit_cells, forget_cells
 from bench.scale.results import results_table
 from bench.scale.stages import executable, stage_command
 
@@ -195,6 +195,9 @@ def launch(
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     dvc("repro", "prepare", capture=False)
+    if commit and (gone := forget_cells([c.name for c in cells(params)])):
+        named = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
+        print(f"dvc.lock: removed {len(gone)} cells the grid no longer has ({named})", flush=True)
     # deepest (longest) first: the cells left at the end are short, so no worker idles long while one finishes
     todo = sorted(stale_cells(params), key=lambda c: -c.depth)
     workers = slots(jobs, gpus)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 _CLOSE = None  # the queue's last item: nothing more will finish
 
@@ -53,6 +55,24 @@ def commit_cells(names: list[str]) -> None:
             stage.save()
             stage.commit()
         stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
+
+
+def forget_cells(keep: list[str], lock: str | Path = "dvc.lock") -> list[str]:
+    """Remove from dvc.lock the train cells that are not in `keep` (the grid's cell names), and return them: a grid
+    made smaller (fewer seeds, say) leaves its former cells' entries behind, as DVC prunes no stage that dvc.yaml
+    stops generating, and each would be parsed at every rewrite of the file and name results that are no longer
+    the grid's. Their folders and DVC's cache are left as they are."""
+    lock, wanted = Path(lock), {f"train@{n}" for n in keep}
+    listed = re.findall(r"^  (train@\S+):$", lock.read_text(), re.MULTILINE) if lock.exists() else []
+    if not (gone := [s for s in listed if s not in wanted]):
+        return []
+    from dvc.repo import Repo  # lazy, as in commit_cells
+    from dvc.utils.serialize import modify_yaml
+
+    with Repo() as repo, repo.lock, modify_yaml(lock, fs=repo.fs) as data:
+        for stage in gone:
+            del data["stages"][stage]
+    return [s.removeprefix("train@") for s in gone]
 
 
 class Recorder:
