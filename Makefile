@@ -22,14 +22,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 # `make run`: the out-of-date train cells JOBS at a time by `bench grid` (JOBS processes sharing the CPU cores, or
-# JOBS per GPU; a failed cell stops here, its log named), the stages whose results git holds but the workspace
-# lacks (deleted to be regenerated: bench/scale/restore.py), then `dvc repro` for the rest (sweep, toy, report;
-# --allow-missing: a clone without the cells' weights, which live in DVC's cache, keeps the results git holds), and
-# the README's results section copied from the report's results.md.
+# JOBS per GPU; a failed cell stops here, its log named), then the stages after the grid that are out of date or whose
+# results git holds but the workspace lacks (deleted to be regenerated), the independent ones at once
+# (bench/scale/pipeline.py), then `dvc repro` for anything left (--allow-missing: a clone without the cells' weights,
+# which live in DVC's cache, keeps the results git holds), and the README's results section copied from the report's
+# results.md.
 JOBS ?= 2
 run: setup
 	$(BIN)/bench grid --jobs $(JOBS)
-	$(BIN)/python -m bench.scale.restore
+	$(BIN)/python -m bench.scale.pipeline
 	dvc repro --allow-missing
 	$(BIN)/python -m bench.report.readme
 

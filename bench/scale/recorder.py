@@ -41,12 +41,17 @@ def _quiet(log: logging.Logger):
 
 
 def commit_cells(names: list[str]) -> None:
-    """`dvc commit --force train@NAME ...` in one rewrite of dvc.lock: the code path of DVC's own commit
+    """`dvc commit --force train@NAME ...` in one rewrite of dvc.lock (commit_stages)."""
+    commit_stages([f"train@{n}" for n in names])
+
+
+def commit_stages(addresses: list[str]) -> None:
+    """`dvc commit --force STAGE ...` in one rewrite of dvc.lock: the code path of DVC's own commit
     (dvc/repo/commit.py, force=True), under its repo lock, with the stages written together rather than one
-    rewrite each. A ValueError names the cells DVC does not know."""
+    rewrite each. A ValueError names the stages DVC does not know."""
     from dvc.repo import Repo  # lazy: DVC's import is a second of the launcher's start-up
 
-    wanted = {f"train@{n}" for n in names}
+    wanted = set(addresses)
     with Repo() as repo, repo.lock, _quiet(logging.getLogger("dvc")):
         stages = [s for s in repo.index.stages if s.addressing in wanted]
         if missing := wanted - {s.addressing for s in stages}:

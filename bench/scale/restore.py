@@ -1,21 +1,17 @@
-"""`python -m bench.scale.restore`: rerun the stages whose results git holds but the workspace lacks.
+"""The stages whose results git holds but the workspace lacks, which `bench/scale/pipeline.py` reruns.
 
 `make run` ends with `dvc repro --allow-missing`, so that a clone without the cells' weights (in DVC's cache, not in
 git) keeps the results git holds instead of retraining every cell. But --allow-missing also skips a stage whose
 only change is a missing output that git tracks (`cache: false`): delete report/ or runs_lr/summary.json to
-regenerate them, and `make run` would skip their stages, or fail on the first stage that reads them. So, between
-`bench grid` (which does the same for the train cells) and that `dvc repro`, this runs those stages, in dvc.yaml's
-order, by `dvc repro --single-item`.
+regenerate them, and `make run` would skip their stages, or fail on the first stage that reads them. So the stages
+after the grid (bench/scale/pipeline.py) count such a stage as out of date.
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import yaml
-
-from bench.scale.stages import executable
 
 
 def tracked_outputs(stage: dict) -> list[str]:
@@ -39,16 +35,3 @@ def missing_results(dvc_yaml: str | Path = "dvc.yaml", root: str | Path = ".") -
         if lost := [p for p in tracked_outputs(stage) if not (Path(root) / p).exists()]:
             missing[name] = lost
     return missing
-
-
-def main() -> int:
-    missing = missing_results()
-    if not missing:
-        return 0
-    said = "; ".join(f"{name} ({', '.join(paths)})" for name, paths in missing.items())
-    print(f"results missing from the workspace, regenerated: {said}", flush=True)
-    return subprocess.run([*executable("dvc"), "repro", "--single-item", *missing]).returncode
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
