@@ -372,3 +372,18 @@ def test_forget_cells_drops_the_lock_entries_of_cells_the_grid_no_longer_has(tmp
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
     assert sorted(lock) == ["train@a", "train@b"]
     assert json.loads(run(["dvc", "status", "--json"], cwd=tmp_path).stdout) == {}  # a and b still recorded
+
+
+def test_the_cells_share_one_w_and_b_service_started_by_the_launcher_and_none_without_w_and_b(monkeypatch):
+    import wandb
+
+    wandb.teardown()  # as in a launcher's process, where no W&B was set up before (an earlier test's is)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    launcher.share_wandb_service(config.load(PARAMS, ["wandb.mode=disabled"]))
+    assert "WANDB_SERVICE" not in os.environ
+    try:
+        launcher.share_wandb_service(config.load(PARAMS, ["wandb.mode=offline"]))
+        assert os.environ["WANDB_SERVICE"]  # what cell_env copies into every cell's environment
+        assert launcher.cell_env(1)["WANDB_SERVICE"] == os.environ["WANDB_SERVICE"]
+    finally:
+        wandb.teardown()

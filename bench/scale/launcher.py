@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from multiprocessing import forkserver
 from pathlib import Path
 
+from bench import tracking
 from bench.config import Params
 from bench.progress import duration, estimate
 from bench.record import Cell, cells
@@ -131,6 +132,21 @@ def forked(main: Main, cmd: list[str], argv: list[str], env: dict[str, str], log
     return p.exitcode
 
 
+def share_wandb_service(params: Params) -> None:
+    """One W&B service for every cell, started here (`wandb.setup()`, W&B's way for a parent of processes that log):
+    it puts the service's address in this environment, which each cell's is copied from, so a cell connects to it
+    instead of starting one of its own (about 0.2 s a cell). It stops when the launcher ends. Nothing where the cells
+    log no W&B run, or where W&B cannot start: each cell then starts its own, or reports why it cannot."""
+    if tracking.mode(params) == "disabled":
+        return
+    try:
+        import wandb
+
+        wandb.setup()
+    except Exception as e:  # W&B never costs a result: the cells try for themselves
+        print(f"W&B: no shared service ({type(e).__name__}: {e}); each cell starts its own", flush=True)
+
+
 def start_forkserver(env: dict[str, str]) -> None:
     """Start the forkserver (once per process) in the cells' environment: OpenMP and OpenBLAS size their
     thread pools from OMP_NUM_THREADS when torch and numpy are loaded, which happens in the server."""
@@ -194,22 +210,24 @@ def launch(
     multiprocessing program, a script that passes it needs an `if __name__ == "__main__":` guard."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    workers = slots(jobs, gpus)
+    threads = max(1, (os.cpu_count() or 1) // len(workers))
+    if main:  # now, so that the server imports while DVC works out what is stale (idle if nothing is)
+        start_forkserver(cell_env(threads))
     dvc("repro", "prepare", capture=False)
     if commit and (gone := forget_cells([c.name for c in cells(params)])):
         named = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
         print(f"dvc.lock: removed {len(gone)} cells the grid no longer has ({named})", flush=True)
     # deepest (longest) first: the cells left at the end are short, so no worker idles long while one finishes
     todo = sorted(stale_cells(params), key=lambda c: -c.depth)
-    workers = slots(jobs, gpus)
     print(
         f"{len(todo)} of {len(cells(params))} cells to train, {len(workers)} at a time "
         f"({'GPUs ' + ','.join(sorted(set(workers))) if workers[0] is not None else 'CPU processes'}); "
         f"logs in {log_dir}/",
         flush=True,
     )
-    threads = max(1, (os.cpu_count() or 1) // len(workers))
-    if todo and main:
-        start_forkserver(cell_env(threads))
+    if todo:
+        share_wandb_service(params)
     record = commit_cells if commit else None
     results = run_all(todo, workers, log_dir, threads, list(overrides), main, record)
     ok = [r["cell"] for r in results if r["returncode"] == 0]
