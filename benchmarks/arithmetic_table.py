@@ -1,6 +1,6 @@
 """The claims checks under another arithmetic, as tables computed from perf/arithmetic/*.json (arithmetic.py's
-output) and perf/seeds/*.json (seeds.py's), written into docs/claims.md between its `<!-- arithmetic checks -->`
-markers:
+output), perf/seeds/*.json (seeds.py's) and perf/seed_subsets/*.json (seed_subsets.py's), written into
+docs/claims.md between its `<!-- arithmetic checks -->` markers:
 
     python benchmarks/arithmetic_table.py            # print the table
     python benchmarks/arithmetic_table.py --write    # rewrite the document's block
@@ -18,6 +18,7 @@ import blocks
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ROOT / "perf/arithmetic"
 SEEDS = ROOT / "perf/seeds"
+SUBSETS = ROOT / "perf/seed_subsets"
 DOCUMENT = ROOT / "docs/claims.md"
 BEGIN, END = "<!-- arithmetic checks -->", "<!-- end of arithmetic checks -->"
 
@@ -118,17 +119,42 @@ def summary(study: dict) -> str:
     return " ".join(said)
 
 
+def subsets_table(study: dict) -> str:
+    """seed_subsets.py's verdicts: each claim's from all the seeds, and how many of the k-seed subsets agree."""
+    hw, v, n, k = study["hardware"], study["versions"], len(study["seeds"]), study["k"]
+    head = (
+        f"Every claim from each {k} of the {n} seeds of one grid (`benchmarks/seed_subsets.py`: cells trained at "
+        f"commit {study['runs_commit'][:7]} on a {hw['cpu_count']}-core {hw['cpu']}, {hw['cpu_capability']} kernels, "
+        f"torch {v['torch']}; reports at commit {study['commit'][:7]}{' with local changes' * bool(study['dirty'])}). "
+        f"The margin is the nearest subset's |centre| / half-width of its interval: below 1, the interval holds 0."
+    )
+    margin = lambda m: "" if m is None else f"{m:.2f}"
+    rows = [
+        f"| `{i}` | {verdict(c['all'])} | {c['agree']} of {study['subsets']} | {margin(c['nearest_margin'])} |"
+        for i, c in study["claims"].items()
+    ]
+    head_row = f"| claim | from all {n} seeds | subsets of {k} that agree | nearest margin |"
+    return "\n".join([head, "", head_row, "|---|---|---|---|", *rows])
+
+
 def table() -> str:
     claims = json.loads((ROOT / "report/claims.json").read_text())
     checks = [json.loads(p.read_text()) for p in sorted(CHECKS.glob("*.json"))]
     head = "| perturbation | machine | commit | seeds | time | claims kept | flips: committed -> retrained |"
     tables = ["\n".join([head, "|---|---|---|---|---|---|---|", *(row(c, claims) for c in checks)])]
     tables += [seeds_table(json.loads(p.read_text())) for p in sorted(SEEDS.glob("*.json"))]
+    tables += [subsets_table(json.loads(p.read_text())) for p in sorted(SUBSETS.glob("*.json"))]
     return "\n\n".join(tables)
 
 
 def main() -> None:
-    blocks.main(__doc__.split("\n\n")[0], table, [DOCUMENT], (BEGIN, END), "perf/arithmetic/ and perf/seeds/")
+    blocks.main(
+        __doc__.split("\n\n")[0],
+        table,
+        [DOCUMENT],
+        (BEGIN, END),
+        "perf/arithmetic/, perf/seeds/ and perf/seed_subsets/",
+    )
 
 
 if __name__ == "__main__":
