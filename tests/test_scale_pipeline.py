@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from helpers import run
 
 from bench.scale import pipeline
@@ -78,3 +79,9 @@ def test_a_failed_stage_stops_its_downstream_and_the_others_are_recorded(tmp_pat
     status = json.loads(run(["dvc", "status", "--json"], cwd=tmp_path).stdout)
     assert sorted(status) == ["b", "c"]  # a recorded
     assert not (tmp_path / "c.txt").exists()
+
+
+def test_a_command_dvc_would_interpolate_is_refused_before_any_stage_runs_and_a_list_runs_in_order():
+    with pytest.raises(ValueError, match=r"stage toy's command uses dvc.yaml's \$\{...\} interpolation"):
+        pipeline.command("toy", {"cmd": "bench toy --depth ${toy.depth}"})
+    assert pipeline.command("two", {"cmd": ["echo a", "echo b"]}) == "echo a && echo b"

@@ -174,7 +174,8 @@ def test_the_claims_documents_schedules_are_the_ones_computed_from_perf_schedule
 
 
 def test_the_seeds_study_refuses_no_more_seeds_than_the_grid_before_any_work(tmp_path):
-    r = tool("benchmarks/seeds.py", "--seeds", "5", "--out", tmp_path / "seeds.json", check=False)
+    grid = len(config.load(PARAMS).grid.seeds)
+    r = tool("benchmarks/seeds.py", "--seeds", str(grid), "--out", tmp_path / "seeds.json", check=False)
     assert r.returncode == 2
-    assert "the point is more than the grid's 5" in r.stderr
+    assert f"the point is more than the grid's {grid}" in r.stderr
     assert not (tmp_path / "seeds.json").exists()

@@ -94,6 +94,15 @@ def waits(stages: dict, todo: list[str]) -> dict[str, set[str]]:
     return {n: {t for t in todo if t != n and reads(stages[n], stages[t])} for n in todo}
 
 
+def command(name: str, stage: dict) -> str:
+    """The stage's command for the shell (a list of commands runs as DVC runs it, one after the other); a ValueError
+    where it uses dvc.yaml's ${...} interpolation, which only DVC resolves."""
+    cmd = stage["cmd"] if isinstance(stage["cmd"], str) else " && ".join(stage["cmd"])
+    if "${" in cmd:
+        raise ValueError(f"stage {name}'s command uses dvc.yaml's ${{...}} interpolation: run it by `dvc repro {name}`")
+    return cmd
+
+
 def run_stage(name: str, stage: dict, log_dir: Path) -> tuple[int, float]:
     """The stage's command as DVC would run it (by the shell, its outputs removed first); its exit code and time."""
     for path, options in declared(stage):
@@ -102,7 +111,9 @@ def run_stage(name: str, stage: dict, log_dir: Path) -> tuple[int, float]:
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     start = time.perf_counter()
     with open(log_dir / f"{name}.log", "w") as log:  # this venv's programs first, as under `make run`
-        code = subprocess.run(stage["cmd"], shell=True, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run(
+            command(name, stage), shell=True, stdout=log, stderr=subprocess.STDOUT, env=env
+        ).returncode
     return code, time.perf_counter() - start
 
 
@@ -143,6 +154,8 @@ def main(jobs: int = JOBS, log_dir: str | Path = "logs/stages") -> int:
     todo = plan(stages, status, list(missing_results()), locked())
     if not todo:
         return 0
+    for name in todo:  # every command checked before any stage runs
+        command(name, stages[name])
     print(f"{len(todo)} stages to run, {jobs} at a time: {', '.join(todo)}; logs in {log_dir}/", flush=True)
     done, failed = ([n for n in todo if n in ran] for ran in run_all(stages, todo, jobs, Path(log_dir)))
     if done:

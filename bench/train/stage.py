@@ -112,8 +112,7 @@ def train(
     progress: bool = True,
     diagnose: bool = True,
 ) -> dict:
-    """Train, test and record one cell in `out`; its metrics.json, as a dict. `diagnose=False`: without the probe
-    diagnostics at initialisation and at the end (no diagnostics.json), for runs that only need their errors."""
+    """Train, test and record one cell in `out`, with its probe diagnostics unless `diagnose=False`; its metrics."""
     out = Path(out)
     quiet.silence()
     # check: the data, the Trainer's flags and the batch, before any file of the cell is touched
@@ -295,9 +294,7 @@ def write_results(
     comes after). `diagnostics` None: a run without them, whose folder keeps no diagnostics.json of an earlier run."""
     history.save()
     predictions.write(out, scored)
-    if diagnostics is None:
-        (out / "diagnostics.json").unlink(missing_ok=True)
-    else:
-        write_json(out / "diagnostics.json", diagnostics)
+    path = out / "diagnostics.json"
+    write_json(path, diagnostics) if diagnostics is not None else path.unlink(missing_ok=True)
     write_json(out / "env.json", env)
     write_json(out / "metrics.json", metrics)
