@@ -23,15 +23,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # `make run`: the out-of-date train cells JOBS at a time by `bench grid` (JOBS processes sharing the CPU cores, or
 # JOBS per GPU; a failed cell stops here, its log named), then the stages after the grid that are out of date or whose
-# results git holds but the workspace lacks (deleted to be regenerated), the independent ones at once
-# (bench/scale/pipeline.py), then `dvc repro` for anything left (--allow-missing: a clone without the cells' weights,
-# which live in DVC's cache, keeps the results git holds), and the README's results section copied from the report's
-# results.md.
+# results git holds but the workspace lacks, the independent ones at once (bench/scale/pipeline.py, which records them
+# in dvc.lock as `dvc repro` would), and the README's results section copied from the report's results.md. A clone
+# without the cells' weights (DVC's cache; nothing to pull) keeps the results git holds: plain `dvc repro` would rerun
+# the studies, which read the weights.
 JOBS ?= 2
 run: setup
 	$(BIN)/bench grid --jobs $(JOBS)
 	$(BIN)/python -m bench.scale.pipeline
-	dvc repro --allow-missing
 	$(BIN)/python -m bench.report.readme
 
 # He et al. 2016 on CIFAR-10 (Sec. 4.2), as a DVC experiment: the preset file presets/he2016.yaml over

@@ -43,7 +43,8 @@ def report(runs: Path, studies: Path, lr_sweep: Path, seeds: tuple[int, ...], wh
     """The claims of `bench report` over `seeds`' cells alone."""
     where.mkdir()
     cut(studies, seeds, where)
-    cmd = ["bench", "report", "--runs", str(runs), "--out", str(where / "out"), "--lr-sweep", str(lr_sweep)]
+    cmd = [sys.executable, "-m", "bench", "report", "--runs", str(runs), "--out", str(where / "out")]
+    cmd += ["--lr-sweep", str(lr_sweep)]
     cmd += [a for study in ("toy", *STUDIES) for a in (f"--{study}", str(where / study))]
     r = subprocess.run([*cmd, f"grid.seeds=[{','.join(map(str, seeds))}]"], capture_output=True, text=True, cwd=ROOT)
     if r.returncode:
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         by_subset = {s: report(a.runs, a.studies, a.lr_sweep, s, Path(tmp) / "-".join(map(str, s))) for s in subsets}
     claims = {}
     for c in full:
-        theirs = [next(x for x in by_subset[s] if x["id"] == c["id"]) for s in subsets]
+        theirs = [next((x for x in by_subset[s] if x["id"] == c["id"]), None) for s in subsets]
+        if None in theirs:
+            sys.exit(f"claim {c['id']} is missing from the report over seeds {subsets[theirs.index(None)]}")
         margins = [m for x in theirs if (m := margin(x)) is not None]
         claims[c["id"]] = {
             "all": c["holds"],

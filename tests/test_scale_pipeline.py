@@ -85,3 +85,28 @@ def test_a_command_dvc_would_interpolate_is_refused_before_any_stage_runs_and_a_
     with pytest.raises(ValueError, match=r"stage toy's command uses dvc.yaml's \$\{...\} interpolation"):
         pipeline.command("toy", {"cmd": "bench toy --depth ${toy.depth}"})
     assert pipeline.command("two", {"cmd": ["echo a", "echo b"]}) == "echo a && echo b"
+
+
+def test_a_clone_without_the_cells_weights_keeps_the_studies_results_git_holds(tmp_path, monkeypatch):
+    """Where the cells lack only their weights (DVC's cache) and runs/ is as committed, `runs` reads as modified to
+    `dvc status`, yet the studies' committed results are those of these cells: not rerun. Anything else is."""
+    status = {"landscape": [{"changed deps": {"runs": "modified"}}], "report": [{"changed deps": {"runs": "modified"}}]}
+    recorded = {"sweep", "toy", "landscape", "report"}
+    assert pipeline.plan(STAGES, status, [], recorded, weights_missing=True) == []
+    assert pipeline.plan(STAGES, status, [], recorded) == ["landscape", "report"]
+    also_data = {"landscape": [{"changed deps": {"runs": "modified", "data": "modified"}}]}
+    assert pipeline.plan(STAGES, also_data, [], recorded, weights_missing=True) == ["landscape", "report"]
+
+    monkeypatch.chdir(tmp_path)
+    run(["git", "init", "-q"], cwd=tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs/a.json").write_text("{}")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    run(["git", "add", "."], cwd=tmp_path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], cwd=tmp_path)
+    weights_only = {"train@a": [{"changed outs": {"runs/a/weights.safetensors": "not in cache"}}]}
+    assert pipeline.committed_but_weights(weights_only)
+    assert not pipeline.committed_but_weights({**weights_only, "train@b": [{"changed deps": {"data": "modified"}}]})
+    assert not pipeline.committed_but_weights({})  # the weights are here: nothing to keep
+    (tmp_path / "runs/a.json").write_text('{"edited": 1}')
+    assert not pipeline.committed_but_weights(weights_only)  # runs/ is not what git holds

@@ -50,8 +50,8 @@ def cell_main(main: Main, cmd: list[str], argv: list[str], env: dict[str, str], 
 
 
 def redirect_output(log: str) -> None:
-    """stdout and stderr into `log` at the file-descriptor level, so that C libraries and subprocesses
-    (W&B's service) write there too; line-buffered, so the log is current while the cell runs."""
+    """stdout and stderr into `log` at the file-descriptor level, so that C libraries and subprocesses write there
+    too; line-buffered, so the log is current while the cell runs."""
     sys.stdout.flush()
     sys.stderr.flush()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -62,8 +62,12 @@ def redirect_output(log: str) -> None:
 
 
 def finish_wandb(exit_code: int) -> None:
-    """What W&B does at interpreter exit, which a multiprocessing child skips: end the run, stop its service.
-    Nothing where W&B was never imported: a machine without it runs cells with wandb.mode=disabled."""
+    """What W&B does at interpreter exit, which a multiprocessing child skips: end an unfinished run with the cell's
+    exit code (a failed cell's as failed), then let go of the service (it stops only where the cell started it, not
+    where it shares the launcher's). Nothing where W&B was never imported: a machine without it runs cells with
+    wandb.mode=disabled."""
     wandb = sys.modules.get("wandb")
     if wandb is not None:
+        if wandb.run is not None:
+            wandb.run.finish(exit_code=exit_code)
         wandb.teardown(exit_code)

@@ -1,10 +1,9 @@
 """The stages whose results git holds but the workspace lacks, which `bench/scale/pipeline.py` reruns.
 
-`make run` ends with `dvc repro --allow-missing`, so that a clone without the cells' weights (in DVC's cache, not in
-git) keeps the results git holds instead of retraining every cell. But --allow-missing also skips a stage whose
-only change is a missing output that git tracks (`cache: false`): delete report/ or runs_lr/summary.json to
-regenerate them, and `make run` would skip their stages, or fail on the first stage that reads them. So the stages
-after the grid (bench/scale/pipeline.py) count such a stage as out of date.
+`dvc repro --allow-missing` keeps the results of a stage whose only change is a missing cached output (a clone
+without DVC's cache). But it also skips a stage whose only change is a missing output that git tracks (`cache:
+false`): delete report/ or runs_lr/summary.json to regenerate them, and it would skip their stages, or fail on the
+first stage that reads them. So the stages after the grid (bench/scale/pipeline.py) count such a stage as out of date.
 """
 
 from __future__ import annotations
