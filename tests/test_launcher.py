@@ -193,11 +193,15 @@ def test_a_cell_ends_cleanly_where_wandb_is_not_installed(monkeypatch):
     """A GPU node may lack W&B: cells run with wandb.mode=disabled, and the end of a forked cell must not import it."""
     monkeypatch.setitem(sys.modules, "wandb", None)  # what `import wandb` meets where it is not installed
     cell_process.finish_wandb(0)
-    ended = []
-    monkeypatch.setitem(sys.modules, "wandb", type(sys)("wandb"))
-    sys.modules["wandb"].teardown = ended.append
-    cell_process.finish_wandb(3)
-    assert ended == [3]  # where W&B was imported, its run is ended with the cell's exit code
+    ended, finished = [], []
+    wandb = type(sys)("wandb")
+    wandb.run, wandb.teardown = None, ended.append  # no run open: a cell whose run was finished, or never started
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    cell_process.finish_wandb(0)
+    assert ended == [0] and finished == []
+    wandb.run = type("Run", (), {"finish": lambda self, exit_code: finished.append(exit_code)})()
+    cell_process.finish_wandb(3)  # a failed cell's run, still open
+    assert finished == [3] and ended == [0, 3]  # ended with the cell's exit code, then the service let go
 
 
 @pytest.mark.integration
