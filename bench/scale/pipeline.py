@@ -39,19 +39,9 @@ from bench.progress import duration
 from bench.scale.launcher import only_weights_missing
 from bench.scale.recorder import commit_stages
 from bench.scale.restore import missing_results
-from bench.scale.stages import executable
+from bench.scale.stages import declared, executable
 
 JOBS = 2  # stages at once: each study measures its cells in a pool of its own, one process per core
-
-
-def declared(stage: dict, kinds=("outs", "metrics", "plots")) -> list[tuple[str, dict]]:
-    """A stage's (path, options) for each output of `kinds`, as dvc.yaml declares them."""
-    found = []
-    for kind in kinds:
-        for out in stage.get(kind, []):
-            path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
-            found.append((path, options or {}))
-    return found
 
 
 def reads(stage: dict, other: dict) -> bool:

@@ -12,16 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from bench.scale.stages import declared
+
 
 def tracked_outputs(stage: dict) -> list[str]:
     """A stage's outputs that git holds: its outs, metrics and plots declared with `cache: false`."""
-    found = []
-    for kind in ("outs", "metrics", "plots"):
-        for out in stage.get(kind, []):
-            path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
-            if (options or {}).get("cache") is False:
-                found.append(path)
-    return found
+    return [path for path, options in declared(stage) if options.get("cache") is False]
 
 
 def missing_results(dvc_yaml: str | Path = "dvc.yaml", root: str | Path = ".") -> dict[str, list[str]]:

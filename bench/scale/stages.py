@@ -44,3 +44,13 @@ def executable(name: str) -> list[str]:
     if name == "bench":
         return [sys.executable, "-m", "bench"]
     raise RuntimeError(f"{name} not found beside {sys.executable} or on PATH: install the project (make setup)")
+
+
+def declared(stage: dict, kinds=("outs", "metrics", "plots")) -> list[tuple[str, dict]]:
+    """A stage's (path, options) for each output of `kinds`, as dvc.yaml declares them."""
+    found = []
+    for kind in kinds:
+        for out in stage.get(kind, []):
+            path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+            found.append((path, options or {}))
+    return found
