@@ -112,12 +112,37 @@ def test_a_checkpoint_of_other_params_is_set_aside_never_deleted(tmp_path):
     assert "step 5" in message
 
 
-def test_a_rerun_with_other_params_trains_afresh_beside_the_finished_checkpoint(runs, tmp_path, digits_dir):
+def test_the_finished_run_whose_results_the_folder_holds_is_replaced_with_them(tmp_path):
+    for n, recorded in enumerate(("finished", "another run", None)):
+        torch.save({"hyper_parameters": {"run_key": "finished"}, "global_step": 5}, tmp_path / "last.ckpt")
+        metrics = tmp_path / "metrics.json"
+        metrics.write_text(json.dumps({"run_key": recorded})) if recorded else metrics.unlink(missing_ok=True)
+        path, message = resume.checkpoint_to_resume(tmp_path, "this run")
+        assert path is None
+        assert not (tmp_path / "last.ckpt").exists()
+        if recorded == "finished":  # its results are metrics.json and the weights, which this run replaces
+            assert message.startswith(f"replacing {tmp_path / 'last.ckpt'}: the finished checkpoint")
+            assert not list(tmp_path.glob("*.other-run-*"))
+        else:  # metrics.json is another run's, or there is none: this checkpoint's work is nowhere else
+            assert f"set aside {tmp_path / 'last.ckpt'} as last.other-run-{n}.ckpt" in message
+            assert (tmp_path / f"last.other-run-{n}.ckpt").exists()
+
+
+def test_a_rerun_with_other_params_trains_afresh_in_place_of_the_finished_run(runs, tmp_path, digits_dir):
     cell = copy(runs, "whole", tmp_path)
-    finished = (cell / "last.ckpt").read_bytes()
     p = config.load(PARAMS, [*QUICK_RUN, "train.lr=0.03", "train.max_steps=10"])
-    assert train(p, CELL, cell, digits_dir, progress=False)["steps"] == 10  # not resumed at step 30
-    assert (cell / "last.other-run-1.ckpt").read_bytes() == finished
+    m = train(p, CELL, cell, digits_dir, progress=False)
+    assert m["steps"] == 10  # not resumed at step 30
+    assert [f.name for f in cell.glob("*.ckpt")] == ["last.ckpt"]  # one checkpoint: the new run's
+    assert resume.load(cell / "last.ckpt")["hyper_parameters"]["run_key"] == m["run_key"]
+
+
+def test_a_rerun_with_other_params_sets_an_unfinished_checkpoint_aside(runs, tmp_path, digits_dir):
+    cell = copy(runs, "crashed", tmp_path)
+    crashed = (cell / "last.ckpt").read_bytes()  # step 20 of 30: no metrics.json records it
+    p = config.load(PARAMS, [*QUICK_RUN, "train.lr=0.03", "train.max_steps=10"])
+    assert train(p, CELL, cell, digits_dir, progress=False)["steps"] == 10  # not resumed at step 20
+    assert (cell / "last.other-run-1.ckpt").read_bytes() == crashed
 
 
 def test_unreadable_checkpoints_are_set_aside_one_by_one(tmp_path):

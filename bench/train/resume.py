@@ -3,8 +3,11 @@
 A checkpoint carries a run key, a hash of everything that determines the run (the params it reads,
 the cell, the data checksum, the code that trains it). So when `dvc repro` reruns a cell because its
 code changed, the finished checkpoint of the old code is replaced, never resumed with no step left.
-A rerun with the same key resumes; any other checkpoint is replaced. Under SLURM, Lightning's own
-requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
+A rerun with the same key resumes. Another run's checkpoint is deleted when that run finished and the folder
+holds its results (its metrics.json records its key): the new run replaces those results, and the checkpoint
+with them, so a cell's folder holds one checkpoint however often it is retrained. A checkpoint of an
+unfinished run is work recorded nowhere else, and is set aside under a new name, never deleted. Under SLURM,
+Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
 """
 
 from __future__ import annotations
@@ -86,8 +89,9 @@ def requeue_checkpoints(out: Path) -> list[Path]:
 def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
     """(ckpt_path for Trainer.fit, a message for the user); (None, None) for a fresh start.
 
-    A checkpoint that is not this run's is set aside under a name that says why, never deleted. Each is read
-    by `load`, which refuses one that holds code."""
+    A checkpoint that is not this run's is deleted when it is the finished run whose results the folder holds,
+    and otherwise set aside under a name that says why, never deleted. Each is read by `load`, which refuses one
+    that holds code."""
     if SLURMEnvironment.detect() and (requeue := requeue_checkpoints(out)):  # Lightning resumes the latest itself
         try:
             own = _key(requeue[-1]) == key
@@ -118,7 +122,16 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
             None,
             f"set aside {last} as {aside and aside.name}: it cannot be read ({type(e).__name__}); starting afresh",
         )
-    if ckpt.get("hyper_parameters", {}).get("run_key") != key:  # a finished run of other params (DVC caches it)
+    other = ckpt.get("hyper_parameters", {}).get("run_key")
+    if other != key and other is not None and other == recorded(out).get("run_key"):
+        # the finished run whose results the folder holds: this run replaces them, its checkpoint with them
+        if is_rank_zero():
+            last.unlink(missing_ok=True)
+        return None, (
+            f"replacing {last}: the finished checkpoint of other params, data, cell or code, whose results "
+            f"(metrics.json, weights.safetensors) this run replaces; starting afresh"
+        )
+    if other != key:  # a run of other params that did not finish: its work is nowhere else
         aside = set_aside(last, "other-run")
         return None, (
             f"set aside {last} as {aside and aside.name}: it belongs to other params, data, cell or code; "
@@ -147,14 +160,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from None
 
 
-def recorded_timings(out: Path, key: str) -> dict:
-    """The wall time and throughput that out/metrics.json records for run `key`, when it does: a finished run
-    that is resumed trains no step, and keeps the timings of the run that trained it."""
+def recorded(out: Path) -> dict:
+    """out/metrics.json: the results of the run that finished last in `out` (it is written last); {} if none."""
     try:
         m = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(m, dict) or m.get("run_key") != key:
+    return m if isinstance(m, dict) else {}
+
+
+def recorded_timings(out: Path, key: str) -> dict:
+    """The wall time and throughput that out/metrics.json records for run `key`, when it does: a finished run
+    that is resumed trains no step, and keeps the timings of the run that trained it."""
+    m = recorded(out)
+    if m.get("run_key") != key:
         return {}
     return {k: m[k] for k in (WALL_TIME, IMAGES_PER_S) if k in m}
 
