@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = command("train", "train one cell (variant, depth, seed) of the grid", "train.lr=0.05 trainer.devices=2")
     t.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
-    t.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
+    t.add_argument("--depth", required=True, type=int, help="6n+2 with n >= 1: 8, 14, 20, 26, 32, 38, ...")
     t.add_argument("--seed", type=int, default=0, help="the cell's seed (default: 0)")
     t.add_argument("--out", required=True, help="the cell's output folder")
     t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
 
     pf = command("perf", "training images/s, bench's real path vs a bare PyTorch loop, JSON", "speed.compile=default")
     pf.add_argument("--variant", required=True, help=f"one of: {', '.join(record.VARIANTS)}")
-    pf.add_argument("--depth", required=True, type=int, help="6n+2: 8, 14, 20, 32, 44, 56, 110, ...")
+    pf.add_argument("--depth", required=True, type=int, help="6n+2 with n >= 1: 8, 14, 20, 26, 32, 38, ...")
     pf.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
     pf.add_argument("--device", required=True, choices=("cpu", "cuda"), help="where to run: cpu or cuda")
     pf.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: trainer.precision)")

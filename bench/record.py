@@ -65,7 +65,7 @@ def check(variant: str, depth: int, shortcut: str = "projection") -> int:
         raise ValueError(f"unknown shortcut {shortcut!r}; valid shortcuts: {', '.join(SHORTCUTS)}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(
-            f"depth {depth!r} is not 6n+2 with n >= 1; valid depths: 8, 14, 20, 26, 32, 44, 56, 110, 1202, ..."
+            f"depth {depth!r} is not 6n+2 with n >= 1; valid depths: 8, 14, 20, 26, 32, 38, 44, 50, 56, ..., 110, ..."
         )
     return (depth - 2) // 6
 

@@ -194,6 +194,18 @@ def test_a_finished_cell_rerun_trains_nothing_and_keeps_its_recorded_timings(run
     assert not (cell / ".last.ckpt.999999999.tmp").exists()  # no process 999999999: its leftover is removed
 
 
+def test_a_run_that_ends_mid_epoch_records_the_final_weights_validation_and_so_does_its_rerun(tmp_path, digits_dir):
+    p = config.load(PARAMS, [*QUICK_RUN, "train.max_steps=25"])  # 10 steps an epoch: the fit validates at 10 and 20
+    first = train(p, CELL, tmp_path, digits_dir, progress=False)
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["10", "20", "25"]
+    assert rows[-1]["val/loss"] == ""  # the fit's last validation is at step 20, of other weights
+    assert first["val/loss"] is not None
+    assert first["val/loss"] != pytest.approx(float(rows[-2]["val/loss"]))
+    assert train(p, CELL, tmp_path, digits_dir, progress=False) == first  # resumed with no step left: the same
+
+
 def bench_train(out, data, *overrides):
     cmd = bench_argv(
         "train", "--variant", "residual_bn", "--depth", 20, "--out", out, "--data", data, *QUICK, *overrides

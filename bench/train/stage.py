@@ -1,7 +1,7 @@
 """Train one cell of the ablation grid, (variant, depth, seed), and write its results to one folder.
 
 `train(params, cell, out)` is a pure function the CLI and the tests call. It reads top to bottom:
-check, build, fit, test, record. It writes out/metrics.json (bench.record), out/history.csv (one
+check, build, fit, evaluate, record. It writes out/metrics.json (bench.record), out/history.csv (one
 row per epoch), out/diagnostics.json (per-block diagnostics), out/env.json (versions, hardware, git
 commit, data checksum), out/predictions.safetensors (each image's predicted class; none for a diverged run),
 out/weights.safetensors (the final weights: bench.weights) and out/last.ckpt (Lightning's, for resuming).
@@ -143,7 +143,7 @@ def train(
             wandb.log_hyperparams({"world_size": trainer.world_size, "precision": str(trainer.precision)})
         module, dm = build(params, cell, data, run_key=key)
 
-        # fit and test; every image's prediction by the final weights, on the test and clean training splits
+        # fit and evaluate; every image's prediction by the final weights, on the test and clean training splits
         start = time.perf_counter()
         errors = fit_and_test(trainer, module, dm, ckpt_path, out, history)
         wall_time_s = time.perf_counter() - start
@@ -223,25 +223,20 @@ def resume_or_start(out: Path, cell: Cell, key: str, history: HistoryLogger) -> 
 def fit_and_test(
     trainer: L.Trainer, module: Classifier, dm: DataModule, ckpt_path: str | None, out: Path, history: HistoryLogger
 ) -> dict:
-    """Fit, then test the final weights; the split losses and errors by key (TRAIN_LOSS, ...)."""
+    """Fit, then evaluate the final weights on the validation and test splits (the validation loop holds both);
+    the split losses and errors by key (TRAIN_LOSS, ...). The same for a finished run resumed with no step left."""
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # the cell's own checkpoint
-    fit_metrics = dict(trainer.callback_metrics)
     last_row = history.rows[max(history.rows)] if history.rows else {}
 
     # the final weights, saved as last.ckpt and named, so that under SLURM Lightning does not load its
-    # requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has test/* already
+    # requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has the epochs' already
     trainer.save_checkpoint(out / "last.ckpt", weights_only=False)
     trainer.loggers = []
-    test_metrics = trainer.test(
-        module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=True
-    )[0]
+    final = trainer.validate(module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=True)
+    evaluated = {k: v for split in final for k, v in split.items()}  # no val/* where the validation split is empty
     return {
         **{k: last_row.get(k) for k in (record.TRAIN_LOSS, record.TRAIN_ERROR)},  # blank for a requeued epoch
-        **{
-            k: fit_metrics[k] if k in fit_metrics else last_row.get(k)  # a resumed run with no step left
-            for k in (record.VAL_LOSS, record.VAL_ERROR)
-        },
-        **{k: test_metrics[k] for k in (record.TEST_LOSS, record.TEST_ERROR)},
+        **{k: evaluated.get(k) for k in (record.VAL_LOSS, record.VAL_ERROR, record.TEST_LOSS, record.TEST_ERROR)},
     }
 
 
