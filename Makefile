@@ -25,8 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 # JOBS per GPU; a failed cell stops here, its log named), then the stages after the grid that are out of date or whose
 # results git holds but the workspace lacks, the independent ones at once (bench/scale/pipeline.py, which records them
 # in dvc.lock as `dvc repro` would), and the README's results section copied from the report's results.md. A clone
-# without the cells' weights (DVC's cache; nothing to pull) keeps the results git holds: plain `dvc repro` would rerun
-# the studies, which read the weights.
+# without the cells' weights (DVC's cache; nothing to pull) keeps the results git holds: plain `dvc repro` would retrain
+# every cell, one at a time, to make the weights the studies read.
 JOBS ?= 2
 run: setup
 	$(BIN)/bench grid --jobs $(JOBS)
