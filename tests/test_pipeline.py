@@ -5,6 +5,7 @@ import json
 import re
 import shlex
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -288,13 +289,36 @@ def readme_commands(kinds=("bench ", "dvc metrics", "dvc exp show", "dvc plots")
     return lines
 
 
+def prepared_clone(tmp_path) -> Path:
+    """A fresh clone of this repository with the pipeline's own data, as `make run` prepares it."""
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(ROOT), str(clone)])
+    run("dvc repro -q prepare", clone)
+    return clone
+
+
+@pytest.mark.integration
+def test_the_committed_cells_are_those_of_the_committed_code_and_params(tmp_path):
+    """dvc.lock pins each cell to the code, params and data that trained it: in a fresh clone no cell is out of
+    date, so `make run` retrains nothing. A change to a train stage's code or params that was committed without
+    retraining the grid fails here."""
+    clone = prepared_clone(tmp_path)
+    assert run("bench grid --dry-run", clone).stdout.strip().endswith("cells out of date: none")
+    for stage, changes in json.loads(run("dvc status --json", clone).stdout).items():
+        for change in changes:  # what a clone lacks: DVC's cache, and so the weights in the studies' folder `runs`
+            (kind, paths), *_ = change.items()
+            assert kind in ("changed outs", "changed deps"), (stage, change)
+            if kind == "changed outs":
+                assert set(paths.values()) == {"not in cache"}, (stage, change)
+            else:
+                assert paths == {"runs": "modified"}, (stage, change)
+
+
 @pytest.mark.integration
 def test_the_readme_s_examples_leave_the_pipeline_as_it_was(tmp_path):
     """Every `bench` example of the README (and its read-only dvc ones), run as written in a fresh clone, writes
     only to scratch places: git and DVC see the same workspace afterwards. PATH/images is a folder of images."""
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(ROOT), str(clone)])
-    run("dvc repro -q prepare", clone)  # the pipeline's own data, as `make run` prepares it
+    clone = prepared_clone(tmp_path)
     before = run("git status --porcelain", clone).stdout, run("dvc status --json", clone).stdout
     images = write_imagefolder(tmp_path / "images", classes=("cat", "dog"), per_class=(600, 20), size=(8, 8))
     commands = readme_commands()
