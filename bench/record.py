@@ -123,7 +123,7 @@ class Metrics:
     images_per_s: float | None
     diverged: bool
     diverged_step: int | None
-    run_key: str  # bench.train.resume.run_key: the params, cell, data and code that trained it
+    run_key: str  # bench.run_key: the params, cell, data and code that trained it
     weights_sha256: str | None  # of the cell's weights.safetensors (bench.weights): what load() checks against
     scalars: dict[str, float | bool | None] = field(default_factory=dict)
 

@@ -35,7 +35,7 @@ def sha256(path: Path) -> str:
 
 def save(out: Path, model: torch.nn.Module, architecture: dict, data: dict, run_key: str) -> str:
     """out/weights.safetensors, replaced atomically; its SHA-256. `data`: the classes and the normalisation's mean
-    and std; `run_key`: bench.train.resume.run_key of the run that trained them."""
+    and std; `run_key`: bench.run_key of the run that trained them."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"architecture": architecture, "data": data, "run_key": run_key}
     tmp = temporary(out / FILE)
@@ -69,7 +69,7 @@ class Cell:
 
 def load(folder: str | Path) -> Cell:
     """The cell in `folder` (runs/CELL): its weights, checked against its metrics.json. A ValueError names what is
-    wrong: no weights (fetch them: `dvc pull`, or retrain), weights whose hash is not the one metrics.json
+    wrong: no weights (`dvc checkout`, `dvc pull` or retrain), weights whose hash is not the one metrics.json
     records (stale: `dvc checkout`), a diverged cell (its weights are not finite)."""
     folder = Path(folder)
     try:
@@ -79,8 +79,8 @@ def load(folder: str | Path) -> Cell:
     path = folder / FILE
     if not path.exists():
         raise ValueError(
-            f"{path} is missing: fetch the cell's weights (`dvc pull {path}`) or retrain it "
-            f"(`dvc repro -f -s train@{folder.name}`)"
+            f"{path} is missing: `dvc checkout {path}` restores it where DVC's cache has it (this clone trained the "
+            f"cell), `dvc pull {path}` from a remote you share, or retrain it: `dvc repro -f -s train@{folder.name}`"
         )
     if (found := sha256(path)) != metrics.get("weights_sha256"):
         raise ValueError(

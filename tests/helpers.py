@@ -1,6 +1,7 @@
 """What the tests share besides fixtures: the project's paths, one way to run a command in a subprocess, a
 folder's snapshot, and hand-made cells."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -57,6 +58,16 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     }
 
 
+@functools.cache
+def hand_key(cell, overrides: tuple = ()) -> str:
+    """The run key `bench train` writes for `cell` under params.yaml's params and `overrides` (the grid's aside,
+    which no key reads) and the hand-made cells' data checksum: the report takes such a cell for one they trained."""
+    from bench import config
+    from bench.run_key import run_key
+
+    return run_key(config.load(PARAMS, list(overrides)), cell, "0" * 32)
+
+
 def metrics(
     variant, depth, seed, test, train=0.01, diverged=False, dataset="cifar10", step=300, scalars=None, **fields
 ):
@@ -65,7 +76,7 @@ def metrics(
     any other field (wall_time_s=30.0, ...)."""
     from dataclasses import replace
 
-    from bench.record import Metrics
+    from bench.record import Cell, Metrics
 
     ok = not diverged
     m = Metrics(
@@ -91,7 +102,7 @@ def metrics(
         images_per_s=1000.0,
         diverged=diverged,
         diverged_step=step if diverged else None,
-        run_key="0" * 16,
+        run_key=hand_key(Cell(variant, depth, seed)),
         weights_sha256=None,
         scalars=scalars or {"init/shattering": 0.5, **({} if diverged else {"end/shattering": 0.4})},
     )
@@ -169,9 +180,12 @@ GRID = {
 GRID_PARAMS = ["grid.variants=[plain, residual_bn]", "grid.depths=[20, 56, 110]", "grid.seeds=[0, 1, 2]"]
 
 
-def write_grid(runs, dataset="cifar10"):
-    """The hand-made grid of the report tests: GRID's test errors, in `runs`."""
+def write_grid(runs, dataset="cifar10", overrides=()):
+    """The hand-made grid of the report tests: GRID's test errors, in `runs`, as trained under `overrides`."""
+    from bench.record import Cell
+
     for (v, d), tests in GRID.items():
         for s, t in enumerate(tests):
             train = 0.899 if v == "plain" and d == 56 else 0.01
-            write_cell(runs, metrics(v, d, s, t, train, diverged=t is None, dataset=dataset))
+            key = hand_key(Cell(v, d, s), tuple(overrides))
+            write_cell(runs, metrics(v, d, s, t, train, diverged=t is None, dataset=dataset, run_key=key))

@@ -37,7 +37,7 @@ def make_report(tmp_path, *overrides, dataset="cifar10"):
 def render_text(tmp_path, *overrides, dataset="cifar10"):
     """report.md's text through the pure steps (load, aggregate, render), without drawing the figures."""
     params = config.load(PARAMS, [*GRID_PARAMS, *overrides])
-    write_grid(tmp_path / "runs", dataset)
+    write_grid(tmp_path / "runs", dataset, overrides)
     results = stage.collect(params, tmp_path / "runs")
     metrics = [r.metrics for r in results]
     chance = record.chance_error(only(m.num_classes for m in metrics))
@@ -509,7 +509,7 @@ def test_the_report_is_built_beside_and_swapped_in_whole(tmp_path, monkeypatch, 
         raise OSError("disk full")
 
     monkeypatch.setattr(stage, "save", fail)  # the first file written: a figure
-    params = config.load(PARAMS, [*GRID_PARAMS, "model.shortcut=zero_pad"])
+    params = config.load(PARAMS, GRID_PARAMS)
     with pytest.raises(OSError, match="disk full"):
         report(params, tmp_path / "runs", tmp_path / "report")
     assert (tmp_path / "report/report.md").read_text() == before
@@ -583,3 +583,29 @@ def test_the_toy_caption_is_computed_from_its_fitted_exponents():
     gentle = toy_text({"slope/residual": -0.3, "slope/plain": -1.8, "gradient_moment_slope/residual": 0.9})
     assert "(linearly or slower), and the residual correlation falls slower than" in gentle
     assert "Theorem 3" not in toy_text({})  # no numbers: no comparison
+
+
+def test_cells_that_other_params_trained_are_refused_naming_a_param_that_differs(tmp_path):
+    from bench.train import settings
+
+    write_grid(tmp_path / "runs")  # trained under params.yaml's params
+    settings.write(tmp_path / "runs/plain-20-0", config.load(PARAMS), Cell("plain", 20, 0))  # its config.yaml
+    params = config.load(PARAMS, [*GRID_PARAMS, "train.lr=0.5"])
+    lr = config.load(PARAMS).train.lr
+    with pytest.raises(
+        ValueError, match=rf"^18 of 18 cells .* \(plain-20-0, .*plain-20-0 ran with train.lr={lr} there, 0.5 here"
+    ):
+        report(params, tmp_path / "runs", tmp_path / "report")
+    assert not (tmp_path / "report").exists()  # refused before anything is written
+    assert report(config.load(PARAMS, GRID_PARAMS), tmp_path / "runs", tmp_path / "report")  # their own params
+
+
+def test_cells_that_other_code_trained_are_refused(tmp_path, monkeypatch):
+    from bench import run_key
+
+    write_grid(tmp_path / "runs")
+    params = config.load(PARAMS, GRID_PARAMS)
+    assert not run_key.stale(params, [r.metrics for r in stage.collect(params, tmp_path / "runs")])
+    monkeypatch.setattr(run_key, "code_hash", lambda module: "the train stage edited since")
+    with pytest.raises(ValueError, match=r"18 of 18 cells .*: the train stage's code or the data\. .*stale"):
+        report(params, tmp_path / "runs", tmp_path / "report")

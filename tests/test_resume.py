@@ -15,6 +15,7 @@ from helpers import DIGITS, PARAMS, PROBE, QUICK, ROOT, bench_argv
 
 from bench import config
 from bench.record import Cell
+from bench.run_key import TRAIN_ENTRY, run_key
 from bench.train import callbacks, resume
 from bench.train.stage import train
 
@@ -92,11 +93,9 @@ def copy(runs, name, tmp_path):
 
 def test_a_checkpoint_of_other_params_is_set_aside_never_deleted(tmp_path):
     p = config.load(PARAMS, ["train.lr=0.1"])
-    key = resume.run_key(p, CELL, "md5")
-    assert key != resume.run_key(config.load(PARAMS, ["train.lr=0.2"]), CELL, "md5")
-    assert key == resume.run_key(
-        config.load(PARAMS, ["train.lr=0.1", "wandb.project=x", "grid.seeds=[0, 1]"]), CELL, "md5"
-    )
+    key = run_key(p, CELL, "md5")
+    assert key != run_key(config.load(PARAMS, ["train.lr=0.2"]), CELL, "md5")
+    assert key == run_key(config.load(PARAMS, ["train.lr=0.1", "wandb.project=x", "grid.seeds=[0, 1]"]), CELL, "md5")
     for n in (1, 2):  # one after the other: both kept, none overwritten
         torch.save({"hyper_parameters": {"run_key": f"other {n}"}, "global_step": 5}, tmp_path / "last.ckpt")
         saved = (tmp_path / "last.ckpt").read_bytes()
@@ -159,12 +158,12 @@ def test_the_run_key_follows_the_code_that_trains_the_cell(tmp_path):
     from bench.code import code_hash
 
     shutil.copytree(ROOT / "bench", tmp_path / "bench")
-    assert code_hash(resume.TRAIN_ENTRY, tmp_path) == code_hash(resume.TRAIN_ENTRY)
+    assert code_hash(TRAIN_ENTRY, tmp_path) == code_hash(TRAIN_ENTRY)
     (tmp_path / "bench/report/stage.py").write_text("# the report does not train\n")
-    assert code_hash(resume.TRAIN_ENTRY, tmp_path) == code_hash(resume.TRAIN_ENTRY)
+    assert code_hash(TRAIN_ENTRY, tmp_path) == code_hash(TRAIN_ENTRY)
     with open(tmp_path / "bench/models.py", "a") as f:
         f.write("# a changed model: dvc repro reruns the cell, and its old checkpoint must not be resumed\n")
-    assert code_hash(resume.TRAIN_ENTRY, tmp_path) != code_hash(resume.TRAIN_ENTRY)
+    assert code_hash(TRAIN_ENTRY, tmp_path) != code_hash(TRAIN_ENTRY)
 
 
 # --- a crash, a kill, and the rerun ---

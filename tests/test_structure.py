@@ -208,7 +208,7 @@ def test_the_deps_check_catches_a_module_left_out():
 
 
 def test_the_run_key_hashes_the_train_stage_s_import_closure():
-    from bench.train.resume import TRAIN_ENTRY
+    from bench.run_key import TRAIN_ENTRY
 
     files = {str(p.relative_to(ROOT)) for p in code.closure(TRAIN_ENTRY)}
     assert {"bench/models.py", "bench/train/schedule.py", "bench/diagnostics/probe.py"} <= files

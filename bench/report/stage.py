@@ -36,6 +36,7 @@ from bench.report.html import PAGE
 from bench.report.html import page as html_page
 from bench.report.pathologies import TOY_FIGURE
 from bench.report.render import document
+from bench.run_key import check_fresh
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -55,8 +56,11 @@ def read_study(folder: str | Path | None, file: str) -> dict | None:
 
 
 def collect(params: Params, runs: Path) -> list[Run]:
-    """Each grid cell's record, once, in the grid's order; a missing cell is an error naming it."""
-    return [record.load(runs, cell) for cell in dict.fromkeys(cells(params))]  # a seed listed twice is one run
+    """Each grid cell's record, once, in the grid's order; a missing cell, or one that other params or code trained,
+    is an error naming it."""
+    results = [record.load(runs, cell) for cell in dict.fromkeys(cells(params))]  # a seed listed twice is one run
+    check_fresh(params, runs, [r.metrics for r in results])
+    return results
 
 
 def report(

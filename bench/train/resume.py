@@ -1,18 +1,16 @@
 """Resuming a killed or preempted cell from its checkpoint, and only when the checkpoint is its own.
 
-A checkpoint carries a run key, a hash of everything that determines the run (the params it reads,
-the cell, the data checksum, the code that trains it). So when `dvc repro` reruns a cell because its
-code changed, the finished checkpoint of the old code is replaced, never resumed with no step left.
-A rerun with the same key resumes. Another run's checkpoint is deleted when that run finished and the folder
-holds its results (its metrics.json records its key): the new run replaces those results, and the checkpoint
-with them, so a cell's folder holds one checkpoint however often it is retrained. A checkpoint of an
-unfinished run is work recorded nowhere else, and is set aside under a new name, never deleted. Under SLURM,
-Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
+A checkpoint carries its run's key (bench.run_key: the params, the cell, the data checksum, the code that trains
+it). So when `dvc repro` reruns a cell because its code changed, the finished checkpoint of the old code is
+replaced, never resumed with no step left. A rerun with the same key resumes. Another run's checkpoint is deleted
+when that run finished and the folder holds its results (its metrics.json records its key): the new run replaces
+those results, and the checkpoint with them, so a cell's folder holds one checkpoint however often it is retrained.
+A checkpoint of an unfinished run is work recorded nowhere else, and is set aside under a new name, never deleted.
+Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -23,26 +21,9 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from bench.code import code_hash
-from bench.config import Params, sections
 from bench.files import atomic, write_text
-from bench.record import IMAGES_PER_S, WALL_TIME, Cell
+from bench.record import IMAGES_PER_S, WALL_TIME
 from bench.train.distributed import is_rank_zero
-
-# what a cell's result depends on; not `speed`, which changes how fast, never what: a cell killed
-# while compiled may resume eager, and the other way round (their checkpoints are the same)
-RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")
-TRAIN_ENTRY = "bench.train.stage"  # the code a cell's result depends on: this module's import closure (bench.code)
-
-
-def run_key(params: Params, cell: Cell, data_md5: str) -> str:
-    identity = {
-        "params": sections(params, RUN_SECTIONS),
-        "cell": list(cell),
-        "data_md5": data_md5,
-        "code": code_hash(TRAIN_ENTRY),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def set_aside(path: Path, why: str) -> Path | None:

@@ -11,10 +11,10 @@ from bench import config
 from bench.config import Params
 from bench.files import redact, write_text
 from bench.record import Cell
-from bench.train import resume
+from bench.run_key import RUN_SECTIONS
 
 CONFIG = "config.yaml"  # in the cell's folder: every value the run read, defaults and overrides resolved
-SECTIONS = (*resume.RUN_SECTIONS, "speed")  # what decides the result (the run key's), and how fast it ran
+SECTIONS = (*RUN_SECTIONS, "speed")  # what decides the result (the run key's), and how fast it ran
 
 
 def resolved(params: Params) -> dict:

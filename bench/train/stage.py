@@ -27,6 +27,7 @@ from bench.config import Params
 from bench.diagnostics.probe import indices as probe_indices
 from bench.files import locked, remove_stale, write_json
 from bench.record import Cell
+from bench.run_key import run_key
 from bench.train import predictions, resume, settings, speed
 from bench.train.callbacks import DiagnosticsCallback, Divergence, EpochCheckpoint, HistoryLogger, Throughput
 from bench.train.data import Dataset, load_prepared, normalise
@@ -126,7 +127,7 @@ def train(
 
     with locked(out) if is_rank_zero() else nullcontext():  # one run at a time in a cell's folder
         # build: resume the cell's own checkpoint, or start afresh
-        key = resume.run_key(params, cell, data.md5)
+        key = run_key(params, cell, data.md5)
         ckpt_path, resuming = resume_or_start(out, cell, key, history)
         recorded = resume.recorded_timings(out, key) if resuming else {}  # a finished run, resumed with no step left
         announce(out, params, cell, data, resuming)
