@@ -17,6 +17,7 @@ import yaml
 
 from bench.code import code_hash
 from bench.config import Params, sections
+from bench.files import redact
 from bench.record import Cell, Metrics
 
 RUN_SECTIONS = ("data", "model", "train", "trainer", "diagnostics")
@@ -48,6 +49,8 @@ def differences(params: Params, config_yaml: Path) -> list[str]:
     except (OSError, yaml.YAMLError):
         return []
     now = sections(params, RUN_SECTIONS)
+    if isinstance(now["data"].get("source"), str):  # as config.yaml records it: a URL's credentials redacted
+        now["data"]["source"] = redact(now["data"]["source"])
     return [
         f"{section}.{k}={ran[section][k]} there, {v} here"
         for section, values in now.items()
