@@ -335,7 +335,7 @@ def test_the_grid_ends_with_a_compact_results_table(tmp_path):
     assert results_table(p, tmp_path / "runs") is None  # nothing finished yet
     write_grid(tmp_path / "runs")
     lines = results_table(p, tmp_path / "runs").splitlines()
-    assert lines[0] == "| test error % | depth 20 | depth 56 | depth 110 |"
+    assert lines[0] == "| test error %, mean ± 95 % t | depth 20 | depth 56 | depth 110 |"
     # mean ± t(0.975, n-1) s / sqrt(n): 4.303 x 0.20 / sqrt(3) = 0.50; 12.706 x 0.0707 / sqrt(2) = 0.64
     assert lines[2] == "| plain | 9.20 ± 0.50 (n=3) | 89.95 ± 0.64 (n=2; 1/3 diverged) | 3/3 diverged |"
     assert lines[3].startswith("| residual_bn | 8.60 ± 0.50 (n=3) |")

@@ -233,7 +233,7 @@ def launch(
     ok = [r["cell"] for r in results if r["returncode"] == 0]
     failed = [r["cell"] for r in results if r["returncode"]]
     if commit and ok:
-        rest = "" if failed else "; `dvc repro` now runs only what remains (sweep, toy, report)"
+        rest = "" if failed else "; the stages after the grid remain (`python -m bench.scale.pipeline`, or `dvc repro`)"
         print(f"recorded {len(ok)} cells in dvc.lock as they finished{rest}")
     if (summary := results_table(params)) is not None:
         print(summary)

@@ -39,4 +39,4 @@ def results_table(params: Params, runs: Path = Path("runs")) -> str | None:
                 return None
             row.append(cell_text([None if m.diverged else m.test_error for m in runs_], len(seeds)))
         rows.append(row)
-    return table(["test error %", *(f"depth {d}" for d in depths)], rows)
+    return table(["test error %, mean ± 95 % t", *(f"depth {d}" for d in depths)], rows)
