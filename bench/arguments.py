@@ -43,7 +43,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="the cell's seed (default: 0)")
     t.add_argument("--out", required=True, help="the cell's output folder")
     t.add_argument("--data", default="data/prepared", help="prepared data folder (default: data/prepared)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar (none outside a terminal or DVC)")
+    t.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (never one under DVC or outside a terminal)"
+    )
 
     pr = command("prepare", "verify a dataset source by checksum and write its prepared form", "data.val_size=5000")
     pr.add_argument("--out", default="data/prepared", help="prepared data folder (default: data/prepared)")
