@@ -601,22 +601,22 @@ def test_cells_that_other_params_trained_are_refused_naming_a_param_that_differs
 
 
 def test_cells_that_other_code_trained_are_refused(tmp_path, monkeypatch):
-    from bench import run_key
+    from bench.report import fresh
 
     write_grid(tmp_path / "runs")
     params = config.load(PARAMS, GRID_PARAMS)
-    assert not run_key.stale(params, [r.metrics for r in stage.collect(params, tmp_path / "runs")])
-    monkeypatch.setattr(run_key, "code_hash", lambda module: "the train stage edited since")
+    assert not fresh.stale(params, [r.metrics for r in stage.collect(params, tmp_path / "runs")])
+    monkeypatch.setattr(fresh, "code_hash", lambda module: "the train stage edited since")
     with pytest.raises(ValueError, match=r"18 of 18 cells .*: the train stage's code or the data\. .*stale"):
         report(params, tmp_path / "runs", tmp_path / "report")
 
 
 def test_a_param_that_differs_is_named_without_the_credentials_of_a_url(tmp_path):
-    from bench import run_key
+    from bench.report import fresh
     from bench.train import settings
 
     url = ["data.name=cifar10", "data.source=https://user:secret@example.org/cifar.tar.gz?token=secret"]
     settings.write(tmp_path, config.load(PARAMS, url), Cell("plain", 20, 0))  # config.yaml redacts the URL
-    assert run_key.differences(config.load(PARAMS, url), tmp_path / "config.yaml") == []
-    differ = run_key.differences(config.load(PARAMS, [*url, "train.lr=0.5"]), tmp_path / "config.yaml")
+    assert fresh.differences(config.load(PARAMS, url), tmp_path / "config.yaml") == []
+    differ = fresh.differences(config.load(PARAMS, [*url, "train.lr=0.5"]), tmp_path / "config.yaml")
     assert differ == [f"train.lr={config.load(PARAMS).train.lr} there, 0.5 here"]

@@ -111,20 +111,18 @@ def test_a_checkpoint_of_other_params_is_set_aside_never_deleted(tmp_path):
     assert "step 5" in message
 
 
-def test_the_finished_run_whose_results_the_folder_holds_is_replaced_with_them(tmp_path):
-    for n, recorded in enumerate(("finished", "another run", None)):
-        torch.save({"hyper_parameters": {"run_key": "finished"}, "global_step": 5}, tmp_path / "last.ckpt")
-        metrics = tmp_path / "metrics.json"
-        metrics.write_text(json.dumps({"run_key": recorded})) if recorded else metrics.unlink(missing_ok=True)
-        path, message = resume.checkpoint_to_resume(tmp_path, "this run")
-        assert path is None
-        assert not (tmp_path / "last.ckpt").exists()
-        if recorded == "finished":  # its results are metrics.json and the weights, which this run replaces
-            assert message.startswith(f"replacing {tmp_path / 'last.ckpt'}: the finished checkpoint")
-            assert not list(tmp_path.glob("*.other-run-*"))
-        else:  # metrics.json is another run's, or there is none: this checkpoint's work is nowhere else
-            assert f"set aside {tmp_path / 'last.ckpt'} as last.other-run-{n}.ckpt" in message
-            assert (tmp_path / f"last.other-run-{n}.ckpt").exists()
+def test_only_the_finished_runs_set_aside_checkpoints_are_removed(tmp_path):
+    for name, content in [
+        ("last.other-run-1.ckpt", {"finished": True}),  # a finished run's final checkpoint
+        ("last.other-run-2.ckpt", {"finished": False}),  # an epoch's: the run was killed
+        ("last.other-run-3.ckpt", {}),  # written before checkpoints said whether they were final
+        ("last.ckpt", {"finished": True}),  # the run's own
+    ]:
+        torch.save({"hyper_parameters": {"run_key": name}, "global_step": 5, **content}, tmp_path / name)
+    (tmp_path / "last.other-run-4.ckpt").write_bytes(b"cannot be read")
+    assert resume.remove_finished_set_aside(tmp_path) == ["last.other-run-1.ckpt"]
+    left = ["last.ckpt", "last.other-run-2.ckpt", "last.other-run-3.ckpt", "last.other-run-4.ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 
 def test_a_rerun_with_other_params_trains_afresh_in_place_of_the_finished_run(runs, tmp_path, digits_dir):
@@ -133,7 +131,9 @@ def test_a_rerun_with_other_params_trains_afresh_in_place_of_the_finished_run(ru
     m = train(p, CELL, cell, digits_dir, progress=False)
     assert m["steps"] == 10  # not resumed at step 30
     assert [f.name for f in cell.glob("*.ckpt")] == ["last.ckpt"]  # one checkpoint: the new run's
-    assert resume.load(cell / "last.ckpt")["hyper_parameters"]["run_key"] == m["run_key"]
+    final = resume.load(cell / "last.ckpt")
+    assert final["hyper_parameters"]["run_key"] == m["run_key"]
+    assert final["finished"] is True
 
 
 def test_a_rerun_with_other_params_sets_an_unfinished_checkpoint_aside(runs, tmp_path, digits_dir):

@@ -31,12 +31,12 @@ from bench.report import paths as report_paths
 from bench.report.claims import claims, claims_json
 from bench.report.figures import plot_convergence, plot_vs_depth
 from bench.report.findings import results_md
+from bench.report.fresh import check_fresh
 from bench.report.grid import aggregate, depth_csv, only, summary, variants_depths
 from bench.report.html import PAGE
 from bench.report.html import page as html_page
 from bench.report.pathologies import TOY_FIGURE
 from bench.report.render import document
-from bench.run_key import check_fresh
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -71,6 +71,7 @@ class Classifier(L.LightningModule):
         self.register_buffer("diverged_at", torch.tensor(-1), persistent=False)  # first non-finite step
         self._test_error = None
         self.epoch_updates = 0
+        self.finished = False  # set once training ended: the final checkpoint says so (bench.train.resume)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -129,6 +130,9 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self):
         self._log_epoch(["test"])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["finished"] = self.finished  # an epoch's checkpoint: False; the final weights': True
 
     def configure_optimizers(self):
         opt = self.make_optimizer(self.parameters())

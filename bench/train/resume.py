@@ -2,11 +2,11 @@
 
 A checkpoint carries its run's key (bench.run_key: the params, the cell, the data checksum, the code that trains
 it). So when `dvc repro` reruns a cell because its code changed, the finished checkpoint of the old code is
-replaced, never resumed with no step left. A rerun with the same key resumes. Another run's checkpoint is deleted
-when that run finished and the folder holds its results (its metrics.json records its key): the new run replaces
-those results, and the checkpoint with them, so a cell's folder holds one checkpoint however often it is retrained.
-A checkpoint of an unfinished run is work recorded nowhere else, and is set aside under a new name, never deleted.
-Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
+never resumed with no step left. A rerun with the same key resumes. Another run's checkpoint is set aside under a
+new name, and stays while the new run trains. Once the new run has written its results, the set-aside checkpoints
+of runs that had finished (the final checkpoint says so) are deleted: their results were the ones just replaced,
+so a cell's folder holds one checkpoint however often it is retrained. Those of unfinished runs hold work recorded
+nowhere else, and are never deleted. Under SLURM, Lightning's own requeue checkpoint (hpc_ckpt_N.ckpt) takes precedence.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def requeue_checkpoints(out: Path) -> list[Path]:
 def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
     """(ckpt_path for Trainer.fit, a message for the user); (None, None) for a fresh start.
 
-    A checkpoint that is not this run's is deleted when it is the finished run whose results the folder holds,
-    and otherwise set aside under a name that says why, never deleted. Each is read by `load`, which refuses one
-    that holds code."""
+    A checkpoint that is not this run's is set aside under a name that says why (remove_finished_set_aside deletes
+    it once this run has replaced a finished run's results). Each is read by `load`, which refuses one that holds
+    code."""
     if SLURMEnvironment.detect() and (requeue := requeue_checkpoints(out)):  # Lightning resumes the latest itself
         try:
             own = _key(requeue[-1]) == key
@@ -103,22 +103,29 @@ def checkpoint_to_resume(out: Path, key: str) -> tuple[str | None, str | None]:
             None,
             f"set aside {last} as {aside and aside.name}: it cannot be read ({type(e).__name__}); starting afresh",
         )
-    other = ckpt.get("hyper_parameters", {}).get("run_key")
-    if other != key and other is not None and other == recorded(out).get("run_key"):
-        # the finished run whose results the folder holds: this run replaces them, its checkpoint with them
-        if is_rank_zero():
-            last.unlink(missing_ok=True)
-        return None, (
-            f"replacing {last}: the finished checkpoint of other params, data, cell or code, whose results "
-            f"(metrics.json, weights.safetensors) this run replaces; starting afresh"
-        )
-    if other != key:  # a run of other params that did not finish: its work is nowhere else
+    if ckpt.get("hyper_parameters", {}).get("run_key") != key:
         aside = set_aside(last, "other-run")
         return None, (
             f"set aside {last} as {aside and aside.name}: it belongs to other params, data, cell or code; "
             f"starting afresh"
         )
     return str(last), f"resuming from {last} at step {ckpt['global_step']}"
+
+
+def remove_finished_set_aside(out: Path) -> list[str]:
+    """Delete the checkpoints set aside in `out` (last.other-run-N.ckpt) whose run had finished: once a run has
+    written its results, those runs' results are replaced (DVC's cache keeps the pipeline's), and their final
+    checkpoints with them. Those of unfinished runs are kept, as is one this code cannot read. The names deleted."""
+    removed = []
+    for path in sorted(out.glob("last.other-run-*.ckpt")):
+        try:
+            finished = load(path).get("finished") is True
+        except Exception:  # unreadable, or not ours: never deleted
+            continue
+        if finished:
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -141,20 +148,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from None
 
 
-def recorded(out: Path) -> dict:
-    """out/metrics.json: the results of the run that finished last in `out` (it is written last); {} if none."""
+def recorded_timings(out: Path, key: str) -> dict:
+    """The wall time and throughput that out/metrics.json records for run `key`, when it does: a finished run
+    that is resumed trains no step, and keeps the timings of the run that trained it."""
     try:
         m = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
         return {}
-    return m if isinstance(m, dict) else {}
-
-
-def recorded_timings(out: Path, key: str) -> dict:
-    """The wall time and throughput that out/metrics.json records for run `key`, when it does: a finished run
-    that is resumed trains no step, and keeps the timings of the run that trained it."""
-    m = recorded(out)
-    if m.get("run_key") != key:
+    if not isinstance(m, dict) or m.get("run_key") != key:
         return {}
     return {k: m[k] for k in (WALL_TIME, IMAGES_PER_S) if k in m}
 

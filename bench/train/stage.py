@@ -231,6 +231,7 @@ def fit_and_test(
 
     # the final weights, saved as last.ckpt and named, so that under SLURM Lightning does not load its
     # requeue checkpoint (the preemption-time weights) instead; no logger: history.csv has the epochs' already
+    module.finished = True
     trainer.save_checkpoint(out / "last.ckpt", weights_only=False)
     trainer.loggers = []
     final = trainer.validate(module, datamodule=dm, ckpt_path=str(out / "last.ckpt"), verbose=False, weights_only=True)
@@ -287,10 +288,13 @@ def write_results(
     out: Path, metrics: dict, env: dict, history: HistoryLogger, diagnostics: dict | None, scored: dict | None
 ) -> None:
     """The cell's files (rank 0 writes them), metrics.json last: a cell with a metrics.json is complete (W&B
-    comes after). `diagnostics` None: a run without them, whose folder keeps no diagnostics.json of an earlier run."""
+    comes after). `diagnostics` None: a run without them, whose folder keeps no diagnostics.json of an earlier run.
+    Then the set-aside checkpoints of finished runs go, whose results these replace (bench.train.resume)."""
     history.save()
     predictions.write(out, scored)
     path = out / "diagnostics.json"
     write_json(path, diagnostics) if diagnostics is not None else path.unlink(missing_ok=True)
     write_json(out / "env.json", env)
     write_json(out / "metrics.json", metrics)
+    for name in resume.remove_finished_set_aside(out):  # their results were the ones just replaced
+        print(f"removed {out / name}: the final checkpoint of a finished run of other params", flush=True)
