@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 
 from bench.code import code_hash
-from bench.config import Params, sections
-from bench.files import redact
+from bench.config import Params
 from bench.record import Metrics
 from bench.run_key import RUN_SECTIONS, TRAIN_ENTRY, run_key
+from bench.train.settings import resolved
 
 
 def stale(params: Params, records: list[Metrics]) -> list[Metrics]:
@@ -28,9 +28,7 @@ def differences(params: Params, config_yaml: Path) -> list[str]:
         ran = yaml.safe_load(config_yaml.read_text())
     except (OSError, yaml.YAMLError):
         return []
-    now = sections(params, RUN_SECTIONS)
-    if isinstance(now["data"].get("source"), str):  # as config.yaml records it: a URL's credentials redacted
-        now["data"]["source"] = redact(now["data"]["source"])
+    now = {s: v for s, v in resolved(params).items() if s in RUN_SECTIONS}  # as config.yaml records them
     return [
         f"{section}.{k}={ran[section][k]} there, {v} here"
         for section, values in now.items()
